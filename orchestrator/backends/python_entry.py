@@ -1,0 +1,39 @@
+"""Backend for a Python entry point: ``module:factory``, called with the card's options."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from orchestrator.backends._base import Tool
+from orchestrator.cards import PythonBackend, ToolCard
+
+__all__ = ["PythonEntryBackend"]
+
+
+class PythonEntryBackend:
+    """Loads ``factory(options) -> Tool`` from an importable module."""
+
+    def unavailable_reason(self, card: ToolCard) -> str | None:
+        spec = _spec(card)
+        module_name = spec.entry.partition(":")[0]
+        try:
+            found = importlib.util.find_spec(module_name)
+        except ModuleNotFoundError:
+            found = None
+        if found is None:
+            return f"entry module '{module_name}' cannot be imported"
+        return None
+
+    def load(self, card: ToolCard) -> Tool:
+        spec = _spec(card)
+        module_name, _, attribute = spec.entry.partition(":")
+        factory = getattr(importlib.import_module(module_name), attribute)
+        tool: Tool = factory(dict(spec.options))
+        return tool
+
+
+def _spec(card: ToolCard) -> PythonBackend:
+    if not isinstance(card.backend, PythonBackend):
+        raise TypeError(f"card {card.name} is not a python card")
+    return card.backend

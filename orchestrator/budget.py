@@ -1,0 +1,196 @@
+"""A hard budget: limits on money, wall seconds, tokens and calls, reserved before each call.
+
+:class:`Budget` is the value a user passes (every limit optional). :class:`Ledger` is what a run
+keeps: what was spent and what is reserved by calls in flight. A call first ``reserve``s its
+expected cost (raising :class:`~orchestrator.errors.BudgetExceeded` if it cannot fit), then
+``settle``s the real cost when it returns.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from orchestrator.cards import ToolCard
+from orchestrator.errors import BudgetExceeded
+
+__all__ = ["Budget", "Cost", "Ledger", "Reservation", "actual_cost", "expected_cost"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    """Optional hard limits for one run."""
+
+    usd: Decimal | None = None
+    seconds: float | None = None
+    tokens: int | None = None
+    calls: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.usd is not None:
+            object.__setattr__(self, "usd", Decimal(str(self.usd)))
+        for name in ("usd", "seconds", "tokens", "calls"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"budget {name} must not be negative, got {value}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "usd": None if self.usd is None else str(self.usd),
+            "seconds": self.seconds,
+            "tokens": self.tokens,
+            "calls": self.calls,
+        }
+
+
+@dataclass(frozen=True)
+class Cost:
+    """An amount of each budgeted resource (seconds here are those a call takes)."""
+
+    usd: Decimal = Decimal(0)
+    seconds: float = 0.0
+    tokens: int = 0
+    calls: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.usd + other.usd,
+            self.seconds + other.seconds,
+            self.tokens + other.tokens,
+            self.calls + other.calls,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "usd": str(self.usd),
+            "seconds": round(self.seconds, 3),
+            "tokens": self.tokens,
+            "calls": self.calls,
+        }
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """An amount held for one call in flight."""
+
+    id: int
+    cost: Cost
+
+
+@dataclass
+class Ledger:
+    """What one run has spent and holds, checked against its budget. Thread-safe."""
+
+    budget: Budget
+    spent: Cost = field(default_factory=Cost)
+    started: float = field(default_factory=time.monotonic)
+    carried_seconds: float = 0.0  # wall seconds spent before a resume
+    _held: dict[int, Cost] = field(default_factory=dict)
+    _next_id: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def elapsed(self) -> float:
+        return self.carried_seconds + time.monotonic() - self.started
+
+    def _held_total(self) -> Cost:
+        total = Cost()
+        for cost in self._held.values():
+            total = total + cost
+        return total
+
+    def _check(self, cost: Cost) -> None:
+        held = self._held_total()
+        limits = self.budget
+        if limits.usd is not None:
+            left = limits.usd - self.spent.usd - held.usd
+            if cost.usd > left:
+                raise BudgetExceeded("usd", f"${cost.usd:.6f}", f"${max(left, Decimal(0)):.6f}")
+        if limits.seconds is not None:
+            left_s = limits.seconds - self.elapsed() - held.seconds
+            if cost.seconds > left_s:
+                raise BudgetExceeded("seconds", f"{cost.seconds:.1f} s", f"{max(left_s, 0):.1f} s")
+        if limits.tokens is not None:
+            left_t = limits.tokens - self.spent.tokens - held.tokens
+            if cost.tokens > left_t:
+                raise BudgetExceeded("tokens", cost.tokens, max(left_t, 0))
+        if limits.calls is not None:
+            left_c = limits.calls - self.spent.calls - held.calls
+            if cost.calls > left_c:
+                raise BudgetExceeded("calls", cost.calls, max(left_c, 0))
+
+    def reserve(self, cost: Cost) -> Reservation:
+        """Hold ``cost`` for a call about to be made, or raise BudgetExceeded."""
+        with self._lock:
+            self._check(cost)
+            self._next_id += 1
+            self._held[self._next_id] = cost
+            return Reservation(self._next_id, cost)
+
+    def settle(self, reservation: Reservation, actual: Cost) -> None:
+        """Replace a reservation by what the call really cost."""
+        with self._lock:
+            self._held.pop(reservation.id, None)
+            self.spent = self.spent + actual
+
+    def release(self, reservation: Reservation) -> None:
+        """Drop a reservation whose call was never made."""
+        with self._lock:
+            self._held.pop(reservation.id, None)
+
+    def left(self) -> dict[str, Any]:
+        """What is left of each limit (None where there is no limit)."""
+        with self._lock:
+            held = self._held_total()
+            b = self.budget
+            return {
+                "usd": None if b.usd is None else str(b.usd - self.spent.usd - held.usd),
+                "seconds": None if b.seconds is None else round(b.seconds - self.elapsed(), 3),
+                "tokens": None if b.tokens is None else b.tokens - self.spent.tokens - held.tokens,
+                "calls": None if b.calls is None else b.calls - self.spent.calls - held.calls,
+            }
+
+    def headroom_seconds(self) -> float | None:
+        """Wall seconds a call may still take, or None without a time limit."""
+        if self.budget.seconds is None:
+            return None
+        return max(0.0, self.budget.seconds - self.elapsed())
+
+    def headroom_usd(self) -> Decimal | None:
+        """Money a call may still spend, or None without a money limit."""
+        if self.budget.usd is None:
+            return None
+        with self._lock:
+            return self.budget.usd - self.spent.usd - self._held_total().usd
+
+
+def _token_usd(card: ToolCard, input_tokens: int, output_tokens: int) -> Decimal:
+    return (
+        card.cost.usd_per_1k_input_tokens * input_tokens
+        + card.cost.usd_per_1k_output_tokens * output_tokens
+    ) / 1000
+
+
+def expected_cost(card: ToolCard, *, input_tokens: int, max_output_tokens: int, cold: bool) -> Cost:
+    """What a call to ``card`` is expected to cost, from its prices and measured latency."""
+    seconds = card.cost.latency_s + (card.cost.load_s if cold else 0.0)
+    counts_tokens = card.cost.usd_per_1k_input_tokens or card.cost.usd_per_1k_output_tokens
+    tokens = input_tokens + max_output_tokens if counts_tokens else 0
+    usd = (
+        card.cost.usd_per_call
+        + card.cost.usd_per_second * Decimal(str(round(seconds, 6)))
+        + _token_usd(card, input_tokens, max_output_tokens)
+    )
+    return Cost(usd=usd, seconds=seconds, tokens=tokens, calls=1)
+
+
+def actual_cost(card: ToolCard, *, seconds: float, input_tokens: int, output_tokens: int) -> Cost:
+    """What a finished call cost: its prices applied to its real time and tokens."""
+    usd = (
+        card.cost.usd_per_call
+        + card.cost.usd_per_second * Decimal(str(round(seconds, 6)))
+        + _token_usd(card, input_tokens, output_tokens)
+    )
+    return Cost(usd=usd, seconds=seconds, tokens=input_tokens + output_tokens, calls=1)

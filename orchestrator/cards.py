@@ -1,0 +1,297 @@
+"""Tool cards: one YAML file per model, validated by pydantic when it is loaded.
+
+A card says what a model does (task type, description, typed inputs and outputs), how to load it
+(one of the registered backends), what it costs, what it needs, and what it cannot do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import CardDefect, CardError
+
+__all__ = [
+    "BACKEND_KINDS",
+    "IO_TYPES",
+    "BackendSpec",
+    "CapabilityProfile",
+    "Cost",
+    "DiffusersBackend",
+    "IOSpec",
+    "OpenAIBackend",
+    "ProbeResult",
+    "PythonBackend",
+    "Requirements",
+    "ToolCard",
+    "TransformersBackend",
+    "card_from_yaml",
+    "load_card",
+]
+
+IOType = Literal["text", "audio", "image", "json"]
+IO_TYPES: tuple[str, ...] = ("text", "audio", "image", "json")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+TASK_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IOSpec(_Strict):
+    """One typed input or output of a tool."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    type: IOType
+    description: str = ""
+    optional: bool = False
+
+
+class Cost(_Strict):
+    """What one call costs. Money is in US dollars as exact decimals."""
+
+    usd_per_call: Decimal = Decimal(0)
+    usd_per_second: Decimal = Field(
+        default=Decimal(0), description="price of the compute time a call takes"
+    )
+    usd_per_1k_input_tokens: Decimal = Decimal(0)
+    usd_per_1k_output_tokens: Decimal = Decimal(0)
+    latency_s: float = Field(default=1.0, gt=0, description="expected seconds per call, warm")
+    load_s: float = Field(default=1.0, ge=0, description="expected seconds to load the model")
+    memory_mb: int = Field(default=256, gt=0)
+
+    @field_validator(
+        "usd_per_call",
+        "usd_per_second",
+        "usd_per_1k_input_tokens",
+        "usd_per_1k_output_tokens",
+        mode="before",
+    )
+    @classmethod
+    def _exact_money(cls, value: Any) -> Any:
+        if isinstance(value, float):
+            # YAML floats lose exactness; go through their shortest repr.
+            return Decimal(repr(value))
+        return value
+
+    @field_validator(
+        "usd_per_call", "usd_per_second", "usd_per_1k_input_tokens", "usd_per_1k_output_tokens"
+    )
+    @classmethod
+    def _non_negative(cls, value: Decimal) -> Decimal:
+        if not value.is_finite() or value < 0:
+            raise ValueError("must be a non-negative amount of US dollars, e.g. 0.002")
+        return value
+
+
+class Requirements(_Strict):
+    """What a tool needs from the machine."""
+
+    packages: list[str] = Field(
+        default_factory=list, description="Python modules that must be importable"
+    )
+    network: bool = False
+    gpu: bool = False
+    disk_mb: int = Field(default=0, ge=0)
+
+
+class TransformersBackend(_Strict):
+    """A transformers `pipeline` built from a hub id or a local folder."""
+
+    kind: Literal["transformers"]
+    task: str = Field(description="the transformers pipeline task")
+    model: str = Field(description="hub id, local folder, or pkg://module/relative/path")
+    gguf_file: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    call_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class DiffusersBackend(_Strict):
+    """A diffusers pipeline built from a hub id or a local folder."""
+
+    kind: Literal["diffusers"]
+    model: str
+    pipeline: str = "DiffusionPipeline"
+    options: dict[str, Any] = Field(default_factory=dict)
+    call_options: dict[str, Any] = Field(default_factory=dict)
+
+
+class OpenAIBackend(_Strict):
+    """A chat model behind an OpenAI-compatible endpoint, reached with the openai SDK."""
+
+    kind: Literal["openai"]
+    model: str
+    base_url: str | None = Field(default=None, description="default: $OPENAI_BASE_URL")
+    api_key_env: str = "OPENAI_API_KEY"
+    system_prompt: str | None = None
+    max_tokens: int = Field(default=256, gt=0)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+
+
+class PythonBackend(_Strict):
+    """A Python entry point `module:factory`; the factory takes options and returns the tool."""
+
+    kind: Literal["python"]
+    entry: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+BackendSpec = Annotated[
+    TransformersBackend | DiffusersBackend | OpenAIBackend | PythonBackend,
+    Field(discriminator="kind"),
+]
+BACKEND_KINDS: tuple[str, ...] = ("transformers", "diffusers", "openai", "python")
+
+
+class ProbeResult(_Strict):
+    """One probe of a capability profile: an instruction and the score the model got on it."""
+
+    instruction: str
+    score: float = Field(ge=0, le=1)
+    seconds: float = Field(default=0, ge=0)
+
+
+class CapabilityProfile(_Strict):
+    """Measured evidence of what the model does well (written by the profiling command)."""
+
+    card_digest: str = ""
+    probes: list[ProbeResult] = Field(default_factory=list)
+
+    @property
+    def mean_score(self) -> float:
+        return sum(p.score for p in self.probes) / len(self.probes) if self.probes else 0.0
+
+
+class ToolCard(_Strict):
+    """One model of the zoo."""
+
+    name: str
+    task: str = Field(description="Hugging Face pipeline tag where one fits")
+    description: str = Field(min_length=10, description="written for selection")
+    version: str = "1"
+    inputs: list[IOSpec] = Field(min_length=1)
+    outputs: list[IOSpec] = Field(min_length=1)
+    backend: BackendSpec
+    cost: Cost = Field(default_factory=Cost)
+    requires: Requirements = Field(default_factory=Requirements)
+    languages: list[str] = Field(default_factory=list, description="ISO 639-1 codes; empty: any")
+    tags: list[str] = Field(default_factory=list)
+    limitations: list[str] = Field(default_factory=list)
+    result_label: str | None = Field(
+        default=None, description="how the result is named in an answer, e.g. 'Language'"
+    )
+    strength: float = Field(
+        default=0.5, ge=0, le=1, description="prior quality in 0..1, used until profiled"
+    )
+    profile: CapabilityProfile | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_shape(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(
+                "use lower-case letters, digits, '.', '_' or '-', e.g. whisper-tiny-en"
+            )
+        return value
+
+    @field_validator("task")
+    @classmethod
+    def _task_shape(cls, value: str) -> str:
+        if not TASK_PATTERN.match(value):
+            raise ValueError("use a pipeline tag such as text-classification")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_io_names(self) -> ToolCard:
+        for side in ("inputs", "outputs"):
+            names = [io.name for io in getattr(self, side)]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{side} names must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+    def input_types(self) -> set[str]:
+        return {io.type for io in self.inputs if not io.optional}
+
+    def output_types(self) -> set[str]:
+        return {io.type for io in self.outputs}
+
+    def primary_output(self) -> IOSpec:
+        return self.outputs[0]
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the field at ``loc`` (for suggestions)."""
+    model: type[BaseModel] | None = ToolCard
+    for part in loc[:-1]:
+        if model is None or isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        inner = field.annotation
+        candidates = [inner, *getattr(inner, "__args__", ())]
+        model = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+    return model
+
+
+def _unknown_field_message(loc: tuple[int | str, ...]) -> str:
+    model = _model_at(loc)
+    known = sorted(model.model_fields) if model else []
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    listing = f" Allowed: {', '.join(known)}." if known else ""
+    return f"unknown field{hint}{listing}"
+
+
+def _defects_from(error: ValidationError, path: Path | None) -> list[CardDefect]:
+    defects = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "<card>"
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            message = _unknown_field_message(item["loc"])
+        elif kind == "missing":
+            message = "required field is missing"
+        elif kind == "union_tag_invalid":
+            message = f"unknown backend kind; use one of: {', '.join(BACKEND_KINDS)}"
+        elif kind == "union_tag_not_found":
+            message = f"backend needs a 'kind', one of: {', '.join(BACKEND_KINDS)}"
+        elif kind == "literal_error" and field.endswith(".type"):
+            message = f"unknown type {item.get('input')!r}; use one of: {', '.join(IO_TYPES)}"
+        else:
+            message = item["msg"]
+        defects.append(CardDefect(path, field, message))
+    return defects
+
+
+def card_from_yaml(text: str, path: Path | None = None) -> ToolCard:
+    """Parse and validate one card; raise :class:`CardError` naming file, field and fix."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CardError([CardDefect(path, "<yaml>", f"not valid YAML: {exc}")]) from exc
+    if not isinstance(data, dict):
+        raise CardError([CardDefect(path, "<card>", "a card must be a YAML mapping of fields")])
+    try:
+        return ToolCard.model_validate(data)
+    except ValidationError as exc:
+        raise CardError(_defects_from(exc, path)) from exc
+
+
+def load_card(path: Path) -> ToolCard:
+    """Load one card file, validated."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CardError([CardDefect(path, "<file>", f"cannot read: {exc.strerror}")]) from exc
+    return card_from_yaml(text, path)

@@ -1,0 +1,206 @@
+"""The ``orchestrator`` command line."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from orchestrator.budget import Budget
+from orchestrator.config import Config
+from orchestrator.errors import CardError, UserError
+from orchestrator.zoo import Zoo, builtin_cards_dir, validate_paths
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="Compose models as tools: plan, select, execute, route, answer - within a budget.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+cards_app = typer.Typer(help="List, show and validate tool cards.", no_args_is_help=True)
+app.add_typer(cards_app, name="cards")
+
+console = Console()
+err = Console(stderr=True)
+
+CardsOption = Annotated[
+    list[Path] | None,
+    typer.Option("--cards", help="extra folder of tool cards (repeatable)"),
+]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _config(cards: list[Path] | None) -> Config:
+    try:
+        config = Config.load()
+    except UserError as exc:
+        raise _fail(str(exc)) from exc
+    if cards:
+        config = config.model_copy(update={"card_dirs": config.card_dirs + list(cards)})
+    return config
+
+
+def _zoo(config: Config) -> Zoo:
+    try:
+        return Zoo.load(config.card_dirs)
+    except CardError as exc:
+        raise _fail("broken tool cards:\n" + str(exc)) from exc
+
+
+def _budget(
+    usd: str | None, seconds: float | None, calls: int | None, tokens: int | None, config: Config
+) -> Budget:
+    default = config.budget
+    try:
+        money = Decimal(usd) if usd is not None else default.usd
+    except InvalidOperation as exc:
+        raise _fail(f"--budget-usd must be an amount like 0.05, got {usd!r}") from exc
+    try:
+        return Budget(
+            usd=money,
+            seconds=seconds if seconds is not None else default.seconds,
+            calls=calls if calls is not None else default.calls,
+            tokens=tokens if tokens is not None else default.tokens,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def run(
+    prompt: Annotated[str, typer.Argument(help="what you want done, in plain words")],
+    files: Annotated[list[Path] | None, typer.Option("--file", "-f", help="attach a file")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    budget_usd: Annotated[str | None, typer.Option(help="money limit in US dollars")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="wall-clock limit")] = None,
+    max_calls: Annotated[int | None, typer.Option(help="limit on model calls")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="limit on tokens")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for the files the run makes")] = None,
+    cards: CardsOption = None,
+) -> None:
+    """Run one request and print the plan, the models chosen, the outputs and the answer."""
+    from orchestrator.report import EventPrinter, print_result
+    from orchestrator.run import Orchestrator
+
+    config = _config(cards)
+    budget = _budget(budget_usd, max_seconds, max_calls, max_tokens, config)
+    for path in files or []:
+        if not path.is_file():
+            raise _fail(f"attached file {path} not found")
+    with Orchestrator(config, zoo=_zoo(config)) as orchestrator:
+        result = orchestrator.run(
+            prompt,
+            budget=budget,
+            files=files or [],
+            out_dir=out,
+            on_event=None if as_json else EventPrinter(console),
+        )
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        print_result(console, result)
+    if result.status in ("rejected", "unservable"):
+        if not as_json:
+            err.print(f"[red]error:[/red] {result.message}", highlight=False)
+        raise typer.Exit(2)
+    if result.status == "failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="folder for the demo's inputs and outputs")] = Path(
+        "demo-output"
+    ),
+) -> None:
+    """Make demo inputs with the offline models and run real multi-model requests on them."""
+    from orchestrator.demo import run_demo
+
+    results = run_demo(out, console)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@cards_app.command("list")
+def cards_list(
+    cards: CardsOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List every card with its task, types and availability here."""
+    from orchestrator.report import print_cards
+
+    zoo = _zoo(_config(cards))
+    if as_json:
+        rows = [
+            {
+                "name": e.card.name,
+                "task": e.card.task,
+                "available": e.available,
+                "unavailable_reason": e.unavailable,
+                "path": str(e.path),
+            }
+            for e in zoo
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    print_cards(console, zoo)
+
+
+@cards_app.command("show")
+def cards_show(name: str, cards: CardsOption = None) -> None:
+    """Show one card: description, types, backend, cost, needs, availability."""
+    from orchestrator.report import print_card
+
+    zoo = _zoo(_config(cards))
+    try:
+        entry = zoo.get(name)
+    except KeyError as exc:
+        raise _fail(str(exc.args[0])) from exc
+    print_card(console, entry)
+
+
+@cards_app.command("validate")
+def cards_validate(
+    paths: Annotated[list[Path], typer.Argument(help="card files or folders")],
+    with_builtin: Annotated[
+        bool, typer.Option(help="also check name clashes with the built-in cards")
+    ] = False,
+) -> None:
+    """Validate card files; exit non-zero on any defect, naming the file, the field and the fix."""
+    roots = ([builtin_cards_dir()] if with_builtin else []) + list(paths)
+    defects = validate_paths(roots)
+    if defects:
+        for defect in defects:
+            err.print(str(defect), markup=False, highlight=False)
+        raise typer.Exit(1)
+    console.print(f"ok: {', '.join(str(p) for p in paths)}", markup=False)
+
+
+@app.command("serve-llm")
+def serve_llm(
+    card: Annotated[str, typer.Option(help="text-generation card name or YAML path")] = (
+        "smollm2-135m-chat"
+    ),
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8001,
+) -> None:
+    """Serve a local text-generation card over the OpenAI chat-completions protocol."""
+    from orchestrator.llm_server import serve
+
+    try:
+        serve(card, host, port)
+    except UserError as exc:
+        raise _fail(str(exc)) from exc
+
+
+if __name__ == "__main__":
+    app()

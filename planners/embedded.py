@@ -1,0 +1,234 @@
+"""The embedded planner: no LLM, no network, deterministic.
+
+1. Split the request into clauses (sentences, commas, "then", "and").
+2. Match each clause to the card that fits it best (TF-IDF over the task vocabulary and each
+   card's description and tags); a fragment that matches nothing joins the clause before it.
+3. Chain the steps by type: an input is filled from a quoted text, from the latest earlier step
+   that outputs that type (content-making steps first), from "the answer" (a composition of the
+   earlier results), or from a file named in or attached to the request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator._text import TfidfIndex
+from orchestrator.cards import ToolCard
+from orchestrator.errors import NoCapableTool, PlanError, UserError
+from orchestrator.plan import Arg, ComposeArg, FileArg, Plan, RefArg, Subtask, TextArg
+from orchestrator.tasks import task_type
+from orchestrator.zoo import Zoo
+
+__all__ = ["EmbeddedPlanner", "FILE_TYPES", "file_type", "split_clauses"]
+
+FILE_TYPES = {
+    "audio": ("wav", "mp3", "flac", "ogg", "m4a", "opus"),
+    "image": ("png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"),
+}
+_EXTENSIONS = "|".join(ext for exts in FILE_TYPES.values() for ext in exts)
+_FILE = re.compile(rf"(?<![\w/.~-])([\w~./-]*[\w-]\.(?:{_EXTENSIONS}))\b", re.IGNORECASE)
+_QUOTED = re.compile(r"[\"“]([^\"”]+)[\"”]|(?<!\w)'([^']+)'(?!\w)")
+_SENTENCE = re.compile(r"[.!?;]+(?:\s+|$)")
+_JOINERS = re.compile(
+    r",\s*|\s+(?:and\s+then|after\s+that|afterwards|finally|then|and|also|plus)\s+", re.IGNORECASE
+)
+_LEADING_JOINER = re.compile(
+    r"^(?:and\s+then|after\s+that|afterwards|finally|then|and|also|plus)\b[\s,]*", re.IGNORECASE
+)
+_ANSWER_REF = re.compile(
+    r"\b(?:the|your|this|that|my)\s+(?:answer|answers|result|results|output|outputs|findings|"
+    r"reply|response)\b|\beverything\b|\ball\s+of\s+(?:it|that|this)\b",
+    re.IGNORECASE,
+)
+_UNAVAILABLE_FACTOR = 0.85
+_MIN_SIMILARITY = 0.08
+
+
+def file_type(path: str) -> str | None:
+    """'audio' or 'image' by the file's extension, or None."""
+    ext = path.rsplit(".", 1)[-1].lower()
+    for io_type, extensions in FILE_TYPES.items():
+        if ext in extensions:
+            return io_type
+    return None
+
+
+def split_clauses(request: str) -> list[str]:
+    """Sentences, then comma / 'then' / 'and' pieces; quotes and file names stay whole."""
+    protected, kept = _protect(request)
+    clauses: list[str] = []
+    for sentence in _SENTENCE.split(protected):
+        clauses.extend(_LEADING_JOINER.sub("", p.strip()) for p in _JOINERS.split(sentence))
+    return [_restore(c, kept) for c in clauses if c and c.strip(" ,")]
+
+
+def _protect(text: str) -> tuple[str, list[str]]:
+    """Replace quoted texts and file names by placeholders that no splitter matches."""
+    kept: list[str] = []
+
+    def hide(match: re.Match[str]) -> str:
+        kept.append(match.group(0))
+        return f"\x00{len(kept) - 1}\x00"
+
+    return _FILE.sub(hide, _QUOTED.sub(hide, text)), kept
+
+
+def _restore(text: str, kept: list[str]) -> str:
+    return re.sub(r"\x00(\d+)\x00", lambda m: kept[int(m.group(1))], text)
+
+
+@dataclass
+class _Step:
+    subtask: Subtask
+    card: ToolCard
+
+
+@dataclass
+class _Chain:
+    """What the plan has produced so far, to fill later inputs from."""
+
+    files: list[tuple[str, str]]  # (path, io type), in order of mention
+    steps: list[_Step] = field(default_factory=list)
+
+    def latest(self, io_type: str) -> _Step | None:
+        producers = [s for s in self.steps if io_type in s.card.output_types()]
+        if io_type == "text":
+            producers = [s for s in self.steps if s.card.output_types() & {"text", "json"}]
+            content = [s for s in producers if task_type(s.card.task).makes_content]
+            producers = content or producers
+        return producers[-1] if producers else None
+
+    def file(self, io_type: str, clause: str) -> str | None:
+        in_clause = [p for p, t in self.files if t == io_type and p in clause]
+        anywhere = [p for p, t in self.files if t == io_type]
+        return (in_clause or anywhere or [None])[0]
+
+
+class EmbeddedPlanner:
+    """Plans multi-step requests over the zoo with no LLM."""
+
+    name = "embedded"
+
+    def __init__(self, min_similarity: float = _MIN_SIMILARITY) -> None:
+        self.min_similarity = min_similarity
+
+    def plan(self, request: str, zoo: Zoo, *, files: Sequence[Path] = ()) -> Plan:
+        """Plan ``request`` over the cards of ``zoo``."""
+        request = request.strip()
+        if not request:
+            raise UserError("the request is empty: say what you want done, e.g. 'Transcribe a.wav'")
+        entries = list(zoo)
+        if not entries:
+            raise NoCapableTool("the zoo has no tool cards; add some to a cards folder")
+        index = TfidfIndex(_card_document(e.card) for e in entries)
+        matched = self._match_clauses(request, entries, index)
+        if not matched:
+            tasks = ", ".join(sorted(zoo.tasks()))
+            raise NoCapableTool(
+                f"no tool in the zoo matches this request; the zoo can do: {tasks}. "
+                "Rephrase the request, or add a tool card for what you need."
+            )
+        chain = _Chain(files=_mentioned_files(request, files))
+        notes: list[str] = []
+        for clause, card in matched:
+            subtask = self._subtask(f"s{len(chain.steps) + 1}", clause, card, chain)
+            if any(_same_work(subtask, s.subtask) for s in chain.steps):
+                notes.append(f"'{clause}' repeats an earlier step; planned once")
+                continue
+            chain.steps.append(_Step(subtask, card))
+        return Plan(
+            request=request,
+            subtasks=[s.subtask for s in chain.steps],
+            planner=self.name,
+            notes=notes,
+        )
+
+    def _match_clauses(
+        self, request: str, entries: list, index: TfidfIndex
+    ) -> list[tuple[str, ToolCard]]:
+        matched: list[tuple[str, ToolCard]] = []
+        for clause in split_clauses(request):
+            card = self._best_card(clause, entries, index)
+            if card is not None:
+                matched.append((clause, card))
+            elif matched:
+                # A fragment that names no task belongs to the clause before it.
+                previous, previous_card = matched[-1]
+                merged = f"{previous} and {clause}"
+                matched[-1] = (merged, self._best_card(merged, entries, index) or previous_card)
+        return matched
+
+    def _best_card(self, clause: str, entries: list, index: TfidfIndex) -> ToolCard | None:
+        # Quoted texts and file names are the inputs, not the instruction.
+        text = _ANSWER_REF.sub(" ", _FILE.sub(" ", _QUOTED.sub(" ", clause)))
+        similarities = index.similarities(text)
+        kinds = {file_type(m) for m in _FILE.findall(clause)}
+        best, best_score = None, self.min_similarity
+        for entry, similarity in zip(entries, similarities, strict=True):
+            score = similarity * (1.0 if entry.available else _UNAVAILABLE_FACTOR)
+            if kinds and entry.card.input_types() & kinds:
+                score += 0.05
+            if score > best_score:
+                best, best_score = entry.card, score
+        return best
+
+    def _subtask(self, step_id: str, clause: str, card: ToolCard, chain: _Chain) -> Subtask:
+        args: dict[str, Arg] = {}
+        for io in card.inputs:
+            if io.optional:
+                continue
+            args[io.type] = _fill(io.type, clause, card, chain)
+        deps = sorted(
+            {a.step for a in args.values() if isinstance(a, RefArg)}
+            | {s for a in args.values() if isinstance(a, ComposeArg) for s in a.steps},
+            key=lambda s: int(s[1:]),
+        )
+        return Subtask(id=step_id, task=card.task, instruction=clause, deps=deps, args=args)
+
+
+def _fill(io_type: str, clause: str, card: ToolCard, chain: _Chain) -> Arg:
+    if io_type == "text":
+        quoted = _QUOTED.search(clause)
+        if quoted:
+            return TextArg(value=quoted.group(1) or quoted.group(2))
+        if _ANSWER_REF.search(clause) and chain.steps:
+            return ComposeArg(steps=[s.subtask.id for s in chain.steps])
+    producer = chain.latest(io_type)
+    if producer is not None:
+        return RefArg(step=producer.subtask.id)
+    if io_type in FILE_TYPES:
+        path = chain.file(io_type, clause)
+        if path is None:
+            raise PlanError(
+                f"'{clause}' needs an {io_type} input for {card.task}: name an {io_type} file "
+                f"in the request (e.g. {'speech.wav' if io_type == 'audio' else 'photo.png'}) "
+                "or attach one"
+            )
+        return FileArg(path=path)
+    if io_type == "text":
+        return TextArg(value=_text_after_colon(chain, clause))
+    raise PlanError(f"'{clause}' needs a {io_type} input that no earlier step produces")
+
+
+def _text_after_colon(chain: _Chain, clause: str) -> str:
+    return clause.split(":", 1)[1].strip() if ":" in clause else clause
+
+
+def _same_work(a: Subtask, b: Subtask) -> bool:
+    return a.task == b.task and a.args == b.args and a.instruction.lower() == b.instruction.lower()
+
+
+def _mentioned_files(request: str, attached: Sequence[Path]) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    for path in [m for m in _FILE.findall(request)] + [str(p) for p in attached]:
+        kind = file_type(path)
+        if kind is not None and (path, kind) not in found:
+            found.append((path, kind))
+    return found
+
+
+def _card_document(card: ToolCard) -> str:
+    return " ".join([task_type(card.task).description, card.description, " ".join(card.tags)])

@@ -1,0 +1,87 @@
+import threading
+from decimal import Decimal
+
+import pytest
+
+from orchestrator.budget import Budget, Cost, Ledger, actual_cost, expected_cost
+from orchestrator.cards import ToolCard
+from orchestrator.errors import BudgetExceeded
+
+
+def card(**cost) -> ToolCard:
+    return ToolCard.model_validate(
+        {
+            "name": "priced",
+            "task": "text-generation",
+            "description": "a priced model for budget tests",
+            "inputs": [{"name": "prompt", "type": "text"}],
+            "outputs": [{"name": "text", "type": "text"}],
+            "backend": {"kind": "python", "entry": "os.path:basename"},
+            "cost": cost,
+        }
+    )
+
+
+def test_reserve_then_settle_counts_the_real_cost():
+    ledger = Ledger(Budget(usd=Decimal("1.00"), calls=5))
+    held = ledger.reserve(Cost(usd=Decimal("0.40"), calls=1))
+    assert ledger.left()["usd"] == "0.60"
+    ledger.settle(held, Cost(usd=Decimal("0.25"), calls=1))
+    assert ledger.spent.usd == Decimal("0.25")
+    assert ledger.left() ["calls"] == 4
+
+
+def test_a_call_that_cannot_fit_is_refused_and_names_the_limit():
+    ledger = Ledger(Budget(usd=Decimal("0.10")))
+    ledger.reserve(Cost(usd=Decimal("0.08"), calls=1))
+    with pytest.raises(BudgetExceeded) as info:
+        ledger.reserve(Cost(usd=Decimal("0.05"), calls=1))
+    assert info.value.limit == "usd"
+
+
+def test_released_reservation_frees_the_budget():
+    ledger = Ledger(Budget(calls=1))
+    held = ledger.reserve(Cost(calls=1))
+    with pytest.raises(BudgetExceeded):
+        ledger.reserve(Cost(calls=1))
+    ledger.release(held)
+    ledger.reserve(Cost(calls=1))
+
+
+def test_concurrent_reservations_never_overspend():
+    ledger = Ledger(Budget(usd=Decimal("1.0")))
+    granted = []
+
+    def grab():
+        for _ in range(50):
+            try:
+                held = ledger.reserve(Cost(usd=Decimal("0.03"), calls=1))
+            except BudgetExceeded:
+                return
+            granted.append(held)
+            ledger.settle(held, held.cost)
+
+    threads = [threading.Thread(target=grab) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(granted) == 33
+    assert ledger.spent.usd <= Decimal("1.0")
+
+
+def test_expected_and_actual_cost_from_card_prices():
+    priced = card(usd_per_call="0.01", usd_per_second="0.001", usd_per_1k_input_tokens="0.5",
+                  usd_per_1k_output_tokens="1.5", latency_s=2.0, load_s=3.0)
+    cold = expected_cost(priced, input_tokens=1000, max_output_tokens=1000, cold=True)
+    warm = expected_cost(priced, input_tokens=1000, max_output_tokens=1000, cold=False)
+    assert cold.usd == Decimal("0.01") + Decimal("0.005") + Decimal("2.0")
+    assert warm.usd == cold.usd - Decimal("0.003")
+    real = actual_cost(priced, seconds=1.0, input_tokens=10, output_tokens=20)
+    assert real.usd == Decimal("0.01") + Decimal("0.001") + Decimal("0.005") + Decimal("0.03")
+    assert real.tokens == 30 and real.calls == 1
+
+
+def test_negative_limits_are_refused():
+    with pytest.raises(ValueError):
+        Budget(calls=-1)

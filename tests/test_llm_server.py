@@ -1,0 +1,315 @@
+"""The OpenAI-compatible server, run as a real subprocess serving the real SmolLM2 card."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from orchestrator.backends import unavailable_reason
+from orchestrator.cards import card_from_yaml
+from orchestrator.errors import UserError
+from orchestrator.llm_server import NotServable, create_app, resolve_card
+
+CARD = "smollm2-135m-chat"
+START_TIMEOUT_S = 600  # the very first load dequantizes the GGUF; later loads take seconds
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_llm_server(card: str, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``serve(card)`` in a subprocess; return it and its base URL once it answers."""
+    port = _free_port()
+    code = f"from orchestrator.llm_server import serve; serve({card!r}, '127.0.0.1', {port})"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{tail}")
+        try:
+            if httpx.get(f"{base}/v1/models", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    proc.kill()
+    raise RuntimeError(f"server did not answer within {START_TIMEOUT_S} s")
+
+
+def stop_llm_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    reason = unavailable_reason(resolve_card(CARD))
+    if reason:
+        pytest.skip(f"{CARD} unavailable: {reason}")
+    proc, base = start_llm_server(CARD, tmp_path_factory.mktemp("llm-server") / "server.log")
+    try:
+        yield base
+    finally:
+        stop_llm_server(proc)
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="not-needed", max_retries=0, timeout=120)
+
+
+def test_models_lists_the_card(client: openai.OpenAI, server: str) -> None:
+    assert [m.id for m in client.models.list()] == [CARD]
+    assert client.models.retrieve(CARD).id == CARD
+    missing = httpx.get(f"{server}/v1/models/nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"
+
+
+def test_completion_with_the_official_client(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(
+        model=CARD,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=24,
+    )
+    assert response.object == "chat.completion"
+    assert response.model == CARD
+    choice = response.choices[0]
+    assert choice.message.role == "assistant"
+    assert choice.message.content and choice.message.content.strip()
+    assert choice.finish_reason in ("stop", "length")
+    assert response.usage is not None
+    assert response.usage.prompt_tokens > 0
+    assert 0 < response.usage.completion_tokens <= 24
+    assert response.usage.total_tokens == (
+        response.usage.prompt_tokens + response.usage.completion_tokens
+    )
+
+
+def test_max_tokens_caps_the_answer(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(
+        model=CARD,
+        messages=[{"role": "user", "content": "Write a long story about a dragon."}],
+        max_completion_tokens=5,
+    )
+    assert response.usage is not None
+    assert 0 < response.usage.completion_tokens <= 5
+    assert response.choices[0].finish_reason == "length"
+
+
+def test_conversation_with_system_and_assistant_turns(client: openai.OpenAI) -> None:
+    short = client.chat.completions.create(
+        model=CARD, messages=[{"role": "user", "content": "And Spain?"}], max_tokens=8
+    )
+    long = client.chat.completions.create(
+        model=CARD,
+        messages=[
+            {"role": "system", "content": "You answer in one short sentence."},
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "Paris."},
+            {"role": "user", "content": [{"type": "text", "text": "And Spain?"}]},
+        ],
+        max_tokens=8,
+        temperature=0.2,
+    )
+    assert long.choices[0].message.content
+    assert short.usage is not None and long.usage is not None
+    # The earlier turns and the system message reached the model.
+    assert long.usage.prompt_tokens > short.usage.prompt_tokens + 10
+
+
+def test_streaming_with_the_official_client(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=CARD,
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)  # the SDK stops only at "data: [DONE]"
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    assert len({c.id for c in chunks}) == 1
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
+    assert finishes[-1] in ("stop", "length") and all(f is None for f in finishes[:-1])
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_stream_wire_format_ends_with_done(server: str) -> None:
+    body = {
+        "model": CARD,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 4,
+        "stream": True,
+    }
+    with httpx.stream("POST", f"{server}/v1/chat/completions", json=body, timeout=120) as reply:
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in reply.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in events)
+    assert events[-1] == "data: [DONE]"
+    first = json.loads(events[0][len("data: ") :])
+    assert first["choices"][0]["delta"]["role"] == "assistant"
+
+
+def test_response_format_is_accepted(client: openai.OpenAI) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    for response_format in (
+        {"type": "json_object"},
+        {"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}},
+    ):
+        response = client.chat.completions.create(
+            model=CARD,
+            messages=[{"role": "user", "content": "Name a city in Italy."}],
+            max_tokens=12,
+            response_format=response_format,  # type: ignore[arg-type]
+        )
+        assert response.choices[0].message.content is not None
+
+
+def _assert_openai_error(reply: httpx.Response, status: int) -> dict[str, object]:
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith("application/json")
+    error = reply.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert "Traceback" not in reply.text
+    return error
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"model": CARD}, "messages"),
+        ({"model": CARD, "messages": "hello"}, "messages"),
+        ({"model": CARD, "messages": []}, "messages"),
+        ({"model": CARD, "messages": [{"role": "user", "content": 3}]}, "messages.0.content"),
+        ({"model": CARD, "messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": CARD, "messages": [{"role": "user", "content": "x"}], "max_tokens": "many"},
+         "max_tokens"),
+        ({"model": CARD, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+         "max_tokens"),
+        ({"model": CARD, "messages": [{"role": "user", "content": "x"}], "temperature": 9},
+         "temperature"),
+        ({"model": CARD, "messages": [{"role": "user", "content": "x"}], "max_tokenz": 4},
+         "max_tokenz"),
+        ({"model": CARD, "messages": [{"role": "system", "content": "x"}]}, "messages"),
+        ({"model": CARD, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
+         "messages.0.content"),
+    ],
+)
+def test_malformed_requests_get_openai_shaped_400(
+    server: str, body: dict[str, object], param: str
+) -> None:
+    reply = httpx.post(f"{server}/v1/chat/completions", json=body, timeout=30)
+    error = _assert_openai_error(reply, 400)
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+
+
+def test_body_that_is_not_json_gets_400(server: str) -> None:
+    reply = httpx.post(
+        f"{server}/v1/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    error = _assert_openai_error(reply, 400)
+    assert "JSON" in str(error["message"])
+
+
+def test_official_client_sees_bad_request(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=CARD, messages=[], max_tokens=4)
+    assert caught.value.status_code == 400
+
+
+def test_unknown_model_is_404(server: str, client: openai.OpenAI) -> None:
+    body = {"model": "gpt-9000", "messages": [{"role": "user", "content": "Hi"}]}
+    error = _assert_openai_error(httpx.post(f"{server}/v1/chat/completions", json=body), 404)
+    assert error["code"] == "model_not_found" and error["param"] == "model"
+    assert "gpt-9000" in str(error["message"])
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(
+            model="gpt-9000", messages=[{"role": "user", "content": "x"}]
+        )
+
+
+def test_unknown_route_is_json_404(server: str) -> None:
+    _assert_openai_error(httpx.get(f"{server}/v2/nothing"), 404)
+
+
+def test_concurrent_requests_are_served_one_at_a_time(client: openai.OpenAI) -> None:
+    def ask(question: str) -> str:
+        response = client.chat.completions.create(
+            model=CARD, messages=[{"role": "user", "content": question}], max_tokens=8
+        )
+        return response.choices[0].message.content or ""
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = list(pool.map(ask, ["What is 2+2?", "Name a color.", "Name an animal."]))
+    assert len(answers) == 3 and all(a.strip() for a in answers)
+
+
+CARD_YAML = """
+name: {name}
+task: {task}
+description: a card that must not be served as a chat model
+inputs: [{{name: {input}, type: {type}}}]
+outputs: [{{name: label, type: text}}]
+backend: {{kind: python, entry: "nowhere.at_all:load"}}
+"""
+
+
+def test_only_text_generation_cards_are_servable() -> None:
+    classifier = card_from_yaml(
+        CARD_YAML.format(name="a-classifier", task="text-classification", input="text", type="text")
+    )
+    with pytest.raises(NotServable, match="only text-generation"):
+        create_app(classifier)
+    captioner = card_from_yaml(
+        CARD_YAML.format(name="a-captioner", task="text-generation", input="image", type="image")
+    )
+    with pytest.raises(NotServable, match="one required text input"):
+        create_app(captioner)
+
+
+def test_unavailable_cloud_card_is_not_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    card = resolve_card("openai-gpt-4o-mini")
+    assert "OPENAI_API_KEY" in (unavailable_reason(card) or "")
+    with pytest.raises(NotServable, match="OPENAI_API_KEY"):
+        create_app(card)
+
+
+def test_unknown_card_name_lists_the_known_ones() -> None:
+    with pytest.raises(UserError, match="no-such-card.*openai-gpt-4o-mini"):
+        resolve_card("no-such-card")

@@ -1,0 +1,173 @@
+"""End-to-end runs on the real offline models (through worker processes)."""
+
+from __future__ import annotations
+
+import wave
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from orchestrator import Budget, Config, Orchestrator, Zoo
+from orchestrator.demo import DEMO_REQUESTS
+from orchestrator.execute import WorkerPoolExecutor
+
+TESTS = Path(__file__).resolve().parent
+
+
+def step_outputs(result, task):
+    return [s.outputs for s in result.steps if s.task == task and s.outputs]
+
+
+def test_demo_request_on_real_models(orchestrator, demo_inputs, tmp_path):
+    events = []
+    result = orchestrator.run(
+        DEMO_REQUESTS[0], base_dir=demo_inputs, out_dir=tmp_path, on_event=events.append
+    )
+    assert result.status == "ok", result.answer
+    by_card = {s.card: s for s in result.steps}
+    transcript = by_card["whisper-tiny-en"].outputs["text"].lower()
+    for word in ("love", "sunny", "happy"):
+        assert word in transcript
+    assert by_card["lingua-langid"].outputs["label"] == "English"
+    assert by_card["vader-sentiment"].outputs["label"] == "positive"
+    # the spoken answer is a real WAV among the artifacts, inside the run folder
+    [wav] = result.artifacts
+    assert wav.parent == tmp_path.resolve()
+    with wave.open(str(wav)) as audio:
+        assert audio.getnframes() / audio.getframerate() > 2.0
+    assert "English" in result.answer and "positive" in result.answer
+    # every step explains its choice, and the trace has timing and cost
+    for step in result.steps:
+        assert step.candidates and "relevance" in step.candidates[0]["why"]
+        assert step.seconds > 0
+    assert Decimal(result.spent["usd"]) > 0 and result.spent["calls"] == 4
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "plan" and kinds[-1] == "answer" and kinds.count("step_finished") == 4
+
+
+def test_independent_steps_run_concurrently(orchestrator, demo_inputs, tmp_path):
+    events = []
+    orchestrator.run(DEMO_REQUESTS[0], base_dir=demo_inputs, out_dir=tmp_path,
+                     on_event=events.append)
+    order = [(e["type"], e.get("step")) for e in events if e["type"].startswith("step_")]
+    # both classifications start before either finishes (they are one parallel round)
+    starts = [i for i, (kind, step) in enumerate(order) if kind == "step_started" and step in ("s2", "s3")]
+    ends = [i for i, (kind, step) in enumerate(order) if kind == "step_finished" and step in ("s2", "s3")]
+    assert max(starts) < min(ends)
+
+
+def test_image_request_reads_german(orchestrator, demo_inputs, tmp_path):
+    result = orchestrator.run(DEMO_REQUESTS[1], base_dir=demo_inputs, out_dir=tmp_path)
+    assert result.status == "ok", result.answer
+    [ocr] = step_outputs(result, "image-to-text")
+    assert "guten morgen" in ocr["text"].lower()
+    assert "German" in result.answer
+
+
+def test_french_sentence_is_french(orchestrator, tmp_path):
+    result = orchestrator.run(
+        'Which language is "Je voudrais un grand café, merci beaucoup" written in?',
+        out_dir=tmp_path,
+    )
+    assert result.status == "ok", result.answer
+    [lang] = step_outputs(result, "text-classification")
+    assert lang["label"] == "French"
+
+
+def test_negative_sentiment(orchestrator, tmp_path):
+    result = orchestrator.run(
+        'Is "this was a terrible, awful experience and I hate it" positive or negative?',
+        out_dir=tmp_path,
+    )
+    [label] = step_outputs(result, "text-classification")
+    assert label["label"] == "negative"
+
+
+def test_budget_too_small_ends_cleanly_with_what_finished(orchestrator, demo_inputs, tmp_path):
+    result = orchestrator.run(
+        DEMO_REQUESTS[0], base_dir=demo_inputs, out_dir=tmp_path, budget=Budget(calls=2)
+    )
+    assert result.status == "budget_exhausted"
+    assert result.spent["calls"] == 2
+    statuses = {s.step: s.status for s in result.steps}
+    assert statuses["s1"] == "done"
+    assert sorted([statuses["s2"], statuses["s3"]]) == ["done", "over_budget"]
+    assert statuses["s4"] == "skipped"
+    assert "budget ran out" in result.answer
+    assert "love" in result.answer.lower()  # the finished transcript is kept
+
+
+def test_money_budget_below_one_call_runs_nothing(orchestrator, demo_inputs, tmp_path):
+    result = orchestrator.run(
+        DEMO_REQUESTS[0], base_dir=demo_inputs, out_dir=tmp_path,
+        budget=Budget(usd=Decimal("0.000001")),
+    )
+    assert result.status == "budget_exhausted"
+    assert result.spent["calls"] == 0
+    assert "usd" in result.answer
+
+
+def test_request_no_card_can_serve_names_what_is_missing(orchestrator, tmp_path):
+    result = orchestrator.run(
+        'Summarize "The committee met on Tuesday and agreed to fund the new library."',
+        out_dir=tmp_path,
+    )
+    assert result.status == "unservable"
+    assert "summarization" in result.message
+    assert "distilbart-cnn-summarizer" in result.message and "cache" in result.message
+    assert result.spent["calls"] == 0
+
+
+def test_empty_prompt_is_rejected_with_a_clear_message(orchestrator):
+    result = orchestrator.run("  ")
+    assert result.status == "rejected"
+    assert "empty" in result.message
+
+
+def test_missing_file_is_rejected(orchestrator, tmp_path):
+    result = orchestrator.run("Transcribe nowhere.wav", base_dir=tmp_path)
+    assert result.status == "rejected"
+    assert "nowhere.wav" in result.message and "not found" in result.message
+
+
+BROKEN_CARD = """
+name: broken-sentiment
+task: text-classification
+description: Tells whether a text sounds positive or negative (sentiment), very accurately.
+inputs: [{name: text, type: text}]
+outputs: [{name: label, type: text}]
+backend: {kind: python, entry: "_e2e_tools:load_broken", options: {message: "weights corrupted"}}
+tags: [sentiment, positive, negative, polarity]
+strength: 1.0
+"""
+
+
+def test_a_tool_that_raises_is_retried_on_the_next_candidate(builtin_zoo, tmp_path):
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "broken.yaml").write_text(BROKEN_CARD)
+    zoo = Zoo.load([cards])
+    executor = WorkerPoolExecutor(extra_sys_path=[str(TESTS)])
+    with Orchestrator(Config(runs_dir=tmp_path), zoo=zoo, executor=executor) as orch:
+        result = orch.run('Does "what a lovely gift, thank you" sound positive or negative?')
+    executor.close()
+    [step] = result.steps
+    assert step.candidates[0]["card"] == "broken-sentiment"
+    assert [a["card"] for a in step.attempts] == ["broken-sentiment", "vader-sentiment"]
+    assert "weights corrupted" in step.attempts[0]["error"]
+    assert step.outputs["label"] == "positive" and result.status == "ok"
+    assert any(d["action"] == "retry" for d in result.decisions)
+
+
+def test_all_candidates_failing_ends_failed_with_reason(tmp_path):
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "broken.yaml").write_text(BROKEN_CARD)
+    zoo = Zoo.load([cards], builtin=False)
+    executor = WorkerPoolExecutor(extra_sys_path=[str(TESTS)])
+    with Orchestrator(Config(runs_dir=tmp_path), zoo=zoo, executor=executor) as orch:
+        result = orch.run('Is "great stuff" positive?')
+    executor.close()
+    assert result.status == "failed"
+    assert "weights corrupted" in result.answer

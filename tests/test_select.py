@@ -1,0 +1,99 @@
+from decimal import Decimal
+
+from orchestrator.cards import ToolCard
+from orchestrator.plan import Plan
+from orchestrator.select import EvidenceScorer, select_for_plan, select_for_subtask
+from orchestrator.zoo import Zoo
+
+
+def card(name, task, description, inputs=("text",), outputs=("text",), **extra) -> ToolCard:
+    data = {
+        "name": name,
+        "task": task,
+        "description": description,
+        "inputs": [{"name": f"in_{t}", "type": t} for t in inputs],
+        "outputs": [{"name": f"out_{t}", "type": t} for t in outputs],
+        "backend": {"kind": "python", "entry": "os.path:basename"},
+        **extra,
+    }
+    return ToolCard.model_validate(data)
+
+
+ZOO = Zoo.from_cards(
+    [
+        card("langid", "text-classification", "Identifies which language a text is written in",
+             tags=["language", "detection"]),
+        card("sentiment", "text-classification", "Says whether a text sounds positive or negative",
+             tags=["sentiment", "polarity"]),
+        card("gone", "text-classification", "Detects the language of a text, very accurately",
+             backend={"kind": "python", "entry": "no_such_module_here:load"}, strength=1.0),
+        card("ocr", "image-to-text", "Reads printed text in an image", inputs=("image",)),
+        card("tts-cheap", "text-to-speech", "Reads text aloud as speech", outputs=("audio",),
+             cost={"usd_per_call": "0.001"}),
+        card("tts-dear", "text-to-speech", "Reads text aloud as speech", outputs=("audio",),
+             cost={"usd_per_call": "0.1"}),
+        card("tts-textonly", "text-to-speech", "Reads text aloud and spells it phonetically",
+             outputs=("text",)),
+    ]
+)
+
+
+def plan(*subtasks) -> Plan:
+    return Plan.model_validate({"request": "r", "subtasks": list(subtasks)})
+
+
+def one(task, instruction, args=None, id="s1", deps=()):
+    return {"id": id, "task": task, "instruction": instruction, "deps": list(deps),
+            "args": args or {"text": {"kind": "text", "value": "x"}}}
+
+
+def test_instruction_decides_between_cards_of_one_task():
+    p = plan(one("text-classification", "tell me which language it is in"),
+             one("text-classification", "does it sound positive or negative", id="s2"))
+    selections = select_for_plan(p, ZOO, EvidenceScorer())
+    assert selections["s1"].candidates[0].card.name == "langid"
+    assert selections["s2"].candidates[0].card.name == "sentiment"
+    why = selections["s1"].candidates[0].parts.explain()
+    assert "relevance" in why and "languag" in why
+
+
+def test_unavailable_card_is_rejected_with_its_reason_never_chosen():
+    p = plan(one("text-classification", "detect the language"))
+    selection = select_for_subtask(p, p.subtasks[0], ZOO, EvidenceScorer())
+    assert "gone" not in [c.card.name for c in selection.candidates]
+    [rejected] = [r for r in selection.rejected if r.card == "gone"]
+    assert "no_such_module_here" in rejected.reason
+
+
+def test_input_types_filter():
+    p = plan(one("image-to-text", "read the text", args={"text": {"kind": "text", "value": "x"}}))
+    selection = select_for_subtask(p, p.subtasks[0], ZOO, EvidenceScorer())
+    assert selection.candidates == []
+    assert "needs image input" in selection.missing_reason(p.subtasks[0])
+
+
+def test_output_needed_by_a_consumer_filters_producers():
+    p = plan(
+        one("text-to-speech", "read it aloud"),
+        one("automatic-speech-recognition", "transcribe it", id="s2", deps=["s1"],
+            args={"audio": {"kind": "ref", "step": "s1"}}),
+    )
+    zoo = Zoo.from_cards([*(e.card for e in ZOO),
+                          card("asr", "automatic-speech-recognition", "Transcribes speech",
+                               inputs=("audio",))])
+    selection = select_for_subtask(p, p.subtasks[0], zoo, EvidenceScorer())
+    names = [c.card.name for c in selection.candidates]
+    assert "tts-textonly" not in names
+    assert any("does not output audio" in r.reason for r in selection.rejected)
+
+
+def test_cheaper_card_wins_when_all_else_is_equal():
+    p = plan(one("text-to-speech", "read it aloud"))
+    selection = select_for_subtask(p, p.subtasks[0], ZOO, EvidenceScorer())
+    ranked = [c.card.name for c in selection.candidates if c.card.name.startswith("tts-")]
+    assert ranked.index("tts-cheap") < ranked.index("tts-dear")
+    cheap = next(c for c in selection.candidates if c.card.name == "tts-cheap")
+    dear = next(c for c in selection.candidates if c.card.name == "tts-dear")
+    free = next(c for c in selection.candidates if c.card.name == "tts-textonly")
+    assert free.parts.cost == 1.0 > cheap.parts.cost > dear.parts.cost > 0
+    assert ZOO.get("tts-dear").card.cost.usd_per_call == Decimal("0.1")
