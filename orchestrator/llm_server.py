@@ -5,6 +5,13 @@ answers ``GET /v1/models`` and ``POST /v1/chat/completions`` in OpenAI's wire fo
 server-sent events or not), so any OpenAI client, the ``openai`` backend of this project and its
 LLM planner can use a local model. One model on a CPU: calls to it are serialized with a lock.
 
+The conversation becomes the card's single text prompt (see :func:`build_inputs`). ``max_tokens``
+(or ``max_completion_tokens``) caps generation; ``stop`` cuts the text afterwards;
+``response_format`` json_object / json_schema adds a "JSON only" instruction to the prompt (or goes
+to the card's optional json input ``json_schema``). ``temperature``, ``top_p``, ``seed``, ``tools``
+and similar parameters are accepted and ignored: a tool takes no sampling options, its card's
+``call_options`` decide. Streaming sends the whole answer in one delta (tools are not incremental).
+
 Bad requests get a 4xx answer with a JSON body in OpenAI's error shape
 ``{"error": {"message", "type", "param", "code"}}``; a failing model gets a 500 with the same shape.
 FastAPI and uvicorn are imported lazily (extra ``orchestrator[server]``).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
@@ -11,7 +12,12 @@ from orchestrator.answer import render_value
 from orchestrator.run import RunResult
 from orchestrator.zoo import Zoo, ZooEntry
 
-__all__ = ["EventPrinter", "print_card", "print_cards", "print_result"]
+__all__ = ["EventPrinter", "print_card", "print_cards", "print_result", "usd"]
+
+
+def usd(amount: object) -> str:
+    """Dollars for people: fixed-point, to a millionth of a cent."""
+    return f"${Decimal(str(amount)):.8f}"
 
 
 def _args_text(args: dict[str, Any]) -> str:
@@ -66,7 +72,7 @@ class EventPrinter:
             took += f" (+{event['load_seconds']:.2f} s load)"
         if event["status"] == "ok":
             self.console.print(
-                f"  [green]ok[/green] {event['step']} {event['card']} {took} ${event['usd']}"
+                f"  [green]ok[/green] {event['step']} {event['card']} {took} {usd(event['usd'])}"
             )
             for name, value in event.get("outputs", {}).items():
                 text = render_value("json", value) if not isinstance(value, str) else value
@@ -90,7 +96,7 @@ def print_result(console: Console, result: RunResult) -> None:
             console.print(f"  {path}", markup=False)
     spent = result.spent
     console.print(
-        f"[bold]Cost[/bold] ${spent['usd']} | {spent['calls']} calls | {spent['tokens']} tokens | "
+        f"[bold]Cost[/bold] {usd(spent['usd'])} | {spent['calls']} calls | {spent['tokens']} tokens | "
         f"{spent['wall_seconds']:.2f} s wall"
     )
     left = {k: v for k, v in result.budget_left.items() if v is not None}

@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from orchestrator.cards import ToolCard, load_card
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,10 +33,10 @@ def builtin_card(name: str) -> ToolCard:
 def write_photos(folder: Path) -> dict[str, Path]:
     """Write real photos as PNG files: astronaut (one face), chelsea (a cat), coffee (espresso).
 
-    Also ``blank``, a plain white image. Skips the calling test without scikit-image.
+    Also ``blank``, a plain white image. The photos ship inside scikit-image's wheel.
     """
-    data = pytest.importorskip("skimage.data", reason="the sample photos come with scikit-image")
     from PIL import Image
+    from skimage import data
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}

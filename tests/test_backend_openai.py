@@ -33,6 +33,8 @@ def start_llm_server(card: str, log_path: Path) -> tuple[subprocess.Popen[bytes]
     port = _free_port()
     code = f"from orchestrator.llm_server import serve; serve({card!r}, '127.0.0.1', {port})"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # One torch thread: on a busy 2-core machine two threads made a 135M model ~10x slower.
+    env.setdefault("OMP_NUM_THREADS", "1")
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env=env
@@ -140,6 +142,15 @@ def test_endpoint_errors_are_clear(base_url: str, tmp_path: Path) -> None:
     tool = load_tool(wrong_model.model_copy(update={"backend": backend}))
     with pytest.raises(ChatEndpointError, match=r"HTTP 404: .*no-such-model"):
         tool({"prompt": "Hi"}, CallContext(scratch=tmp_path))
+
+
+def test_timeout_is_reported_not_retried(base_url: str, tmp_path: Path) -> None:
+    tool = load_tool(chat_card(base_url))
+    ctx = CallContext(scratch=tmp_path, max_tokens=16, timeout_s=0.05)
+    started = time.monotonic()
+    with pytest.raises(ChatEndpointError, match="timed out after 0.05 s"):
+        tool({"prompt": "Write an essay."}, ctx)
+    assert time.monotonic() - started < 1.0
 
 
 def test_unreachable_endpoint_is_retried_then_reported(tmp_path: Path) -> None:

@@ -36,6 +36,8 @@ def start_llm_server(card: str, log_path: Path) -> tuple[subprocess.Popen[bytes]
     port = _free_port()
     code = f"from orchestrator.llm_server import serve; serve({card!r}, '127.0.0.1', {port})"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # One torch thread: on a busy 2-core machine two threads made a 135M model ~10x slower.
+    env.setdefault("OMP_NUM_THREADS", "1")
     with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env=env

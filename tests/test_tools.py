@@ -173,6 +173,22 @@ def test_ocr_reads_rendered_text(ocr, tmp_path, ctx):
     assert max(y for _, y in first["box"]) <= min(y for _, y in second["box"]) + 5
 
 
+def test_ocr_reads_a_wide_strip_as_one_line(ocr, tmp_path, ctx):
+    # Unpadded, RapidOCR blew this 110 px tall strip up 6.7 times and split it into fragments.
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=40)
+    text = "Guten Morgen, wie geht es dir heute"
+    image = Image.new("RGBA", (int(font.getlength(text)) + 60, 110), (0, 0, 0, 0))
+    ImageDraw.Draw(image).text((30, 30), text, fill="black", font=font)
+    image.save(tmp_path / "strip.png")  # transparent background: flattened onto white
+
+    out = ocr({"image": str(tmp_path / "strip.png")}, ctx)
+    assert out["text"] == text
+    [(left, top), *_, (_, bottom)] = out["lines"][0]["box"]
+    assert 10 < left < 50 and 20 < top < bottom < 95  # in the original image's coordinates
+
+
 def test_ocr_returns_nothing_for_an_image_without_text(ocr, photos, ctx):
     assert ocr({"image": str(photos["blank"])}, ctx) == {"text": "", "lines": []}
 

@@ -122,7 +122,8 @@ def _incomplete(folder: Path, layout: Layout, gguf_file: str | None) -> str | No
 def _weights_missing(folder: Path) -> str | None:
     """Whether ``folder`` holds model weights: one file, or every shard an index names."""
     # Path.is_file follows symlinks: a cache entry whose blob never arrived counts as missing.
-    weights = {p.name for p in folder.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES) and p.is_file()}
+    weights = {p.name for p in folder.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES)}
+    weights = {name for name in weights if (folder / name).is_file()}
     sharded: set[str] = set()
     problem = None
     for index in sorted(folder.glob("*.index.json")):

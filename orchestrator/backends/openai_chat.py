@@ -128,15 +128,16 @@ class ChatTool:
             retry=retry_if_exception(_is_transient),
             reraise=True,
         )
+        request: dict[str, Any] = {
+            "model": self.spec.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": self.spec.temperature,
+        }
+        if timeout is not None:  # else the SDK's default; an explicit None would mean "never"
+            request["timeout"] = timeout
         try:
-            return retrying(
-                self.client.chat.completions.create,
-                model=self.spec.model,
-                messages=messages,
-                max_tokens=max_tokens,
-                temperature=self.spec.temperature,
-                timeout=timeout,
-            )
+            return retrying(self.client.chat.completions.create, **request)
         except openai.APITimeoutError as exc:
             raise ChatEndpointError(f"{self._where()} timed out after {timeout} s") from exc
         except openai.APIConnectionError as exc:

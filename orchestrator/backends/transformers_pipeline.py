@@ -1,4 +1,4 @@
-"""Backend for transformers models: a ``pipeline`` built from a hub id, a local folder or a GGUF file.
+"""Backend for transformers models: a ``pipeline`` from a hub id, a local folder or a GGUF file.
 
 Inputs and outputs follow the card. The first required input is the pipeline's main input
 (text, an image path, an audio path); any other input the caller gives is passed to the pipeline
@@ -100,7 +100,7 @@ class PipelineTool:
         """Run the model on ``inputs`` and map its result to the card's outputs."""
         if self.main.name not in inputs:
             raise ToolFailed(self.card.name, f"missing input '{self.main.name}'")
-        value = _main_value(self.main, inputs[self.main.name])
+        value = _main_value(self.main, inputs[self.main.name], self.runner)
         names = {io.name for io in self.card.inputs}
         extra = {k: v for k, v in inputs.items() if k != self.main.name and k in names}
         kwargs = {**self.call_options, **extra}
@@ -116,15 +116,25 @@ class PipelineTool:
         return _outputs(self.card, result, ctx)
 
     def _generate(self, prompt: str, kwargs: dict[str, Any], ctx: CallContext) -> list[dict]:
-        """Causal LM generation: chat template when there is one, new text only, tokens counted."""
+        """Causal LM generation: chat template when there is one, new text only, tokens counted.
+
+        An input named ``system`` becomes the system message (or a first paragraph without a
+        chat template).
+        """
         tokenizer = self.runner.tokenizer
+        system = kwargs.pop("system", None)
+        special = kwargs.pop("add_special_tokens", True)
         if getattr(tokenizer, "chat_template", None):
             messages = [{"role": "user", "content": prompt}]
+            if system:
+                messages.insert(0, {"role": "system", "content": system})
             prompt = tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True
             )
-            kwargs["add_special_tokens"] = False  # the template already has them
-        special = kwargs.get("add_special_tokens", True)
+            special = False  # the template already has them
+        elif system:
+            prompt = f"{system}\n\n{prompt}"
+        kwargs["add_special_tokens"] = special
         prompt_ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
         kwargs = _with_token_cap(kwargs, ctx)
         kwargs.setdefault("max_new_tokens", _DEFAULT_MAX_NEW_TOKENS)
@@ -225,6 +235,10 @@ def _write_dequantized(gguf_path: Path, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
     provenance = {"gguf": str(gguf_path), "bytes": gguf_path.stat().st_size}
     (folder / "orchestrator-source.json").write_text(json.dumps(provenance), encoding="utf-8")
+    # mkdtemp makes a private folder: let workers running as another user read the cache.
+    folder.chmod(0o755)
+    for item in folder.iterdir():
+        item.chmod(0o644)
 
 
 def _remove_stale_temps(target: Path) -> None:
@@ -280,16 +294,18 @@ def _main_input(card: ToolCard) -> IOSpec:
     return required[0] if required else card.inputs[0]
 
 
-def _main_value(io: IOSpec, value: Any) -> Any:
+def _main_value(io: IOSpec, value: Any, runner: Any) -> Any:
     """What the pipeline gets: text as is, image path, WAV audio decoded (no ffmpeg needed)."""
     if io.type == "audio" and str(value).lower().endswith(".wav"):
-        return _read_wav(Path(value))
+        extractor = getattr(runner, "feature_extractor", None)
+        return _read_wav(Path(value), getattr(extractor, "sampling_rate", None))
     if io.type in {"audio", "image"}:
         return str(value)
     return value
 
 
-def _read_wav(path: Path) -> dict[str, Any]:
+def _read_wav(path: Path, rate_wanted: int | None) -> dict[str, Any]:
+    """Mono float samples in -1..1, linearly resampled to ``rate_wanted`` (no torchaudio)."""
     import numpy as np
 
     with wave.open(str(path), "rb") as reader:
@@ -302,6 +318,11 @@ def _read_wav(path: Path) -> dict[str, Any]:
     samples /= float(2 ** (8 * width - 1))
     if channels > 1:
         samples = samples.reshape(-1, channels).mean(axis=1)
+    if rate_wanted and rate_wanted != rate and len(samples):
+        count = max(1, round(len(samples) * rate_wanted / rate))
+        times = np.arange(count) * (rate / rate_wanted)
+        samples = np.interp(times, np.arange(len(samples)), samples).astype(np.float32)
+        rate = rate_wanted
     return {"raw": samples, "sampling_rate": rate}
 
 
