@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from evals.cli import bench_app, eval_app
 from orchestrator.budget import Budget
 from orchestrator.config import Config
 from orchestrator.errors import CardError, UserError
@@ -24,6 +25,8 @@ app = typer.Typer(
 )
 cards_app = typer.Typer(help="List, show and validate tool cards.", no_args_is_help=True)
 app.add_typer(cards_app, name="cards")
+app.add_typer(eval_app, name="eval")
+app.add_typer(bench_app, name="bench")
 
 console = Console()
 err = Console(stderr=True)

@@ -496,6 +496,9 @@ def _close_quietly(pipe: Any) -> None:
 def _worker_env(extra_sys_path: list[str], overrides: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
+    # Workers run side by side on few cores: one math thread each unless told otherwise
+    # (two torch threads per worker made parallel steps several times slower here).
+    env.setdefault("OMP_NUM_THREADS", "1")
     env.update(overrides)
     env["PYTHONUNBUFFERED"] = "1"
     # The worker must import this very orchestrator package, wherever it is installed.

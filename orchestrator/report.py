@@ -96,8 +96,8 @@ def print_result(console: Console, result: RunResult) -> None:
             console.print(f"  {path}", markup=False)
     spent = result.spent
     console.print(
-        f"[bold]Cost[/bold] {usd(spent['usd'])} | {spent['calls']} calls | {spent['tokens']} tokens | "
-        f"{spent['wall_seconds']:.2f} s wall"
+        f"[bold]Cost[/bold] {usd(spent['usd'])} | {spent['calls']} calls | "
+        f"{spent['tokens']} tokens | {spent['wall_seconds']:.2f} s wall"
     )
     left = {k: v for k, v in result.budget_left.items() if v is not None}
     if left:

@@ -12,16 +12,15 @@ from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import diffusers
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from orchestrator.backends import CallContext, load_tool, unavailable_reason
 from orchestrator.cards import ToolCard, load_card
 from orchestrator.errors import UserError
-
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
 
 CARDS = Path(__file__).resolve().parents[1] / "tool_cards"
 

@@ -16,16 +16,13 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest
+import torch
 import yaml
 
 from orchestrator.backends import CallContext, load_tool, unavailable_reason
 from orchestrator.backends._hub import missing_modules_reason
 from orchestrator.backends.transformers_pipeline import dequantized_gguf_folder, model_cache_dir
 from orchestrator.cards import ToolCard, load_card
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
 
 CARDS = Path(__file__).resolve().parents[1] / "tool_cards"
 WORDS = (
@@ -470,8 +467,8 @@ def tiny_gguf(folder: Path) -> Path:
 
 
 def test_gguf_is_dequantized_once_into_an_atomic_cache(tmp_path, monkeypatch):
-    pytest.importorskip("gguf")
-    pytest.importorskip("accelerate")
+    import accelerate  # noqa: F401  (transformers needs it to read GGUF)
+    import gguf  # noqa: F401
     monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", str(tmp_path / "cache"))
     gguf_path = tiny_gguf(tmp_path / "weights")
     card = write_card(

@@ -28,7 +28,7 @@ def test_reserve_then_settle_counts_the_real_cost():
     assert ledger.left()["usd"] == "0.60"
     ledger.settle(held, Cost(usd=Decimal("0.25"), calls=1))
     assert ledger.spent.usd == Decimal("0.25")
-    assert ledger.left() ["calls"] == 4
+    assert ledger.left()["calls"] == 4
 
 
 def test_a_call_that_cannot_fit_is_refused_and_names_the_limit():
@@ -71,8 +71,14 @@ def test_concurrent_reservations_never_overspend():
 
 
 def test_expected_and_actual_cost_from_card_prices():
-    priced = card(usd_per_call="0.01", usd_per_second="0.001", usd_per_1k_input_tokens="0.5",
-                  usd_per_1k_output_tokens="1.5", latency_s=2.0, load_s=3.0)
+    priced = card(
+        usd_per_call="0.01",
+        usd_per_second="0.001",
+        usd_per_1k_input_tokens="0.5",
+        usd_per_1k_output_tokens="1.5",
+        latency_s=2.0,
+        load_s=3.0,
+    )
     cold = expected_cost(priced, input_tokens=1000, max_output_tokens=1000, cold=True)
     warm = expected_cost(priced, input_tokens=1000, max_output_tokens=1000, cold=False)
     assert cold.usd == Decimal("0.01") + Decimal("0.005") + Decimal("2.0")

@@ -10,14 +10,20 @@ import sys
 def orchestrator(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
-        capture_output=True, text=True, timeout=300, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
     )
 
 
 def test_run_json_is_machine_readable(tmp_path):
     done = orchestrator(
-        "run", 'Which language is "Das ist ein schönes Haus" in?', "--json",
-        "--out", str(tmp_path / "out"),
+        "run",
+        'Which language is "Das ist ein schönes Haus" in?',
+        "--json",
+        "--out",
+        str(tmp_path / "out"),
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -32,7 +38,15 @@ def test_run_prints_plan_choice_outputs_and_cost(tmp_path):
     done = orchestrator("run", 'Is "I adore this" positive or negative?', "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    for expected in ("Plan", "Selection", "vader-sentiment", "relevance", "Answer", "positive", "Cost"):
+    for expected in (
+        "Plan",
+        "Selection",
+        "vader-sentiment",
+        "relevance",
+        "Answer",
+        "positive",
+        "Cost",
+    ):
         assert expected in out
 
 

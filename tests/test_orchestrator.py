@@ -6,8 +6,6 @@ import wave
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-
 from orchestrator import Budget, Config, Orchestrator, Zoo
 from orchestrator.demo import DEMO_REQUESTS
 from orchestrator.execute import WorkerPoolExecutor
@@ -48,12 +46,19 @@ def test_demo_request_on_real_models(orchestrator, demo_inputs, tmp_path):
 
 def test_independent_steps_run_concurrently(orchestrator, demo_inputs, tmp_path):
     events = []
-    orchestrator.run(DEMO_REQUESTS[0], base_dir=demo_inputs, out_dir=tmp_path,
-                     on_event=events.append)
+    orchestrator.run(
+        DEMO_REQUESTS[0], base_dir=demo_inputs, out_dir=tmp_path, on_event=events.append
+    )
     order = [(e["type"], e.get("step")) for e in events if e["type"].startswith("step_")]
     # both classifications start before either finishes (they are one parallel round)
-    starts = [i for i, (kind, step) in enumerate(order) if kind == "step_started" and step in ("s2", "s3")]
-    ends = [i for i, (kind, step) in enumerate(order) if kind == "step_finished" and step in ("s2", "s3")]
+    starts = [
+        i for i, (kind, step) in enumerate(order) if kind == "step_started" and step in ("s2", "s3")
+    ]
+    ends = [
+        i
+        for i, (kind, step) in enumerate(order)
+        if kind == "step_finished" and step in ("s2", "s3")
+    ]
     assert max(starts) < min(ends)
 
 
@@ -100,7 +105,9 @@ def test_budget_too_small_ends_cleanly_with_what_finished(orchestrator, demo_inp
 
 def test_money_budget_below_one_call_runs_nothing(orchestrator, demo_inputs, tmp_path):
     result = orchestrator.run(
-        DEMO_REQUESTS[0], base_dir=demo_inputs, out_dir=tmp_path,
+        DEMO_REQUESTS[0],
+        base_dir=demo_inputs,
+        out_dir=tmp_path,
         budget=Budget(usd=Decimal("0.000001")),
     )
     assert result.status == "budget_exhausted"

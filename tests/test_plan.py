@@ -80,7 +80,9 @@ def test_unknown_task_lists_known(zoo):
 
 
 def test_missing_file(zoo, tmp_path):
-    plan = plan_of(step("a", "automatic-speech-recognition", audio={"kind": "file", "path": "no.wav"}))
+    plan = plan_of(
+        step("a", "automatic-speech-recognition", audio={"kind": "file", "path": "no.wav"})
+    )
     with pytest.raises(PlanError, match="audio file 'no.wav' not found"):
         validate_plan(plan, zoo, base_dir=tmp_path)
 
@@ -97,7 +99,12 @@ def test_duplicate_ids(zoo):
 def test_hugginggpt_format_is_read(zoo):
     plan = parse_plan(
         [
-            {"task": "automatic-speech-recognition", "id": 0, "dep": [-1], "args": {"audio": "a.wav"}},
+            {
+                "task": "automatic-speech-recognition",
+                "id": 0,
+                "dep": [-1],
+                "args": {"audio": "a.wav"},
+            },
             {"task": "text-to-speech", "id": 1, "dep": [0], "args": {"text": "<GENERATED>-0"}},
         ],
         "say what a.wav says",
@@ -112,6 +119,9 @@ def test_malformed_plan_json_says_where():
         parse_plan({"request": "r", "subtasks": [{"id": "a"}]}, "r")
     with pytest.raises(PlanError, match="args.video"):
         parse_plan(
-            {"request": "r", "subtasks": [step("a", "text-to-speech", video={"kind": "text", "value": "x"})]},
+            {
+                "request": "r",
+                "subtasks": [step("a", "text-to-speech", video={"kind": "text", "value": "x"})],
+            },
             "r",
         )

@@ -47,7 +47,9 @@ def test_demo_request_is_a_typed_chain(planner, builtin_zoo, tmp_path):
 
 
 def test_image_request(planner, builtin_zoo):
-    plan = planner.plan("Read the text in scan.png and tell me which language it is in", builtin_zoo)
+    plan = planner.plan(
+        "Read the text in scan.png and tell me which language it is in", builtin_zoo
+    )
     assert [s.task for s in plan.subtasks] == ["image-to-text", "text-classification"]
     assert plan.subtasks[1].args["text"].step == plan.subtasks[0].id
 

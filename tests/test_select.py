@@ -21,19 +21,46 @@ def card(name, task, description, inputs=("text",), outputs=("text",), **extra) 
 
 ZOO = Zoo.from_cards(
     [
-        card("langid", "text-classification", "Identifies which language a text is written in",
-             tags=["language", "detection"]),
-        card("sentiment", "text-classification", "Says whether a text sounds positive or negative",
-             tags=["sentiment", "polarity"]),
-        card("gone", "text-classification", "Detects the language of a text, very accurately",
-             backend={"kind": "python", "entry": "no_such_module_here:load"}, strength=1.0),
+        card(
+            "langid",
+            "text-classification",
+            "Identifies which language a text is written in",
+            tags=["language", "detection"],
+        ),
+        card(
+            "sentiment",
+            "text-classification",
+            "Says whether a text sounds positive or negative",
+            tags=["sentiment", "polarity"],
+        ),
+        card(
+            "gone",
+            "text-classification",
+            "Detects the language of a text, very accurately",
+            backend={"kind": "python", "entry": "no_such_module_here:load"},
+            strength=1.0,
+        ),
         card("ocr", "image-to-text", "Reads printed text in an image", inputs=("image",)),
-        card("tts-cheap", "text-to-speech", "Reads text aloud as speech", outputs=("audio",),
-             cost={"usd_per_call": "0.001"}),
-        card("tts-dear", "text-to-speech", "Reads text aloud as speech", outputs=("audio",),
-             cost={"usd_per_call": "0.1"}),
-        card("tts-textonly", "text-to-speech", "Reads text aloud and spells it phonetically",
-             outputs=("text",)),
+        card(
+            "tts-cheap",
+            "text-to-speech",
+            "Reads text aloud as speech",
+            outputs=("audio",),
+            cost={"usd_per_call": "0.001"},
+        ),
+        card(
+            "tts-dear",
+            "text-to-speech",
+            "Reads text aloud as speech",
+            outputs=("audio",),
+            cost={"usd_per_call": "0.1"},
+        ),
+        card(
+            "tts-textonly",
+            "text-to-speech",
+            "Reads text aloud and spells it phonetically",
+            outputs=("text",),
+        ),
     ]
 )
 
@@ -43,13 +70,20 @@ def plan(*subtasks) -> Plan:
 
 
 def one(task, instruction, args=None, id="s1", deps=()):
-    return {"id": id, "task": task, "instruction": instruction, "deps": list(deps),
-            "args": args or {"text": {"kind": "text", "value": "x"}}}
+    return {
+        "id": id,
+        "task": task,
+        "instruction": instruction,
+        "deps": list(deps),
+        "args": args or {"text": {"kind": "text", "value": "x"}},
+    }
 
 
 def test_instruction_decides_between_cards_of_one_task():
-    p = plan(one("text-classification", "tell me which language it is in"),
-             one("text-classification", "does it sound positive or negative", id="s2"))
+    p = plan(
+        one("text-classification", "tell me which language it is in"),
+        one("text-classification", "does it sound positive or negative", id="s2"),
+    )
     selections = select_for_plan(p, ZOO, EvidenceScorer())
     assert selections["s1"].candidates[0].card.name == "langid"
     assert selections["s2"].candidates[0].card.name == "sentiment"
@@ -75,12 +109,20 @@ def test_input_types_filter():
 def test_output_needed_by_a_consumer_filters_producers():
     p = plan(
         one("text-to-speech", "read it aloud"),
-        one("automatic-speech-recognition", "transcribe it", id="s2", deps=["s1"],
-            args={"audio": {"kind": "ref", "step": "s1"}}),
+        one(
+            "automatic-speech-recognition",
+            "transcribe it",
+            id="s2",
+            deps=["s1"],
+            args={"audio": {"kind": "ref", "step": "s1"}},
+        ),
     )
-    zoo = Zoo.from_cards([*(e.card for e in ZOO),
-                          card("asr", "automatic-speech-recognition", "Transcribes speech",
-                               inputs=("audio",))])
+    zoo = Zoo.from_cards(
+        [
+            *(e.card for e in ZOO),
+            card("asr", "automatic-speech-recognition", "Transcribes speech", inputs=("audio",)),
+        ]
+    )
     selection = select_for_subtask(p, p.subtasks[0], zoo, EvidenceScorer())
     names = [c.card.name for c in selection.candidates]
     assert "tts-textonly" not in names

@@ -13,7 +13,8 @@ input as a user message and only the new text is returned.
 
 transformers 5 removed the ``summarization``, ``translation`` and ``text2text-generation``
 pipelines; those tasks run here through ``AutoModelForSeq2SeqLM.generate`` with the same
-result keys, whatever the installed version. ``image-to-text`` runs as ``image-text-to-text``.
+result keys, whatever the installed version. ``image-to-text`` runs as ``image-text-to-text``
+where the former is gone (with an empty text prompt unless the card gives one).
 
 A card with ``gguf_file`` is dequantized once and saved as safetensors in the orchestrator's
 model cache (``$ORCHESTRATOR_CACHE_DIR/models``, default ``~/.cache/orchestrator/models``);
@@ -77,9 +78,11 @@ class TransformersPipelineBackend:
         elif _seq2seq_key(task):
             runner = _Seq2SeqGenerator(task, location.folder, options)
         else:
-            if task == "image-to-text":
-                task = "image-text-to-text"
             from transformers import pipeline
+            from transformers.pipelines import SUPPORTED_TASKS
+
+            if task == "image-to-text" and task not in SUPPORTED_TASKS:  # removed in 5.x
+                task = "image-text-to-text"
 
             runner = pipeline(task, model=str(location.folder), **options)
         return PipelineTool(card, task, runner, dict(spec.call_options))
@@ -102,7 +105,9 @@ class PipelineTool:
             raise ToolFailed(self.card.name, f"missing input '{self.main.name}'")
         value = _main_value(self.main, inputs[self.main.name], self.runner)
         names = {io.name for io in self.card.inputs}
-        extra = {k: v for k, v in inputs.items() if k != self.main.name and k in names}
+        extra = {
+            k: v for k, v in inputs.items() if k != self.main.name and k in names and v is not None
+        }
         kwargs = {**self.call_options, **extra}
         if self.task == "text-generation":
             result: Any = self._generate(value, kwargs, ctx)
@@ -111,7 +116,8 @@ class PipelineTool:
         else:
             if self.task in _IMAGE_TO_TEXT:
                 kwargs = _with_token_cap(kwargs, ctx)
-                kwargs.setdefault("text", "")
+            if self.task == "image-text-to-text":
+                kwargs.setdefault("text", "")  # no prompt: a plain caption
             result = self.runner(value, **kwargs)
         return _outputs(self.card, result, ctx)
 
