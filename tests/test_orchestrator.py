@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import wave
 from decimal import Decimal
 from pathlib import Path
@@ -44,22 +45,72 @@ def test_demo_request_on_real_models(orchestrator, demo_inputs, tmp_path):
     assert kinds[0] == "plan" and kinds[-1] == "answer" and kinds.count("step_finished") == 4
 
 
-def test_independent_steps_run_concurrently(orchestrator, demo_inputs, tmp_path):
-    events = []
-    orchestrator.run(
-        DEMO_REQUESTS[0], base_dir=demo_inputs, out_dir=tmp_path, on_event=events.append
+class ScriptedPlanner:
+    """A deterministic planner that returns a fixed plan (stands in for an LLM planner)."""
+
+    name = "scripted"
+
+    def __init__(self, plan: dict) -> None:
+        self._plan = plan
+
+    def plan(self, request, zoo, *, files=()):
+        from orchestrator.plan import Plan
+
+        return Plan.model_validate({"request": request, **self._plan})
+
+
+def sleeper_card(name: str, task: str) -> dict:
+    return {
+        "name": name,
+        "task": task,
+        "description": f"a test tool that sleeps when asked, for {task}",
+        "inputs": [{"name": "text", "type": "text"}],
+        "outputs": [{"name": "reply", "type": "text"}],
+        "backend": {"kind": "python", "entry": "_exec_tools:load"},
+        "cost": {"latency_s": 1.0, "load_s": 0.5},
+    }
+
+
+def test_independent_steps_run_in_parallel(tmp_path):
+    from orchestrator.cards import ToolCard
+
+    zoo = Zoo.from_cards(
+        ToolCard.model_validate(sleeper_card(n, t))
+        for n, t in (("sleep-a", "text-classification"), ("sleep-b", "summarization"))
     )
-    order = [(e["type"], e.get("step")) for e in events if e["type"].startswith("step_")]
-    # both classifications start before either finishes (they are one parallel round)
-    starts = [
-        i for i, (kind, step) in enumerate(order) if kind == "step_started" and step in ("s2", "s3")
-    ]
-    ends = [
-        i
-        for i, (kind, step) in enumerate(order)
-        if kind == "step_finished" and step in ("s2", "s3")
-    ]
-    assert max(starts) < min(ends)
+    sleep = {"kind": "text", "value": "sleep 1"}
+    planner = ScriptedPlanner(
+        {
+            "subtasks": [
+                {
+                    "id": "a",
+                    "task": "text-classification",
+                    "instruction": "x",
+                    "args": {"text": sleep},
+                },
+                {"id": "b", "task": "summarization", "instruction": "y", "args": {"text": sleep}},
+            ]
+        }
+    )
+    executor = WorkerPoolExecutor(extra_sys_path=[str(TESTS)])
+    with Orchestrator(
+        Config(runs_dir=tmp_path), zoo=zoo, planner=planner, executor=executor
+    ) as orch:
+        orch.run("warm the workers up")
+        seen: dict[tuple[str, str], float] = {}
+
+        def clock(event: dict) -> None:
+            if event["type"] in ("step_started", "step_finished"):
+                seen[event["type"], event["step"]] = time.monotonic()
+
+        result = orch.run("two independent one-second steps", on_event=clock)
+    executor.close()
+    assert result.status == "ok"
+    assert all(step.seconds >= 1.0 for step in result.steps)
+    # the two one-second calls overlap in time (one after the other, they could not)
+    last_start = max(seen["step_started", "a"], seen["step_started", "b"])
+    first_end = min(seen["step_finished", "a"], seen["step_finished", "b"])
+    assert first_end - last_start > 0.5
 
 
 def test_image_request_reads_german(orchestrator, demo_inputs, tmp_path):
