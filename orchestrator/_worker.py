@@ -10,6 +10,9 @@ Protocol, one JSON object per line:
   ``{"ok": false, "kind": "raised" | "bad_output", "error", "traceback"}``.
 * end of file on stdin: the worker exits with code 0.
 
+Before reading the card the worker confines itself as ``$ORCHESTRATOR_SANDBOX_CONFINE`` says
+(:func:`orchestrator.sandbox.confine.confine_from_env`): the parent cannot do that for it.
+
 Protocol messages go through a private duplicate of the original stdout; file descriptor 1 is
 pointed at stderr (the worker's log) before anything else is imported, so libraries that print
 cannot corrupt the protocol. Standard input is replaced by /dev/null for the same reason.
@@ -101,6 +104,14 @@ def _serve(tool: Any, protocol_in: BinaryIO, protocol_out: BinaryIO) -> None:
 def main() -> int:
     """Load the card's tool, then serve calls until standard input ends."""
     protocol_in, protocol_out = _private_channels()
+    try:
+        from orchestrator.sandbox.confine import confine_from_env
+
+        confine_from_env()  # seccomp / Landlock / rlimits, before any tool code is loaded
+    except Exception as exc:
+        protocol_in.readline()
+        _send(protocol_out, _error(RuntimeError(f"the sandbox could not be applied: {exc}")))
+        return 1
     line = protocol_in.readline()
     if not line:
         return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -71,13 +72,32 @@ class Cost:
             "calls": self.calls,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Cost:
+        """The inverse of :meth:`as_dict` (used when a run is resumed)."""
+        return cls(
+            Decimal(str(data.get("usd", "0"))),
+            float(data.get("seconds", 0.0)),
+            int(data.get("tokens", 0)),
+            int(data.get("calls", 0)),
+        )
+
 
 @dataclass(frozen=True)
 class Reservation:
-    """An amount held for one call in flight."""
+    """An amount held for one call in flight.
+
+    ``cost`` is the expected cost; ``hold`` is what is held, at least ``cost``: the most the
+    call may spend. Callers cap the call to it (timeout, max_tokens), so it cannot overrun.
+    """
 
     id: int
     cost: Cost
+    hold: Cost | None = None
+
+    @property
+    def cap(self) -> Cost:
+        return self.hold if self.hold is not None else self.cost
 
 
 @dataclass
@@ -86,14 +106,41 @@ class Ledger:
 
     budget: Budget
     spent: Cost = field(default_factory=Cost)
-    started: float = field(default_factory=time.monotonic)
+    clock: Callable[[], float] = time.monotonic
+    started: float | None = None
     carried_seconds: float = 0.0  # wall seconds spent before a resume
     _held: dict[int, Cost] = field(default_factory=dict)
     _next_id: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
+
+    @classmethod
+    def resumed(
+        cls, budget: Budget, spent: dict[str, Any], clock: Callable[[], float] = time.monotonic
+    ) -> Ledger:
+        """A ledger that carries what an earlier, interrupted part of the run spent.
+
+        ``spent`` is the ledger's :meth:`snapshot` as stored in the run state: money, tokens and
+        calls are carried as they were, and its ``wall_seconds`` count against the seconds limit.
+        """
+        return cls(
+            budget,
+            spent=Cost.from_dict(spent),
+            clock=clock,
+            carried_seconds=float(spent.get("wall_seconds", 0.0)),
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """What was spent so far, with the wall seconds (JSON; kept in the run state)."""
+        with self._lock:
+            return {**self.spent.as_dict(), "wall_seconds": round(self.elapsed(), 6)}
+
     def elapsed(self) -> float:
-        return self.carried_seconds + time.monotonic() - self.started
+        assert self.started is not None
+        return self.carried_seconds + self.clock() - self.started
 
     def _held_total(self) -> Cost:
         total = Cost()
@@ -121,19 +168,45 @@ class Ledger:
             if cost.calls > left_c:
                 raise BudgetExceeded("calls", cost.calls, max(left_c, 0))
 
-    def reserve(self, cost: Cost) -> Reservation:
-        """Hold ``cost`` for a call about to be made, or raise BudgetExceeded."""
+    def reserve(self, cost: Cost, *, headroom: float = 1.0) -> Reservation:
+        """Hold ``cost`` for a call about to be made, or raise BudgetExceeded.
+
+        With ``headroom`` > 1 the hold is ``cost`` x ``headroom`` on each limited resource,
+        clipped to what is left (never below ``cost``): room for a call that runs longer or
+        writes more than expected, still within the budget, and capped at that hold.
+        """
         with self._lock:
             self._check(cost)
+            hold = cost if headroom <= 1.0 else self._grown(cost, headroom)
             self._next_id += 1
-            self._held[self._next_id] = cost
-            return Reservation(self._next_id, cost)
+            self._held[self._next_id] = hold
+            return Reservation(self._next_id, cost, hold)
+
+    def _grown(self, cost: Cost, factor: float) -> Cost:
+        """``cost`` x ``factor``, clipped to what is left of each limit (lock held)."""
+        held = self._held_total()
+        b = self.budget
+        usd = cost.usd * Decimal(str(factor))
+        if b.usd is not None:
+            usd = max(cost.usd, min(usd, b.usd - self.spent.usd - held.usd))
+        seconds = cost.seconds * factor
+        if b.seconds is not None:
+            seconds = max(cost.seconds, min(seconds, b.seconds - self.elapsed() - held.seconds))
+        tokens = int(cost.tokens * factor)
+        if b.tokens is not None:
+            tokens = max(cost.tokens, min(tokens, b.tokens - self.spent.tokens - held.tokens))
+        return Cost(usd, seconds, tokens, cost.calls)
 
     def settle(self, reservation: Reservation, actual: Cost) -> None:
         """Replace a reservation by what the call really cost."""
         with self._lock:
             self._held.pop(reservation.id, None)
             self.spent = self.spent + actual
+
+    def held(self) -> Cost:
+        """What calls in flight hold now."""
+        with self._lock:
+            return self._held_total()
 
     def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose call was never made."""
@@ -173,10 +246,23 @@ def _token_usd(card: ToolCard, input_tokens: int, output_tokens: int) -> Decimal
     ) / 1000
 
 
-def expected_cost(card: ToolCard, *, input_tokens: int, max_output_tokens: int, cold: bool) -> Cost:
-    """What a call to ``card`` is expected to cost, from its prices and measured latency."""
+def expected_cost(
+    card: ToolCard,
+    *,
+    input_tokens: int,
+    max_output_tokens: int,
+    cold: bool,
+    count_tokens: bool = False,
+) -> Cost:
+    """What a call to ``card`` is expected to cost, from its prices and measured latency.
+
+    Tokens are counted for a card priced by tokens, or for any card with ``count_tokens``
+    (a budget that limits tokens holds them for every call).
+    """
     seconds = card.cost.latency_s + (card.cost.load_s if cold else 0.0)
-    counts_tokens = card.cost.usd_per_1k_input_tokens or card.cost.usd_per_1k_output_tokens
+    counts_tokens = (
+        count_tokens or card.cost.usd_per_1k_input_tokens or card.cost.usd_per_1k_output_tokens
+    )
     tokens = input_tokens + max_output_tokens if counts_tokens else 0
     usd = (
         card.cost.usd_per_call
@@ -186,11 +272,24 @@ def expected_cost(card: ToolCard, *, input_tokens: int, max_output_tokens: int, 
     return Cost(usd=usd, seconds=seconds, tokens=tokens, calls=1)
 
 
-def actual_cost(card: ToolCard, *, seconds: float, input_tokens: int, output_tokens: int) -> Cost:
-    """What a finished call cost: its prices applied to its real time and tokens."""
+def actual_cost(
+    card: ToolCard,
+    *,
+    seconds: float,
+    input_tokens: int,
+    output_tokens: int,
+    billed_usd: Decimal | None = None,
+) -> Cost:
+    """What a finished call cost: its prices applied to its real time and tokens.
+
+    ``billed_usd`` is the price the model's provider reported for the call (an API's bill, a
+    recorded price): when given, it is the money spent.
+    """
     usd = (
         card.cost.usd_per_call
         + card.cost.usd_per_second * Decimal(str(round(seconds, 6)))
         + _token_usd(card, input_tokens, output_tokens)
     )
+    if billed_usd is not None:
+        usd = billed_usd
     return Cost(usd=usd, seconds=seconds, tokens=input_tokens + output_tokens, calls=1)

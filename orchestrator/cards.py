@@ -26,8 +26,10 @@ __all__ = [
     "DiffusersBackend",
     "IOSpec",
     "OpenAIBackend",
+    "Permissions",
     "ProbeResult",
     "PythonBackend",
+    "ReplayBackend",
     "Requirements",
     "ToolCard",
     "TransformersBackend",
@@ -102,6 +104,31 @@ class Requirements(_Strict):
     disk_mb: int = Field(default=0, ge=0)
 
 
+class Permissions(_Strict):
+    """What a tool may do beyond the sandbox's defaults (no network, scratch read-write only).
+
+    ``network``: ``true`` for any, or a list of ``host:port`` endpoints (``requires.network:
+    true`` counts as ``true``; an openai card gets its endpoint without asking). ``read`` /
+    ``write``: extra host paths the tool sees read-only / read-write. ``env``: names of
+    environment variables passed to the tool (none of the parent's are, by default).
+    """
+
+    network: bool | list[str] = False
+    read: list[str] = Field(default_factory=list)
+    write: list[str] = Field(default_factory=list)
+    env: list[str] = Field(default_factory=list)
+
+    @field_validator("network")
+    @classmethod
+    def _endpoints(cls, value: bool | list[str]) -> bool | list[str]:
+        if isinstance(value, list):
+            for endpoint in value:
+                host, _, port = endpoint.rpartition(":")
+                if not host or not port.isdigit():
+                    raise ValueError(f"network endpoints are host:port, got {endpoint!r}")
+        return value
+
+
 class TransformersBackend(_Strict):
     """A transformers `pipeline` built from a hub id or a local folder."""
 
@@ -143,11 +170,23 @@ class PythonBackend(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class ReplayBackend(_Strict):
+    """Recorded answers: a call returns what ``model`` answered to the same prompt, at its cost.
+
+    ``records`` is a CSV in RouterBench's layout (a ``prompt`` column, ``<model>|model_response``
+    and ``<model>|total_cost`` columns) or JSON lines ``{"prompt", "response", "usd"}``.
+    """
+
+    kind: Literal["replay"]
+    model: str
+    records: str
+
+
 BackendSpec = Annotated[
-    TransformersBackend | DiffusersBackend | OpenAIBackend | PythonBackend,
+    TransformersBackend | DiffusersBackend | OpenAIBackend | PythonBackend | ReplayBackend,
     Field(discriminator="kind"),
 ]
-BACKEND_KINDS: tuple[str, ...] = ("transformers", "diffusers", "openai", "python")
+BACKEND_KINDS: tuple[str, ...] = ("transformers", "diffusers", "openai", "python", "replay")
 
 
 class ProbeResult(_Strict):
@@ -163,6 +202,8 @@ class CapabilityProfile(_Strict):
 
     card_digest: str = ""
     probes: list[ProbeResult] = Field(default_factory=list)
+    latency_s: float | None = Field(default=None, ge=0, description="median seconds per probe")
+    usd_per_call: Decimal | None = Field(default=None, ge=0, description="measured cost per call")
 
     @property
     def mean_score(self) -> float:
@@ -181,6 +222,7 @@ class ToolCard(_Strict):
     backend: BackendSpec
     cost: Cost = Field(default_factory=Cost)
     requires: Requirements = Field(default_factory=Requirements)
+    permissions: Permissions = Field(default_factory=Permissions)
     languages: list[str] = Field(default_factory=list, description="ISO 639-1 codes; empty: any")
     tags: list[str] = Field(default_factory=list)
     limitations: list[str] = Field(default_factory=list)

@@ -11,9 +11,12 @@ import typer
 from rich.console import Console
 
 from evals.cli import bench_app, eval_app
+from orchestrator import cli_selection
 from orchestrator.budget import Budget
 from orchestrator.config import Config
 from orchestrator.errors import CardError, UserError
+from orchestrator.runs_cli import runs_app as _runs_app
+from orchestrator.sandbox.cli import sandbox_app
 from orchestrator.zoo import Zoo, builtin_cards_dir, validate_paths
 
 __all__ = ["app"]
@@ -27,6 +30,10 @@ cards_app = typer.Typer(help="List, show and validate tool cards.", no_args_is_h
 app.add_typer(cards_app, name="cards")
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
+app.command("profile")(cli_selection.profile_command)
+cards_app.command("new")(cli_selection.cards_new)
+app.add_typer(_runs_app, name="runs")
+app.add_typer(sandbox_app, name="sandbox")
 
 console = Console()
 err = Console(stderr=True)

@@ -4,7 +4,8 @@ Where it comes from, later winning:
 1. defaults;
 2. the TOML file named by ``$ORCHESTRATOR_CONFIG``, else ``./orchestrator.toml`` if present;
 3. ``$ORCHESTRATOR_CARDS`` (folders of extra tool cards, separated by ``os.pathsep``),
-   ``$ORCHESTRATOR_PLANNER``, ``$ORCHESTRATOR_RUNS_DIR``.
+   ``$ORCHESTRATOR_PLANNER``, ``$ORCHESTRATOR_RUNS_DIR``, ``$ORCHESTRATOR_LLM_BASE_URL``,
+   ``$ORCHESTRATOR_LLM_MODEL``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import os
 import tomllib
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.budget import Budget
 from orchestrator.errors import ConfigError
 
-__all__ = ["BudgetConfig", "Config"]
+__all__ = ["BudgetConfig", "Config", "LlmConfig", "SandboxConfig"]
 
 
 class BudgetConfig(BaseModel):
@@ -36,16 +38,60 @@ class BudgetConfig(BaseModel):
         return Budget(usd=self.usd, seconds=self.seconds, tokens=self.tokens, calls=self.calls)
 
 
+class SandboxConfig(BaseModel):
+    """How tools are isolated (see ``orchestrator sandbox info``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    require_full_isolation: bool = Field(
+        default=False, description="refuse to run tools without namespaces, seccomp and a cgroup"
+    )
+    memory_mb: int | None = Field(
+        default=None, ge=256, description="memory cap of all warm workers together (LRU eviction)"
+    )
+    worker_memory_mb: int | None = Field(
+        default=None, ge=256, description="memory cap of each worker (default: from its card)"
+    )
+    max_concurrency: int = Field(default=4, ge=1, description="tool calls running at once")
+
+
+class LlmConfig(BaseModel):
+    """The OpenAI-compatible endpoint the LLM planner calls (unset base_url: no LLM planner)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = Field(default=None, description="e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(default="smollm2-135m-chat", min_length=1)
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="variable holding the key")
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_tokens: int = Field(default=400, ge=16)
+    examples: int = Field(default=3, ge=0, description="worked examples shown per request")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url)
+
+
 class Config(BaseModel):
     """Everything the orchestrator reads from configuration."""
 
     model_config = ConfigDict(extra="forbid")
 
     card_dirs: list[Path] = Field(default_factory=list, description="extra tool-card folders")
-    planner: str = "embedded"
+    planner: str = Field(default="auto", description="auto, embedded, llm, ...")
     runs_dir: Path = Path("runs")
+    checkpoints: Path | None = Field(
+        default=None, description="SQLite file of durable runs; default runs_dir/checkpoints.sqlite"
+    )
+    router: str = Field(default="default", description="routing policy: default, llm, ...")
+    router_options: dict[str, Any] = Field(
+        default_factory=dict, description="options of the routing policy, e.g. cost_weight"
+    )
     max_workers: int = Field(default=6, ge=1, description="warm worker processes kept at once")
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    llm: LlmConfig = Field(default_factory=LlmConfig)
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:
@@ -77,6 +123,16 @@ class Config(BaseModel):
             update["planner"] = os.environ["ORCHESTRATOR_PLANNER"]
         if os.environ.get("ORCHESTRATOR_RUNS_DIR"):
             update["runs_dir"] = Path(os.environ["ORCHESTRATOR_RUNS_DIR"])
+        llm = {
+            key: os.environ[var]
+            for key, var in (
+                ("base_url", "ORCHESTRATOR_LLM_BASE_URL"),
+                ("model", "ORCHESTRATOR_LLM_MODEL"),
+            )
+            if os.environ.get(var)
+        }
+        if llm:
+            update["llm"] = self.llm.model_copy(update=llm)
         return self.model_copy(update=update)
 
 

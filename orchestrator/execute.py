@@ -15,8 +15,18 @@ unset (30 s plus 20 times the card's expected latency). Starting a worker and lo
 gets ``start_timeout_s``, or three times the card's declared ``load_s`` when that is longer.
 A worker that exceeds either is killed together with its whole process group.
 
-The command that starts a worker is built in one place, :meth:`WorkerPoolExecutor.worker_command`,
-so a sandbox (bubblewrap, rlimits) can wrap it.
+Sandbox: every worker runs under :mod:`orchestrator.sandbox` with its card's policy
+(:func:`~orchestrator.sandbox.policy_for_card`). The command run inside is
+:meth:`WorkerPoolExecutor.worker_command`; :meth:`WorkerPoolExecutor.worker_launch` wraps it.
+A worker sees a private I/O folder: before each call its file inputs are copied into ``in`` and
+the call's scratch is ``out``; after the call what the tool wrote to ``out`` is copied into the
+caller's ``ctx.scratch`` and output paths are rewritten to the copies. The worker's environment
+is the sandbox's allow-list plus what its card asks for plus the executor's explicit ``env``.
+
+Limits: at most ``max_workers`` warm workers and, when ``memory_mb`` is set, at most that many
+MB of them (each counted by what its cgroup measured after its last call, else by its card's
+declared memory); least recently used idle workers are evicted first. At most
+``max_concurrency`` calls (including model loads) run at once.
 """
 
 from __future__ import annotations
@@ -41,6 +51,10 @@ from typing import Any, Protocol
 from orchestrator.backends import CallContext, Usage
 from orchestrator.cards import IOSpec, ToolCard
 from orchestrator.errors import ToolFailed
+from orchestrator.sandbox import Launch, Sandbox, policy_for_card
+from orchestrator.sandbox.bwrap import package_dirs
+from orchestrator.sandbox.policy import DEFAULT_ENV, model_read_paths
+from orchestrator.sandbox.transfer import clear_io, copy_in, copy_out
 
 __all__ = [
     "CallOutcome",
@@ -95,10 +109,11 @@ def default_timeout_s(card: ToolCard) -> float:
 
 
 class WorkerPoolExecutor:
-    """Runs tools in warm worker processes, one per card, at most ``max_workers`` at a time.
+    """Runs tools in warm, sandboxed worker processes, one per card.
 
-    Thread-safe. When a new worker would exceed ``max_workers``, the least recently used idle
-    worker is stopped (if every worker is busy, the pool exceeds the limit until one is idle).
+    Thread-safe. When a new worker would exceed ``max_workers`` (or the ``memory_mb`` cap), the
+    least recently used idle workers are stopped (if every worker is busy, the pool exceeds the
+    limit until one is idle). ``sandbox`` defaults to the strongest this host permits.
     """
 
     def __init__(
@@ -109,19 +124,44 @@ class WorkerPoolExecutor:
         env: dict[str, str] | None = None,
         start_timeout_s: float = 120.0,
         max_result_bytes: int = MAX_RESULT_BYTES,
+        sandbox: Sandbox | None = None,
+        memory_mb: int | None = None,
+        worker_memory_mb: int | None = None,
+        max_concurrency: int = 8,
     ) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
         self.max_workers = max_workers
         self.start_timeout_s = start_timeout_s
         self.max_result_bytes = max_result_bytes
-        self._env = _worker_env(list(extra_sys_path), env or {})
+        self.sandbox = sandbox if sandbox is not None else Sandbox()
+        self.memory_mb = memory_mb
+        self.worker_memory_mb = worker_memory_mb
+        self.max_concurrency = max_concurrency
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._overrides = dict(env or {})
+        self._env = _worker_env(list(extra_sys_path), self._overrides)
+        self._code_paths = _code_paths(list(extra_sys_path))
         self._lock = threading.Lock()
         self._workers: dict[str, _Worker] = {}
         self._closed = False
         # Stops the workers at interpreter exit (atexit), or when the executor is collected.
         self._finalizer = weakref.finalize(self, _stop_all, self._lock, self._workers)
         self._finalizer.atexit = True
+
+    @classmethod
+    def from_config(cls, config: Any) -> WorkerPoolExecutor:
+        """An executor with the limits and sandbox settings of an orchestrator ``Config``."""
+        box = config.sandbox
+        return cls(
+            max_workers=config.max_workers,
+            sandbox=Sandbox(enabled=box.enabled, require_full_isolation=box.require_full_isolation),
+            memory_mb=box.memory_mb,
+            worker_memory_mb=box.worker_memory_mb,
+            max_concurrency=box.max_concurrency,
+        )
 
     def __enter__(self) -> WorkerPoolExecutor:
         return self
@@ -130,23 +170,30 @@ class WorkerPoolExecutor:
         self.close()
 
     def worker_command(self, card: ToolCard) -> list[str]:
-        """The command that starts a worker for ``card`` (the one place a sandbox wraps)."""
+        """The command run inside the sandbox to start a worker for ``card``."""
         return [sys.executable, "-m", "orchestrator._worker"]
+
+    def worker_launch(self, card: ToolCard) -> Launch:
+        """The sandboxed start of a worker for ``card``: its policy around the command."""
+        policy = policy_for_card(card, memory_mb=self.worker_memory_mb)
+        allowed = set(DEFAULT_ENV) | set(policy.env) | set(self._overrides)
+        env = {k: v for k, v in self._env.items() if k in allowed}
+        if not self.sandbox.enabled:
+            env = dict(self._env)
+        return self.sandbox.prepare(policy, self.worker_command(card), env, self._code_paths)
 
     def call(self, card: ToolCard, inputs: dict[str, Any], ctx: CallContext) -> CallOutcome:
         """Run the tool of ``card`` in its warm worker; raise :class:`ToolFailed` on failure."""
-        request = _request(card, inputs, ctx)
+        request, file_inputs = _request(card, inputs, ctx)
         worker, evicted = self._checkout(card)
         _stop_in_background(evicted)
         try:
-            with worker.lock:
+            with worker.lock, self._slots:
                 load_seconds = 0.0
                 if not worker.running():
-                    load_seconds = worker.start(
-                        self.worker_command(card), self._env, self._start_timeout(card)
-                    )
+                    load_seconds = worker.start(self.worker_launch(card), self._start_timeout(card))
                 timeout = ctx.timeout_s if ctx.timeout_s is not None else default_timeout_s(card)
-                reply, seconds = worker.request(request, timeout)
+                reply, seconds = worker.request(request, file_inputs, timeout)
         finally:
             self._checkin(worker)
         outputs = _validated_outputs(card, reply.get("outputs"), Path(ctx.scratch))
@@ -200,12 +247,33 @@ class WorkerPoolExecutor:
         _stop_in_background(evicted)
 
     def _over_limit(self) -> list[_Worker]:
-        """Remove the least recently used idle workers beyond the limit (lock held)."""
-        excess = len(self._workers) - self.max_workers
-        if excess <= 0:
-            return []
+        """Remove the least recently used idle workers beyond the limits (lock held)."""
         idle = sorted((w for w in self._workers.values() if not w.busy), key=lambda w: w.last_used)
-        return self._remove(idle[:excess])
+        evicted: list[_Worker] = []
+        count = len(self._workers)
+        memory = sum(w.memory_mb for w in self._workers.values())
+        for worker in idle:
+            over_count = count > self.max_workers
+            over_memory = self.memory_mb is not None and memory > self.memory_mb
+            if not (over_count or over_memory):
+                break
+            evicted.append(worker)
+            count -= 1
+            memory -= worker.memory_mb
+        return self._remove(evicted)
+
+    def memory_of(self, card: ToolCard) -> int | None:
+        """The memory the worker for ``card`` counts for (measured, else declared)."""
+        with self._lock:
+            worker = self._workers.get(f"{card.name}@{card_digest(card)}")
+        return worker.memory_mb if worker is not None else None
+
+    def worker_pid(self, card: ToolCard) -> int | None:
+        """The process id (as this process sees it) of the running worker for ``card``."""
+        with self._lock:
+            worker = self._workers.get(f"{card.name}@{card_digest(card)}")
+        proc = worker.proc if worker is not None else None
+        return proc.pid if proc is not None and proc.returncode is None else None
 
     def _remove(self, workers: list[_Worker]) -> list[_Worker]:
         for worker in workers:
@@ -225,6 +293,9 @@ class _Worker:
         self.last_used = time.monotonic()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
+        self.launch: Launch | None = None
+        self.host_io: Path | None = None
+        self.memory_mb = card.cost.memory_mb
         self._buffer = bytearray()
 
     @property
@@ -240,21 +311,24 @@ class _Worker:
             return False
         return True
 
-    def start(self, command: list[str], env: dict[str, str], timeout: float) -> float:
-        """Start the process and load the model; return the seconds it took."""
+    def start(self, launch: Launch, timeout: float) -> float:
+        """Start the sandboxed process and load the model; return the seconds it took."""
         started = time.monotonic()
         fd, log_name = tempfile.mkstemp(prefix=f"orchestrator-worker-{self.name}-", suffix=".log")
         self.log_path = Path(log_name)
+        self.launch = launch
         try:
             self.proc = subprocess.Popen(
-                command,
+                launch.argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=fd,
-                env=env,
+                env=launch.env,
+                cwd=launch.cwd,
+                preexec_fn=launch.preexec(),
                 start_new_session=True,
             )
-        except OSError as exc:
+        except (OSError, subprocess.SubprocessError) as exc:
             self.discard()
             raise ToolFailed(self.name, f"cannot start a worker: {exc}") from exc
         finally:
@@ -273,18 +347,74 @@ class _Worker:
             raise ToolFailed(self.name, "failed to load: " + _one_line(reply.get("error")), detail)
         return time.monotonic() - started
 
-    def request(self, request: dict[str, Any], timeout: float) -> tuple[dict[str, Any], float]:
+    def request(
+        self, request: dict[str, Any], file_inputs: list[str], timeout: float
+    ) -> tuple[dict[str, Any], float]:
         """Send one call and return the worker's successful reply and the call's wall time."""
         started = time.monotonic()
-        reply = self._exchange(request, started + timeout, "during the call")
+        scratch = Path(request["scratch"])
+        message = self._staged(request, file_inputs)
+        reply = self._exchange(message, started + timeout, "during the call")
         seconds = time.monotonic() - started
         if reply is None:
             self._fail(f"timed out after {timeout:g} s; worker killed")
+        copied = self._collect(scratch)
+        measured = self.launch.memory_mb() if self.launch is not None else None
+        if measured:
+            self.memory_mb = measured
+        if reply.get("ok"):
+            reply["outputs"] = self._mapped(reply.get("outputs"), copied)
         if not reply.get("ok"):
             error = _one_line(reply.get("error"))
             reason = error if reply.get("kind") == "bad_output" else f"raised {error}"
             raise ToolFailed(self.name, reason, str(reply.get("traceback", "")))
         return reply, seconds
+
+    def _io(self) -> Path:
+        """The worker's private I/O folder as seen from here (found once per process)."""
+        assert self.launch is not None and self.proc is not None
+        if self.host_io is None:
+            try:
+                self.host_io = self.launch.host_io(self.proc.pid)
+            except OSError as exc:
+                self._fail(f"the sandbox did not come up: {exc}")
+        assert self.host_io is not None
+        return self.host_io
+
+    def _staged(self, request: dict[str, Any], file_inputs: list[str]) -> dict[str, Any]:
+        """The call as the worker sees it: inputs copied into its ``in``, scratch its ``out``."""
+        assert self.launch is not None
+        host_io, inside = self._io(), self.launch.inside_io
+        message = dict(request, inputs=dict(request["inputs"]), scratch=f"{inside}/out")
+        try:
+            clear_io(host_io)
+            for index, name in enumerate(file_inputs):
+                message["inputs"][name] = copy_in(host_io, inside, index, request["inputs"][name])
+        except OSError as exc:
+            self._fail(f"cannot pass the input files into the sandbox: {exc}")
+        return message
+
+    def _collect(self, scratch: Path) -> dict[str, Path]:
+        """Copy what the tool wrote into its ``out`` to the caller's scratch folder."""
+        assert self.launch is not None
+        try:
+            return copy_out(self._io(), scratch, self.launch.policy.scratch_mb * 1024 * 1024)
+        except OSError:
+            return {}  # the worker died meanwhile: its files are gone with it
+
+    def _mapped(self, outputs: Any, copied: dict[str, Path]) -> Any:
+        """Output values that name files in the sandbox's ``out`` become the copies' paths."""
+        assert self.launch is not None
+        if not isinstance(outputs, dict):
+            return outputs
+        prefix = f"{self.launch.inside_io}/out/"
+        mapped = dict(outputs)
+        for name, value in outputs.items():
+            if isinstance(value, str) and value.startswith(prefix):
+                copy = copied.get(os.path.normpath(value)[len(prefix) :])
+                if copy is not None:
+                    mapped[name] = str(copy)
+        return mapped
 
     def _exchange(self, message: Any, deadline: float, when: str) -> dict[str, Any] | None:
         """Send one line and read one reply line; None when the deadline passed."""
@@ -343,6 +473,11 @@ class _Worker:
         """Kill what is left of the worker and say how it ended."""
         assert self.proc is not None
         code = _end_process_group(self.proc, grace_s=1.0)
+        memory = self.launch.death_reason() if self.launch is not None else ""
+        if self.launch is not None and self.launch.mode == "namespaces" and code > 128:
+            code = 128 - code  # bubblewrap exits with 128 + the signal that killed the tool
+        if memory:
+            return f"worker {memory} and was killed {when}"
         if code < 0:
             try:
                 name = signal.Signals(-code).name
@@ -388,6 +523,10 @@ class _Worker:
                 if pipe is not None:
                     _close_quietly(pipe)
             self.proc = None
+        if self.launch is not None:
+            self.launch.cleanup()
+            self.launch = None
+        self.host_io = None
         if self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
             self.log_path = None
@@ -493,9 +632,19 @@ def _close_quietly(pipe: Any) -> None:
         pass
 
 
+def _code_paths(extra_sys_path: list[str]) -> list[str]:
+    """What a worker imports from besides Python: the packages of this project, extra paths."""
+    root = Path(__file__).resolve().parent.parent
+    return package_dirs(root) + [os.path.abspath(p) for p in extra_sys_path]
+
+
 def _worker_env(extra_sys_path: list[str], overrides: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
+    # The model caches as this process resolves them (a sandboxed HOME is elsewhere).
+    models, hub = model_read_paths()
+    env.setdefault("ORCHESTRATOR_CACHE_DIR", str(models.parent))
+    env.setdefault("HF_HUB_CACHE", str(hub))
     # Workers run side by side on few cores: one math thread each unless told otherwise
     # (two torch threads per worker made parallel steps several times slower here).
     env.setdefault("OMP_NUM_THREADS", "1")
@@ -510,13 +659,19 @@ def _worker_env(extra_sys_path: list[str], overrides: dict[str, str]) -> dict[st
     return env
 
 
-def _request(card: ToolCard, inputs: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
-    """The call message; file inputs become absolute paths. Bad inputs raise ToolFailed."""
+def _request(
+    card: ToolCard, inputs: dict[str, Any], ctx: CallContext
+) -> tuple[dict[str, Any], list[str]]:
+    """The call message (file inputs as absolute paths) and the names of its file inputs.
+
+    Bad inputs raise ToolFailed.
+    """
     specs = {io.name: io for io in card.inputs}
     for spec in card.inputs:
         if not spec.optional and inputs.get(spec.name) is None:
             raise ToolFailed(card.name, f"required input '{spec.name}' is missing")
     values: dict[str, Any] = {}
+    files: list[str] = []
     for name, value in inputs.items():
         spec = specs.get(name)
         if spec is not None and spec.type in _FILE_TYPES and value is not None:
@@ -525,6 +680,7 @@ def _request(card: ToolCard, inputs: dict[str, Any], ctx: CallContext) -> dict[s
             value = os.path.abspath(os.fspath(value))
             if not os.path.isfile(value):
                 raise ToolFailed(card.name, f"input '{name}' file does not exist: {value}")
+            files.append(name)
         values[name] = value
     try:
         json.dumps(values)
@@ -532,12 +688,13 @@ def _request(card: ToolCard, inputs: dict[str, Any], ctx: CallContext) -> dict[s
         raise ToolFailed(card.name, f"inputs are not JSON-serializable: {exc}") from exc
     scratch = os.path.abspath(os.fspath(ctx.scratch))
     os.makedirs(scratch, exist_ok=True)
-    return {
+    message = {
         "inputs": values,
         "scratch": scratch,
         "max_tokens": ctx.max_tokens,
         "timeout_s": ctx.timeout_s,
     }
+    return message, files
 
 
 def _validated_outputs(card: ToolCard, outputs: Any, scratch: Path) -> dict[str, Any]:

@@ -1,17 +1,20 @@
 """The pipeline as a LangGraph ``StateGraph``: plan -> select -> (route <-> execute)* -> answer.
 
-``route`` decides, after every round of execution, what happens to each subtask (accept its
-result, retry it on the next candidate, give up on it, skip it) and which attempts to launch
-next; the conditional edge fans those attempts out with ``Send`` so independent subtasks run
-in parallel. Live objects (zoo, executor, ledger) travel in the run context, not the state.
+``route`` asks the router policy (:mod:`orchestrator.route`), after every round of execution,
+what happens to each subtask (start, accept an answer, retry the next candidate, escalate,
+ask a second model, re-plan, finish, give up; a subtask whose inputs failed is skipped) and
+which attempts to launch next; the conditional edge fans those attempts out with ``Send`` so
+independent subtasks run in parallel. Every call is paid from the ledger: reserved before
+(with a capped hold), settled after. Live objects (zoo, executor, ledger, policy) travel in the
+run context; the state stays JSON (with what was spent) so a checkpointer can store it.
 """
 
 from __future__ import annotations
 
 import operator
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -26,6 +29,17 @@ from orchestrator.cards import ToolCard
 from orchestrator.errors import BudgetExceeded, ToolFailed, UserError
 from orchestrator.execute import Executor
 from orchestrator.plan import ComposeArg, FileArg, Plan, RefArg, Subtask, TextArg, validate_plan
+from orchestrator.route import (
+    Answer,
+    Decision,
+    DefaultPolicy,
+    MalformedDecision,
+    Option,
+    RouterPolicy,
+    StepView,
+    answer_key,
+    checked_decision,
+)
 from orchestrator.select import Scorer, Selection, select_for_plan
 from orchestrator.zoo import Zoo
 from planners import Planner
@@ -55,6 +69,17 @@ class RunState(TypedDict, total=False):
     message: str
     answer: str
     artifacts: list[str]
+    decided: dict[str, int]  # step -> seq of its last attempt the router decided on
+    finished: str  # why the router finished the run early
+    spent: dict[str, Any]  # the ledger's snapshot after the last routing round
+    budget: dict[str, Any]  # the run's limits (so a resumed run keeps them)
+    run_dir: str
+    base_dir: str
+    plan_no: int  # 0 for the first plan, +1 per re-plan
+    replans: int
+    replanning: bool
+    excluded: list[str]  # cards left out after failing (re-planning)
+    kept: dict[str, Any]  # results a re-plan keeps, until select re-marks them done
 
 
 @dataclass
@@ -70,6 +95,7 @@ class RunContext:
     base_dir: Path
     emit: Callable[[Event], None] = lambda event: None
     cards: dict[str, ToolCard] = field(default_factory=dict)
+    policy: RouterPolicy = field(default_factory=DefaultPolicy)
 
     def card(self, name: str) -> ToolCard:
         return self.zoo.get(name).card
@@ -89,13 +115,41 @@ def plan_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     except UserError as exc:
         ctx.emit({"type": "rejected", "message": str(exc)})
         return {"plan": None, "outcome": "rejected", "message": str(exc)}
-    ctx.emit({"type": "plan", "plan": plan.model_dump(mode="json")})
-    return {"plan": plan.model_dump(mode="json")}
+    dumped = plan.model_dump(mode="json")
+    ctx.emit({"type": "plan", "plan": dumped})
+    if not state.get("replanning"):
+        return {"plan": dumped}
+    return {"plan": dumped, **_replanned(state, plan)}
+
+
+def _replanned(state: RunState, plan: Plan) -> dict[str, Any]:
+    """A re-plan keeps the results of the subtasks it left unchanged, and starts the others."""
+    old = Plan.model_validate(state["plan"]) if state.get("plan") else None
+    kept = {}
+    for subtask in plan.subtasks:
+        same = old is not None and any(s == subtask for s in old.subtasks)
+        if same and subtask.id in state.get("results", {}):
+            kept[subtask.id] = state["results"][subtask.id]
+    return {
+        "plan_no": state.get("plan_no", 0) + 1,
+        "replans": state.get("replans", 0) + 1,
+        "replanning": False,
+        "kept": kept,
+        "decided": {},
+        "finished": "",
+    }
 
 
 def _selection_record(selection: Selection) -> dict[str, Any]:
     return {
-        "candidates": [c.as_dict() for c in selection.candidates],
+        "candidates": [
+            {
+                **c.as_dict(),
+                "quality": round(c.parts.quality, 4),
+                "relevance": round(c.parts.relevance, 4),
+            }
+            for c in selection.candidates
+        ],
         "rejected": [{"card": r.card, "reason": r.reason} for r in selection.rejected],
     }
 
@@ -105,14 +159,19 @@ def select_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
     ctx = runtime.context
     plan = Plan.model_validate(state["plan"])
     selections = select_for_plan(plan, ctx.zoo, ctx.scorer)
+    excluded = set(state.get("excluded", []))
+    for selection in selections.values():
+        selection.candidates = [c for c in selection.candidates if c.card.name not in excluded]
     missing = [
         selections[s.id].missing_reason(s) for s in plan.subtasks if not selections[s.id].candidates
     ]
     records = {step: _selection_record(sel) for step, sel in selections.items()}
     ctx.emit({"type": "select", "selections": records})
+    kept = state.get("kept") or {}
     update: dict[str, Any] = {
         "selections": records,
-        "status": {s.id: "waiting" for s in plan.subtasks},
+        "status": {s.id: "done" if s.id in kept else "waiting" for s in plan.subtasks},
+        "kept": {},
     }
     if missing:
         update["outcome"] = "unservable"
@@ -120,103 +179,220 @@ def select_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
     return update
 
 
-def _next_fitting(ctx: RunContext, candidates: list[dict[str, Any]], after: int) -> int | None:
-    """The next candidate index after ``after`` whose expected cost fits the budget left."""
-    for index in range(after + 1, len(candidates)):
-        card = ctx.card(candidates[index]["card"])
-        estimate = expected_cost(card, input_tokens=0, max_output_tokens=0, cold=False)
-        try:
-            ctx.ledger.release(ctx.ledger.reserve(estimate))
-        except BudgetExceeded:
-            continue
-        return index
-    return None
-
-
-def _decide_attempted(
-    ctx: RunState, runtime_ctx: RunContext, step: str, last: dict[str, Any]
-) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
-    """For a step whose last attempt finished: new status, next attempt (or None), decision."""
-    candidates = ctx["selections"][step]["candidates"]
-    if last["status"] == "ok":
-        return (
-            "done",
-            None,
-            {
-                "step": step,
-                "action": "accept",
-                "card": last["card"],
-                "reason": "the call succeeded and its outputs match the card",
-            },
-        )
-    nxt = _next_fitting(runtime_ctx, candidates, last["candidate"])
-    if nxt is not None:
-        return (
-            "running",
-            {"step": step, "candidate": nxt},
-            {
-                "step": step,
-                "action": "retry",
-                "card": candidates[nxt]["card"],
-                "reason": f"{last['card']} {last['status']}: {last['error']}; next candidate",
-            },
-        )
-    final = "over_budget" if last["status"] == "over_budget" else "failed"
-    return (
-        final,
-        None,
-        {
-            "step": step,
-            "action": "give_up",
-            "card": last["card"],
-            "reason": f"{last['card']} {last['status']}: {last['error']}; no other candidate fits",
-        },
+def _option(ctx: RunContext, index: int, record: dict[str, Any]) -> Option:
+    card = ctx.card(record["card"])
+    estimate = expected_cost(
+        card, input_tokens=0, max_output_tokens=0, cold=not ctx.executor.is_warm(card)
+    )
+    try:
+        ctx.ledger.release(ctx.ledger.reserve(estimate))
+        fits = True
+    except BudgetExceeded:
+        fits = False
+    return Option(
+        index=index,
+        card=card.name,
+        quality=float(record.get("quality", card.strength)),
+        relevance=float(record.get("relevance", 0.0)),
+        usd=estimate.usd,
+        fits=fits,
     )
 
 
+def _answer_text(card: ToolCard, outputs: dict[str, Any]) -> str:
+    from orchestrator.answer import render_value
+
+    primary = card.primary_output()
+    return render_value(primary.type, outputs[primary.name]) if primary.name in outputs else ""
+
+
+def _view(state: RunState, ctx: RunContext, plan: Plan, step: str) -> StepView:
+    subtask = plan.get(step)
+    candidates = state["selections"][step]["candidates"]
+    answers = []
+    for attempt in _attempts_of(state, step):
+        text = ""
+        key = None
+        if attempt["status"] == "ok":
+            text = _answer_text(ctx.card(attempt["card"]), attempt.get("outputs") or {})
+            key = answer_key(text)
+        answers.append(
+            Answer(
+                seq=attempt["seq"],
+                candidate=attempt["candidate"],
+                card=attempt["card"],
+                status=attempt["status"],
+                text=text,
+                key=key,
+                error=attempt.get("error"),
+            )
+        )
+    return StepView(
+        step=step,
+        task=subtask.task,
+        instruction=subtask.instruction,
+        options=tuple(_option(ctx, i, c) for i, c in enumerate(candidates)),
+        answers=tuple(answers),
+        budget_left=ctx.ledger.left(),
+        replans=state.get("replans", 0),
+    )
+
+
+def _attempts_of(state: RunState, step: str) -> list[dict[str, Any]]:
+    plan_no = state.get("plan_no", 0)
+    return sorted(
+        (
+            a
+            for a in state.get("attempts", [])
+            if a["step"] == step and a.get("plan_no", 0) == plan_no
+        ),
+        key=lambda a: a["seq"],
+    )
+
+
+def _policy_decision(ctx: RunContext, view: StepView, *, started: bool) -> Decision:
+    """The policy's decision, validated; a malformed one falls back to the default policy."""
+    policy = ctx.policy
+    try:
+        decision = policy.decide(view) if started else policy.start(view)
+        return checked_decision(decision, view, started=started)
+    except MalformedDecision as exc:
+        fallback = DefaultPolicy()
+        decision = fallback.decide(view) if started else fallback.start(view)
+        return replace(
+            decision,
+            reason=f"policy {policy.name} gave a malformed decision ({exc}); default policy: "
+            + decision.reason,
+            policy=f"{policy.name}->default",
+        )
+
+
+def _record(step: str, decision: Decision, view: StepView) -> dict[str, Any]:
+    card = None
+    if decision.candidate is not None:
+        card = view.options[decision.candidate].card
+    elif decision.use is not None:
+        card = next(a.card for a in view.answers if a.seq == decision.use)
+    elif view.answers:
+        card = view.answers[-1].card
+    return {
+        "step": step,
+        "action": decision.action,
+        "card": card,
+        "reason": decision.reason,
+        "policy": decision.policy,
+    }
+
+
+@dataclass
+class _Round:
+    """What one routing round decides (built up by the helpers of :func:`route_node`)."""
+
+    status: dict[str, str]
+    decided: dict[str, int]
+    finished: str = ""
+    replan: bool = False
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _decide_answered(state: RunState, ctx: RunContext, plan: Plan, rnd: _Round) -> None:
+    """Ask the policy about every running subtask whose latest attempt is new."""
+    for step in plan.topological_order():
+        attempts = _attempts_of(state, step)
+        if rnd.status[step] != "running" or not attempts:
+            continue
+        if rnd.decided.get(step) == attempts[-1]["seq"]:
+            continue
+        rnd.decided[step] = attempts[-1]["seq"]
+        view = _view(state, ctx, plan, step)
+        decision = _policy_decision(ctx, view, started=True)
+        rnd.decisions.append(_record(step, decision, view))
+        if decision.action == "accept":
+            chosen = next(a for a in attempts if a["seq"] == decision.use)
+            rnd.status[step] = "done"
+            rnd.results[step] = {"card": chosen["card"], "outputs": chosen["outputs"]}
+        elif decision.action in ("retry", "escalate", "ask_second"):
+            rnd.pending.append({"step": step, "candidate": decision.candidate})
+        elif decision.action == "replan" and not rnd.finished:
+            rnd.replan = True
+            rnd.status[step] = "failed"
+        else:  # give_up, finish (and a replan once the run is finishing)
+            last = attempts[-1]["status"]
+            rnd.status[step] = "over_budget" if last == "over_budget" else "failed"
+            if decision.action == "finish":
+                rnd.finished = decision.reason
+
+
+def _start_ready(state: RunState, ctx: RunContext, plan: Plan, rnd: _Round) -> None:
+    """Start every waiting subtask whose inputs are ready; skip those that cannot run."""
+    done = {**state.get("results", {}), **rnd.results}
+    for step in plan.topological_order():
+        if rnd.status[step] != "waiting":
+            continue
+        deps = plan.get(step).deps
+        blocked = [d for d in deps if rnd.status[d] in ("failed", "over_budget", "skipped")]
+        if rnd.finished or blocked:
+            rnd.status[step] = "skipped"
+            reason = (
+                f"the run finished early: {rnd.finished}"
+                if rnd.finished
+                else f"needs step {blocked[0]}, which did not finish"
+            )
+            rnd.decisions.append(
+                {"step": step, "action": "skip", "card": None, "reason": reason, "policy": ""}
+            )
+        elif all(rnd.status[d] == "done" and d in done for d in deps):
+            view = _view(state, ctx, plan, step)
+            decision = _policy_decision(ctx, view, started=False)
+            rnd.decisions.append(_record(step, decision, view))
+            if decision.action == "start":
+                rnd.status[step] = "running"
+                rnd.pending.append({"step": step, "candidate": decision.candidate})
+            else:
+                rnd.status[step] = "skipped"
+                if decision.action == "finish":
+                    rnd.finished = decision.reason
+
+
 def route_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Decide each subtask's fate after a round, and which attempts to launch next."""
+    """Ask the router policy about each subtask after a round; launch the next attempts."""
     ctx = runtime.context
     if state.get("outcome") in ("rejected", "unservable"):
         return {"pending": []}
     plan = Plan.model_validate(state["plan"])
-    status = dict(state["status"])
-    last_attempt = {a["step"]: a for a in state.get("attempts", [])}
-    pending: list[dict[str, Any]] = []
-    decisions: list[dict[str, Any]] = []
-    for step in plan.topological_order():
-        if status[step] == "running" and step in last_attempt:
-            attempt = last_attempt[step]
-            if attempt["seq"] == len([a for a in state["attempts"] if a["step"] == step]):
-                status[step], launch, decision = _decide_attempted(state, ctx, step, attempt)
-                decisions.append(decision)
-                if launch:
-                    pending.append(launch)
-    for step in plan.topological_order():
-        if status[step] != "waiting":
-            continue
-        deps = plan.get(step).deps
-        blocked = [d for d in deps if status[d] in ("failed", "over_budget", "skipped")]
-        if blocked:
-            status[step] = "skipped"
-            decisions.append(
-                {
-                    "step": step,
-                    "action": "skip",
-                    "card": None,
-                    "reason": f"needs step {blocked[0]}, which did not finish",
-                }
-            )
-        elif all(status[d] == "done" for d in deps):
-            status[step] = "running"
-            pending.append({"step": step, "candidate": 0})
-    for decision in decisions:
+    rnd = _Round(
+        status=dict(state["status"]),
+        decided=dict(state.get("decided", {})),
+        finished=state.get("finished") or "",
+    )
+    _decide_answered(state, ctx, plan, rnd)
+    if not rnd.replan:
+        _start_ready(state, ctx, plan, rnd)
+    for decision in rnd.decisions:
         ctx.emit({"type": "decision", **decision})
-    return {"status": status, "pending": pending, "decisions": decisions}
+    update: dict[str, Any] = {
+        "status": rnd.status,
+        "pending": [] if rnd.replan else rnd.pending,
+        "decisions": rnd.decisions,
+        "decided": rnd.decided,
+        "spent": ctx.ledger.snapshot(),
+        "replanning": rnd.replan,
+        "finished": rnd.finished,
+    }
+    if rnd.results:
+        update["results"] = rnd.results
+    if rnd.replan:
+        failed = {a["card"] for a in state.get("attempts", []) if a["status"] == "failed"}
+        update["excluded"] = sorted(set(state.get("excluded", [])) | failed)
+    return update
 
 
 def fan_out(state: RunState) -> list[Send] | str:
     """Send each pending attempt to ``execute``; with none left, answer."""
+    if state.get("replanning"):
+        return "plan"
     pending = state.get("pending") or []
     if not pending:
         return "answer"
@@ -226,9 +402,10 @@ def fan_out(state: RunState) -> list[Send] | str:
             {
                 "attempt": a,
                 "plan": state["plan"],
+                "plan_no": state.get("plan_no", 0),
                 "results": state.get("results", {}),
                 "selections": state["selections"],
-                "seq": 1 + sum(1 for x in state.get("attempts", []) if x["step"] == a["step"]),
+                "seq": 1 + len(_attempts_of(state, a["step"])),
             },
         )
         for a in pending
@@ -285,13 +462,62 @@ def _resolve_arg(
     return value
 
 
-def _call_timeout(ctx: RunContext, card: ToolCard, reservation: Reservation) -> float | None:
-    limits = [ctx.ledger.headroom_seconds()]
-    usd_left = ctx.ledger.headroom_usd()
-    if usd_left is not None and card.cost.usd_per_second > 0:
-        limits.append(float((usd_left + reservation.cost.usd) / card.cost.usd_per_second))
-    known = [x for x in limits if x is not None]
-    return max(0.5, min(known)) if known else None
+HEADROOM = 4.0  # a call may take up to 4x its expected cost, within what is left
+_TIMEOUT_MARGIN_S = 0.05  # for killing and reaping a call that hit its timeout
+DEFAULT_MAX_TOKENS = 256
+
+
+def _call_caps(
+    card: ToolCard, reservation: Reservation, input_tokens: int
+) -> tuple[float | None, int]:
+    """Seconds of compute and output tokens that keep a call within its hold of the budget.
+
+    The money held beyond the fixed part (per call, input tokens) is split between output
+    tokens and compute time when a card charges both, so together they cannot overrun.
+    """
+    hold = reservation.cap
+    remaining = hold.usd - card.cost.usd_per_call - _in_token_usd(card, input_tokens)
+    per_token = card.cost.usd_per_1k_output_tokens / 1000
+    max_tokens = DEFAULT_MAX_TOKENS
+    token_money = Decimal(0)
+    if per_token > 0:
+        token_money = max(Decimal(0), min(remaining / 2, per_token * DEFAULT_MAX_TOKENS))
+        if card.cost.usd_per_second <= 0:
+            token_money = max(Decimal(0), remaining)
+        max_tokens = min(max_tokens, int(token_money / per_token))
+    if hold.tokens:
+        max_tokens = min(max_tokens, hold.tokens - input_tokens)
+    money_s = None
+    if card.cost.usd_per_second > 0:
+        money_s = float((remaining - token_money) / card.cost.usd_per_second)
+    return money_s, max(0, max_tokens)
+
+
+def _in_token_usd(card: ToolCard, tokens: int) -> Decimal:
+    return card.cost.usd_per_1k_input_tokens * tokens / 1000
+
+
+def _call_timeout(
+    ctx: RunContext, card: ToolCard, reservation: Reservation, money_s: float | None
+) -> float | None:
+    """Seconds a call may take: its hold of the seconds limit, and of the money limit."""
+    limits = []
+    if ctx.ledger.budget.seconds is not None:
+        limits.append(reservation.cap.seconds - _TIMEOUT_MARGIN_S)
+    if money_s is not None and ctx.ledger.budget.usd is not None:
+        limits.append(money_s - _TIMEOUT_MARGIN_S)
+    return min(limits) if limits else None
+
+
+def _billed(outputs: dict[str, Any]) -> Decimal | None:
+    value = outputs.get("billed_usd")
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            billed = Decimal(str(value))
+        except ArithmeticError:
+            return None
+        return billed if billed.is_finite() and billed >= 0 else None
+    return None
 
 
 def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -306,61 +532,76 @@ def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[
         "candidate": index,
         "card": card.name,
         "seq": payload["seq"],
+        "plan_no": payload.get("plan_no", 0),
         "seconds": 0.0,
         "load_seconds": 0.0,
         "usd": "0",
         "tokens": 0,
+        "calls": 0,
         "error": None,
     }
     ctx.emit({"type": "step_started", "step": step, "card": card.name, "task": subtask.task})
-    started = time.monotonic()
+
+    def finish(status: str, **fields: Any) -> dict[str, Any]:
+        record.update(status=status, **fields)
+        ctx.emit({"type": "step_finished", **record})
+        return {"attempts": [record]}
+
     try:
         inputs = _resolve_inputs(ctx, subtask, card, plan, payload["results"])
         prompt_tokens = sum(len(str(v).split()) for v in inputs.values()) * 2
         cold = not ctx.executor.is_warm(card)
         reservation = ctx.ledger.reserve(
-            expected_cost(card, input_tokens=prompt_tokens, max_output_tokens=256, cold=cold)
+            expected_cost(
+                card,
+                input_tokens=prompt_tokens,
+                max_output_tokens=DEFAULT_MAX_TOKENS,
+                cold=cold,
+                count_tokens=ctx.ledger.budget.tokens is not None,
+            ),
+            headroom=HEADROOM,
         )
     except BudgetExceeded as exc:
-        record.update(status="over_budget", error=str(exc))
-        ctx.emit({"type": "step_finished", **record})
-        return {"attempts": [record]}
+        return finish("over_budget", error=str(exc))
     except ToolFailed as exc:
-        record.update(status="failed", error=exc.reason)
-        ctx.emit({"type": "step_finished", **record})
-        return {"attempts": [record]}
-    call = CallContext(
-        scratch=ctx.run_dir, max_tokens=256, timeout_s=_call_timeout(ctx, card, reservation)
-    )
+        return finish("failed", error=exc.reason)
+    money_s, max_tokens = _call_caps(card, reservation, prompt_tokens)
+    timeout = _call_timeout(ctx, card, reservation, money_s)
+    if (timeout is not None and timeout <= 0) or (max_tokens <= 0 and _counts_tokens(ctx, card)):
+        ctx.ledger.release(reservation)
+        return finish("over_budget", error="budget left is too small to cap this call safely")
+    call = CallContext(scratch=ctx.run_dir, max_tokens=max_tokens, timeout_s=timeout)
+    started = ctx.ledger.clock()
     try:
         outcome = ctx.executor.call(card, inputs, call)
     except ToolFailed as exc:
-        seconds = time.monotonic() - started
-        ctx.ledger.settle(
-            reservation, actual_cost(card, seconds=seconds, input_tokens=0, output_tokens=0)
+        seconds = ctx.ledger.clock() - started
+        spent = actual_cost(card, seconds=seconds, input_tokens=0, output_tokens=0)
+        ctx.ledger.settle(reservation, spent)
+        return finish(
+            "failed", error=exc.reason, seconds=round(seconds, 3), usd=str(spent.usd), calls=1
         )
-        record.update(status="failed", error=exc.reason, seconds=round(seconds, 3))
-        ctx.emit({"type": "step_finished", **record})
-        return {"attempts": [record]}
     spent = actual_cost(
         card,
         seconds=outcome.seconds + outcome.load_seconds,
         input_tokens=outcome.usage.input_tokens,
         output_tokens=outcome.usage.output_tokens,
+        billed_usd=_billed(outcome.outputs),
     )
     ctx.ledger.settle(reservation, spent)
-    record.update(
-        status="ok",
+    return finish(
+        "ok",
         seconds=round(outcome.seconds, 3),
         load_seconds=round(outcome.load_seconds, 3),
         usd=str(spent.usd),
         tokens=spent.tokens,
+        calls=1,
+        outputs=outcome.outputs,
     )
-    ctx.emit({"type": "step_finished", **record, "outputs": outcome.outputs})
-    return {
-        "attempts": [record],
-        "results": {step: {"card": card.name, "outputs": outcome.outputs}},
-    }
+
+
+def _counts_tokens(ctx: RunContext, card: ToolCard) -> bool:
+    return ctx.ledger.budget.tokens is not None or card.cost.usd_per_1k_output_tokens > 0
 
 
 def answer_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
@@ -372,7 +613,8 @@ def answer_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
         return {"answer": message, "artifacts": []}
     plan = Plan.model_validate(state["plan"])
     results = state.get("results", {})
-    done = [s.id for s in plan.subtasks if s.id in results]
+    status = state["status"]
+    done = [s.id for s in plan.subtasks if s.id in results and status.get(s.id) == "done"]
     answer = compose_answer(_step_result(ctx, plan, results, s) for s in done)
     artifacts = [
         str(results[s]["outputs"][io.name])
@@ -395,7 +637,13 @@ def answer_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
         )
     full = (answer + ("\n" + message if message else "")).strip()
     ctx.emit({"type": "answer", "answer": full, "outcome": outcome, "artifacts": artifacts})
-    return {"answer": full, "artifacts": artifacts, "outcome": outcome, "message": message}
+    return {
+        "answer": full,
+        "artifacts": artifacts,
+        "outcome": outcome,
+        "message": message,
+        "spent": ctx.ledger.snapshot(),
+    }
 
 
 def _problems(plan: Plan, status: dict[str, str], decisions: list[dict[str, Any]]) -> list[str]:
@@ -414,8 +662,8 @@ def _after_plan(state: RunState) -> str:
     return "answer" if state.get("outcome") == "rejected" else "select"
 
 
-def build_graph() -> Any:
-    """Compile the pipeline graph."""
+def build_graph(checkpointer: Any = None) -> Any:
+    """Compile the pipeline graph; with a ``checkpointer`` every step of a run is stored."""
     graph = StateGraph(RunState, context_schema=RunContext)
     graph.add_node("plan", plan_node)
     graph.add_node("select", select_node)
@@ -425,7 +673,7 @@ def build_graph() -> Any:
     graph.add_edge(START, "plan")
     graph.add_conditional_edges("plan", _after_plan, ["select", "answer"])
     graph.add_edge("select", "route")
-    graph.add_conditional_edges("route", fan_out, ["execute", "answer"])
+    graph.add_conditional_edges("route", fan_out, ["execute", "answer", "plan"])
     graph.add_edge("execute", "route")
     graph.add_edge("answer", END)
-    return graph.compile()
+    return graph.compile(checkpointer=checkpointer)

@@ -53,10 +53,29 @@ SERVER_EXTRA_HINT = "pip install 'orchestrator[server]'"
 # OpenAI request parameters this server accepts and ignores (a local model has no use for them).
 IGNORED_PARAMS = frozenset(
     {
-        "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
-        "metadata", "modalities", "parallel_tool_calls", "prediction", "presence_penalty",
-        "prompt_cache_key", "reasoning_effort", "safety_identifier", "seed", "service_tier",
-        "store", "tool_choice", "tools", "top_logprobs", "top_p", "user", "verbosity",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "metadata",
+        "modalities",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "reasoning_effort",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "store",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
         "web_search_options",
     }
 )

@@ -22,10 +22,12 @@ __all__ = [
     "ComposeArg",
     "FileArg",
     "Plan",
+    "PlanDraft",
     "RefArg",
     "Subtask",
     "TextArg",
     "parse_plan",
+    "plan_json_schema",
     "validate_plan",
 ]
 
@@ -129,6 +131,17 @@ class Plan(_Strict):
         return order
 
 
+class PlanDraft(_Strict):
+    """What a planner model is asked to write: the subtasks (the request is already known)."""
+
+    subtasks: list[Subtask] = Field(min_length=1)
+
+
+def plan_json_schema() -> dict[str, object]:
+    """The JSON schema of ``PlanDraft``, for structured output (``response_format``)."""
+    return PlanDraft.model_json_schema()
+
+
 def _check_ids(plan: Plan) -> None:
     ids = [s.id for s in plan.subtasks]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
@@ -149,8 +162,13 @@ def _check_ids(plan: Plan) -> None:
                 )
 
 
-def validate_plan(plan: Plan, zoo: Zoo, *, base_dir: Path | None = None) -> None:
-    """Check ids, references, acyclicity, task types and input files; raise PlanError."""
+def validate_plan(
+    plan: Plan, zoo: Zoo, *, base_dir: Path | None = None, check_files: bool = True
+) -> None:
+    """Check ids, references, acyclicity, task types and (unless told not to) input files.
+
+    Raise PlanError saying what is wrong.
+    """
     _check_ids(plan)
     plan.topological_order()
     tasks = zoo.tasks()
@@ -161,7 +179,7 @@ def validate_plan(plan: Plan, zoo: Zoo, *, base_dir: Path | None = None) -> None
                 f"{', '.join(sorted(tasks))}"
             )
         for io_type, arg in subtask.args.items():
-            if isinstance(arg, FileArg):
+            if isinstance(arg, FileArg) and check_files:
                 path = Path(arg.path)
                 if base_dir is not None and not path.is_absolute():
                     path = base_dir / path

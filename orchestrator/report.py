@@ -127,6 +127,16 @@ def print_card(console: Console, entry: ZooEntry) -> None:
     console.print(f"backend: {card.backend.model_dump(mode='json')}", markup=False)
     console.print(f"cost: {card.cost.model_dump(mode='json')}", markup=False)
     console.print(f"requires: {card.requires.model_dump(mode='json')}", markup=False)
+    from orchestrator.sandbox.policy import policy_for_card
+
+    policy = policy_for_card(card)
+    network = policy.network if isinstance(policy.network, bool) else ", ".join(policy.network)
+    console.print(
+        f"permissions: network {network}; read {list(policy.read) or 'models only'}; "
+        f"write {list(policy.write) or 'scratch only'}; env {list(policy.env) or 'none'}; "
+        f"memory cap {policy.memory_mb} MB",
+        markup=False,
+    )
     for limitation in card.limitations:
         console.print(f"limitation: {limitation}", markup=False)
     if card.profile:

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from orchestrator.budget import Budget, Ledger
+from orchestrator.budget import Budget, Cost, Ledger
 from orchestrator.config import Config
+from orchestrator.errors import UserError
 from orchestrator.execute import Executor, WorkerPoolExecutor
 from orchestrator.graph import RunContext, build_graph
 from orchestrator.plan import Plan
+from orchestrator.route import RouterPolicy, get_policy
 from orchestrator.select import EvidenceScorer, Scorer
 from orchestrator.zoo import Zoo
-from planners import Planner, get_planner
+from planners import Planner, planner_from_config
 
 __all__ = ["Orchestrator", "RunResult", "StepRecord"]
 
@@ -93,14 +99,25 @@ class Orchestrator:
         planner: Planner | None = None,
         scorer: Scorer | None = None,
         executor: Executor | None = None,
+        policy: RouterPolicy | None = None,
+        durable: bool = True,
+        checkpoint_path: str | Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config or Config.load()
         self.zoo = zoo if zoo is not None else Zoo.load(self.config.card_dirs)
-        self.planner = planner or get_planner(self.config.planner)
+        self.planner = planner or planner_from_config(self.config)
         self.scorer = scorer or EvidenceScorer()
+        self.policy = policy or _configured_policy(self.config)
+        self.clock = clock  # what the budget's wall seconds are measured by
         self._own_executor = executor is None
-        self.executor = executor or WorkerPoolExecutor(max_workers=self.config.max_workers)
-        self._graph = build_graph()
+        self.executor = executor or WorkerPoolExecutor.from_config(self.config)
+        self.checkpoint_path: Path | None = None
+        self._saver: Any = None
+        if durable:
+            self.checkpoint_path = Path(checkpoint_path or checkpoints_path(self.config))
+            self._saver = open_checkpointer(self.checkpoint_path)
+        self._graph = build_graph(self._saver)
 
     def run(
         self,
@@ -111,38 +128,130 @@ class Orchestrator:
         base_dir: str | Path | None = None,
         out_dir: str | Path | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
+        run_id: str | None = None,
     ) -> RunResult:
-        """Run one request to its answer.
+        """Run one request to its answer (stored under ``run_id``, new by default).
 
         ``files`` are attached inputs; file names in ``prompt`` are read relative to
         ``base_dir`` (default: the current folder). Outputs go to ``out_dir`` (default: a new
         folder under the configured runs folder). ``on_event`` receives progress events.
         """
-        run_id = uuid.uuid4().hex[:12]
-        run_dir = Path(out_dir) if out_dir else self.config.runs_dir / run_id
+        run_id = run_id or uuid.uuid4().hex[:12]
+        run_dir = (Path(out_dir) if out_dir else self.config.runs_dir / run_id).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
-        ledger = Ledger(budget or self.config.budget.to_budget())
-        context = RunContext(
+        budget = budget or self.config.budget.to_budget()
+        ledger = Ledger(budget, clock=self.clock)
+        context = self._context(ledger, run_dir, Path(base_dir or Path.cwd()).resolve(), on_event)
+        state = self._graph.invoke(
+            {
+                "request": prompt,
+                "files": [str(Path(f).resolve()) for f in files],
+                "budget": budget.as_dict(),
+                "run_dir": str(run_dir),
+                "base_dir": str(context.base_dir),
+            },
+            context=context,
+            config=self._config(run_id),
+            **self._durability(),
+        )
+        return _result(run_id, prompt, state, ledger, run_dir)
+
+    def resume(
+        self, run_id: str, *, on_event: Callable[[dict[str, Any]], None] | None = None
+    ) -> RunResult:
+        """Continue a stored run that did not finish (e.g. its process was killed).
+
+        Subtasks that finished are not run again; the budget already spent is carried over
+        (money, tokens and calls from every settled attempt; wall seconds from the last
+        routing round). A run that had finished is returned as it was.
+        """
+        snapshot = self._snapshot(run_id)
+        values = snapshot.values
+        budget = _budget_from(values.get("budget") or {})
+        ledger = Ledger.resumed(budget, carried_spend(snapshot), clock=self.clock)
+        run_dir = Path(values.get("run_dir") or self.config.runs_dir / run_id)
+        base_dir = Path(values.get("base_dir") or Path.cwd())
+        if snapshot.next:
+            context = self._context(ledger, run_dir, base_dir, on_event)
+            values = self._graph.invoke(
+                None, context=context, config=self._config(run_id), **self._durability()
+            )
+        return _result(run_id, values.get("request", ""), values, ledger, run_dir)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every stored run: id, request, outcome (or ``unfinished``) and what it spent."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return []
+        rows = []
+        for run_id in stored_run_ids(self.checkpoint_path):
+            snapshot = self._graph.get_state(self._config(run_id))
+            values = snapshot.values
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "request": values.get("request", ""),
+                    "status": "unfinished" if snapshot.next else values.get("outcome", "ok"),
+                    "next": list(snapshot.next),
+                    "spent": carried_spend(snapshot),
+                    "updated": snapshot.created_at,
+                }
+            )
+        return rows
+
+    def show(self, run_id: str) -> RunResult:
+        """The stored run as a RunResult (``status`` is ``unfinished`` if it did not end)."""
+        snapshot = self._snapshot(run_id)
+        values = snapshot.values
+        ledger = Ledger.resumed(_budget_from(values.get("budget") or {}), carried_spend(snapshot))
+        result = _result(
+            run_id, values.get("request", ""), values, ledger, Path(values.get("run_dir", "."))
+        )
+        if snapshot.next:
+            result.status = "unfinished"
+        return result
+
+    def _snapshot(self, run_id: str) -> Any:
+        if self._saver is None:
+            raise UserError("this orchestrator stores no runs (durable=False)")
+        snapshot = self._graph.get_state(self._config(run_id))
+        if not snapshot.values:
+            raise UserError(f"no stored run '{run_id}' in {self.checkpoint_path}")
+        return snapshot
+
+    def _config(self, run_id: str) -> dict[str, Any]:
+        return {"recursion_limit": 500, "configurable": {"thread_id": run_id}}
+
+    def _durability(self) -> dict[str, Any]:
+        # "sync": each step's checkpoint is written before the next step starts.
+        return {"durability": "sync"} if self._saver is not None else {}
+
+    def _context(
+        self,
+        ledger: Ledger,
+        run_dir: Path,
+        base_dir: Path,
+        on_event: Callable[[dict[str, Any]], None] | None,
+    ) -> RunContext:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return RunContext(
             zoo=self.zoo,
             planner=self.planner,
             scorer=self.scorer,
             executor=self.executor,
             ledger=ledger,
-            run_dir=run_dir.resolve(),
-            base_dir=Path(base_dir or Path.cwd()).resolve(),
+            run_dir=run_dir,
+            base_dir=base_dir,
             emit=on_event or (lambda event: None),
+            policy=self.policy,
         )
-        state = self._graph.invoke(
-            {"request": prompt, "files": [str(Path(f).resolve()) for f in files]},
-            context=context,
-            config={"recursion_limit": 500},
-        )
-        return _result(run_id, prompt, state, ledger, run_dir)
 
     def close(self) -> None:
-        """Stop the worker processes this orchestrator started."""
+        """Stop the worker processes this orchestrator started; close the run store."""
         if self._own_executor:
             self.executor.close()
+        if self._saver is not None:
+            self._saver.conn.close()
+            self._saver = None
 
     def __enter__(self) -> Orchestrator:
         return self
@@ -192,6 +301,75 @@ def _result(
 
 
 def _dec(value: str) -> Any:
-    from decimal import Decimal
-
     return Decimal(value)
+
+
+def checkpoints_path(config: Config) -> Path:
+    """Where runs are stored.
+
+    ``$ORCHESTRATOR_CHECKPOINTS``, the config's ``checkpoints``, else ``checkpoints.sqlite`` in
+    the runs folder.
+    """
+    named = os.environ.get("ORCHESTRATOR_CHECKPOINTS") or config.checkpoints
+    return Path(named) if named else config.runs_dir / "checkpoints.sqlite"
+
+
+def open_checkpointer(path: Path) -> Any:
+    """A LangGraph SQLite checkpointer on ``path`` (created with its folder if missing)."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    saver = SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))
+    saver.setup()
+    return saver
+
+
+def stored_run_ids(path: Path) -> list[str]:
+    """The ids of the runs stored in a checkpoint database, oldest first."""
+    with sqlite3.connect(str(path)) as conn:
+        rows = conn.execute(
+            "SELECT thread_id, MIN(rowid) FROM checkpoints GROUP BY thread_id ORDER BY 2"
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def carried_spend(snapshot: Any) -> dict[str, Any]:
+    """What a stored run spent.
+
+    Every settled attempt counts (including those of a round that was interrupted, which the
+    checkpointer keeps as pending writes), and the last wall-clock reading.
+    """
+    attempts = list(snapshot.values.get("attempts", []))
+    for task in getattr(snapshot, "tasks", ()) or ():
+        result = getattr(task, "result", None)
+        if isinstance(result, dict):
+            attempts.extend(result.get("attempts", []))
+    total = Cost()
+    for a in attempts:
+        total = total + Cost(
+            Decimal(str(a.get("usd", "0"))),
+            float(a.get("seconds", 0.0)) + float(a.get("load_seconds", 0.0)),
+            int(a.get("tokens", 0)),
+            int(a.get("calls", 0)),
+        )
+    wall = float((snapshot.values.get("spent") or {}).get("wall_seconds", 0.0))
+    return {**total.as_dict(), "wall_seconds": max(wall, total.seconds)}
+
+
+def _budget_from(data: dict[str, Any]) -> Budget:
+    return Budget(
+        usd=None if data.get("usd") is None else Decimal(str(data["usd"])),
+        seconds=data.get("seconds"),
+        tokens=data.get("tokens"),
+        calls=data.get("calls"),
+    )
+
+
+def _configured_policy(config: Config) -> RouterPolicy:
+    """The router policy the configuration names.
+
+    ``$ORCHESTRATOR_ROUTER`` if set, else the config's ``router`` (``default`` unless changed).
+    """
+    name = os.environ.get("ORCHESTRATOR_ROUTER") or config.router
+    options = dict(config.router_options)
+    return get_policy(str(name), **options)

@@ -1,30 +1,38 @@
 """Selection: rank the tool cards that fit a subtask, by a score that explains itself.
 
-The hard filter keeps cards of the subtask's task whose inputs the subtask's arguments can fill
-and whose outputs its consumers need. The :class:`Scorer` then scores each: the default
-:class:`EvidenceScorer` combines how well the card's description fits the instruction, its
-measured (or prior) quality, and its expected cost.
+The hard filter keeps available cards of the subtask's task whose inputs the subtask's arguments
+can fill and whose outputs its consumers need. The :class:`Scorer` then scores each: the default
+:class:`CapabilityScorer` combines the description match, the card's profile evidence (its
+scores on probe instructions like this one), the task fit, measured quality, availability and
+expected cost. :class:`orchestrator.select_llm.LLMScorer` is a second implementation that asks an
+LLM (Model-SAT's "capability text + instruction" form).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-from orchestrator._text import TfidfIndex
+import numpy as np
+
+from orchestrator._capability import CardIndex, InstructionScores
+from orchestrator._embed import EmbeddingCache, default_embedder
 from orchestrator.budget import expected_cost
 from orchestrator.cards import ToolCard
 from orchestrator.plan import ComposeArg, Plan, RefArg, Subtask
 from orchestrator.zoo import Zoo, ZooEntry
 
 __all__ = [
+    "CapabilityScorer",
     "Candidate",
     "EvidenceScorer",
     "Rejected",
     "ScoreParts",
     "Scorer",
     "Selection",
+    "rank_open",
     "select_for_plan",
     "select_for_subtask",
 ]
@@ -32,20 +40,44 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ScoreParts:
-    """The parts of a card's score for one subtask, each in 0..1, and their weighted total."""
+    """The parts of a card's score for one subtask, each in 0..1, and their weighted total.
+
+    ``relevance`` is the description match, ``evidence`` the profile evidence (similarity of the
+    instruction to the card's probes weighted by its scores on them; None when not profiled),
+    ``task_fit`` how likely the instruction is of the card's task type (1 when the task is given),
+    ``quality`` the profile's mean score (or the card's prior), ``cost`` cheapness.
+    """
 
     relevance: float
     quality: float
     cost: float
     total: float
     matched: tuple[str, ...] = ()
+    evidence: float | None = None
+    task_fit: float = 1.0
+    availability: float = 1.0
 
     def explain(self) -> str:
         words = f" (matched: {', '.join(self.matched[:4])})" if self.matched else ""
+        evidence = "unprofiled" if self.evidence is None else f"{self.evidence:.2f}"
         return (
             f"score {self.total:.2f} = relevance {self.relevance:.2f}{words}, "
-            f"quality {self.quality:.2f}, cost {self.cost:.2f}"
+            f"probe evidence {evidence}, task fit {self.task_fit:.2f}, "
+            f"quality {self.quality:.2f}, availability {self.availability:.2f}, "
+            f"cost {self.cost:.2f}"
         )
+
+    def as_dict(self) -> dict[str, float | None]:
+        """The parts as numbers (rounded), for traces and JSON output."""
+        return {
+            "relevance": round(self.relevance, 4),
+            "evidence": None if self.evidence is None else round(self.evidence, 4),
+            "task_fit": round(self.task_fit, 4),
+            "quality": round(self.quality, 4),
+            "availability": round(self.availability, 4),
+            "cost": round(self.cost, 4),
+            "total": round(self.total, 4),
+        }
 
 
 class Scorer(Protocol):
@@ -55,43 +87,169 @@ class Scorer(Protocol):
 
 
 @dataclass
-class EvidenceScorer:
-    """Description match + measured or prior quality + cheapness, weighted."""
+class CapabilityScorer:
+    """Capability-instruction scoring (Model-SAT's idea, for every kind of model).
 
-    w_relevance: float = 0.5
-    w_quality: float = 0.35
-    w_cost: float = 0.15
+    A card's score for an instruction is a weighted sum of: its description match, its profile
+    evidence (how close the instruction is to the probes the card was tested on, times how well
+    it did on the closest ones), the fit of its task type to the instruction, its measured
+    quality, its availability and its cheapness. A card without a profile gets its prior
+    ``strength`` (times 0.4) in place of the evidence. Similarity is TF-IDF; MiniLM embeddings
+    are added when the candidates number ``embed_min_cards`` or more (or ``embed`` is true), so
+    small zoos never load the embedding model.
+    """
+
+    w_relevance: float = 0.35
+    w_evidence: float = 0.25
+    w_task: float = 0.1
+    w_quality: float = 0.0  # probe scores already count through the evidence
+    w_availability: float = 0.05
+    w_cost: float = 0.05
     cost_scale: Decimal = Decimal("0.001")
+    embed: bool | None = None
+    embed_min_cards: int = 200
+    cache: EmbeddingCache | None = None
+    _indexes: dict[tuple[int, ...], CardIndex] = field(default_factory=dict, repr=False)
 
-    def score(self, subtask: Subtask, cards: list[ToolCard]) -> list[ScoreParts]:
-        index = TfidfIndex(_card_text(c) for c in cards)
-        similarities = index.similarities(subtask.instruction)
-        parts = []
-        for i, card in enumerate(cards):
-            profiled = card.profile is not None and card.profile.probes
-            quality = card.profile.mean_score if profiled and card.profile else card.strength
-            # 1 for a free call, 0.5 at `cost_scale` dollars per call, towards 0 beyond.
-            cost = float(1 / (1 + _nominal_usd(card) / self.cost_scale))
-            relevance = similarities[i]
-            total = self.w_relevance * relevance + self.w_quality * quality + self.w_cost * cost
-            parts.append(
-                ScoreParts(
-                    relevance,
-                    quality,
-                    cost,
-                    total,
-                    tuple(index.matched_terms(subtask.instruction, i)),
-                )
+    def _uses_embeddings(self, n_cards: int) -> bool:
+        return self.embed if self.embed is not None else n_cards >= self.embed_min_cards
+
+    def index(self, cards: list[ToolCard]) -> CardIndex:
+        """The evidence index of ``cards`` (kept while the same card objects are scored)."""
+        key = tuple(map(id, cards))
+        found = self._indexes.get(key)  # the index holds the cards: their ids stay theirs
+        if found is None:
+            cache = None
+            if self._uses_embeddings(len(cards)):
+                if self.cache is None:
+                    self.cache = EmbeddingCache(default_embedder())
+                cache = self.cache
+            if len(self._indexes) > 8:
+                self._indexes.clear()
+            found = self._indexes[key] = CardIndex(cards, cache)
+        return found
+
+    def score(
+        self,
+        subtask: Subtask,
+        cards: list[ToolCard],
+        available: Sequence[bool] | None = None,
+    ) -> list[ScoreParts]:
+        """Score parts of each card for ``subtask`` (cards past the hard filter: all available)."""
+        if not cards:
+            return []
+        parts = self._parts(subtask, cards, available, None)
+        return [p for _, p in parts]
+
+    def rank(
+        self,
+        subtask: Subtask,
+        cards: list[ToolCard],
+        k: int,
+        available: Sequence[bool] | None = None,
+    ) -> list[tuple[int, ScoreParts]]:
+        """The ``k`` best (card position, score parts), best first; fast on large zoos."""
+        if not cards:
+            return []
+        return self._parts(subtask, cards, available, k)
+
+    def _parts(
+        self,
+        subtask: Subtask,
+        cards: list[ToolCard],
+        available: Sequence[bool] | None,
+        k: int | None,
+    ) -> list[tuple[int, ScoreParts]]:
+        index = self.index(cards)
+        evidence = index.scores(subtask.instruction)
+        quality, cheap = self._static(index)
+        totals = self._totals(evidence, quality, cheap, available)
+        if k is None:
+            rows = range(len(cards))
+        else:
+            k = min(k, len(cards))
+            top = np.argpartition(-totals, k - 1)[:k]
+            rows = sorted(top.tolist(), key=lambda r: (-totals[r], cards[r].name))
+        explain_rows = set(np.argsort(-totals)[:10].tolist()) if k is None else set(rows[:10])
+        out = []
+        for row in rows:
+            profiled = bool(evidence.profiled[row])
+            matched = (
+                tuple(index.matched_terms(evidence.query_terms, row)) if row in explain_rows else ()
             )
-        return parts
+            parts = ScoreParts(
+                relevance=float(evidence.description[row]),
+                quality=float(quality[row]),
+                cost=float(cheap[row]),
+                total=float(totals[row]),
+                matched=matched,
+                evidence=float(evidence.evidence[row]) if profiled else None,
+                task_fit=float(evidence.task_fit[row]),
+                availability=1.0 if available is None else float(bool(available[row])),
+            )
+            out.append((row, parts))
+        return out
+
+    def _static(self, index: CardIndex) -> tuple[np.ndarray, np.ndarray]:
+        """Per-card quality and cheapness, computed once per index."""
+        cached = getattr(index, "static_parts", None)
+        if cached is None:
+            quality = np.array([_quality(c) for c in index.cards], dtype=np.float32)
+            cheap = np.array(
+                [_cheapness(c, self.cost_scale) for c in index.cards], dtype=np.float32
+            )
+            cached = index.static_parts = (quality, cheap)
+        return cached
+
+    def _totals(
+        self,
+        ev: InstructionScores,
+        quality: np.ndarray,
+        cheap: np.ndarray,
+        available: Sequence[bool] | None,
+    ) -> np.ndarray:
+        # Unprofiled cards: no probe evidence, their prior quality stands in (scaled down).
+        evidence = np.where(ev.profiled, ev.evidence, 0.4 * quality)
+        avail = 1.0 if available is None else np.array(available, dtype=np.float32)
+        return (
+            self.w_relevance * ev.description
+            + self.w_evidence * evidence
+            + self.w_task * ev.task_fit
+            + self.w_quality * quality
+            + self.w_availability * avail
+            + self.w_cost * cheap
+        )
 
 
-def _card_text(card: ToolCard) -> str:
-    return " ".join([card.name.replace("-", " "), card.description, " ".join(card.tags)])
+EvidenceScorer = CapabilityScorer  # the former name of the default scorer
+
+
+def _quality(card: ToolCard) -> float:
+    profiled = card.profile is not None and card.profile.probes
+    return card.profile.mean_score if profiled and card.profile else card.strength
+
+
+def _cheapness(card: ToolCard, scale: Decimal) -> float:
+    """1 for a free call, 0.5 at ``scale`` dollars per call, towards 0 beyond."""
+    return float(1 / (1 + _nominal_usd(card) / scale))
 
 
 def _nominal_usd(card: ToolCard) -> Decimal:
     return expected_cost(card, input_tokens=100, max_output_tokens=100, cold=False).usd
+
+
+def rank_open(instruction: str, zoo: Zoo, scorer: CapabilityScorer, k: int = 5) -> list[Candidate]:
+    """The best ``k`` cards of the whole zoo for an instruction of unknown task type.
+
+    No hard filter: the task type is inferred (the task-fit part), unavailable cards are ranked
+    with availability 0. Used to rank a model list against free-form requests (the selection eval).
+    """
+    entries = list(zoo)
+    cards = [e.card for e in entries]
+    subtask = Subtask(id="q", task="any", instruction=instruction)
+    parts = scorer.score(subtask, cards, [e.available for e in entries])
+    order = sorted(range(len(cards)), key=lambda i: (-parts[i].total, cards[i].name))[:k]
+    return [Candidate(cards[i], parts[i]) for i in order]
 
 
 @dataclass(frozen=True)
@@ -168,18 +326,46 @@ def _needed_outputs(plan: Plan, subtask: Subtask) -> set[str]:
     return needed
 
 
-def select_for_subtask(plan: Plan, subtask: Subtask, zoo: Zoo, scorer: Scorer) -> Selection:
-    """Rank the cards that can serve ``subtask`` (best first) and list those turned away."""
-    selection = Selection(subtask.id)
-    fitting: list[ToolCard] = []
+MAX_CANDIDATES = 50  # candidates kept per subtask when more cards fit
+_FILTER_MEMO: dict[tuple[object, ...], tuple[Zoo, list[ToolCard], list[Rejected]]] = {}
+
+
+def _hard_filter(plan: Plan, subtask: Subtask, zoo: Zoo) -> tuple[list[ToolCard], list[Rejected]]:
+    """The cards of the subtask's task that fit it, and those turned away with the reason.
+
+    Remembered per zoo, task and IO signature (a zoo's entries only change by ``add``, which
+    changes its size), so a large zoo is filtered once, not per subtask.
+    """
     needed = _needed_outputs(plan, subtask)
+    provided = frozenset(_provided_types(subtask))
+    key = (id(zoo), len(zoo), subtask.task, provided, frozenset(needed))
+    memo = _FILTER_MEMO.get(key)
+    if memo is not None and memo[0] is zoo:
+        return memo[1], memo[2]
+    fitting: list[ToolCard] = []
+    rejected: list[Rejected] = []
     for entry in zoo.for_task(subtask.task):
         reason = _fits(entry, subtask, needed)
         if reason is None:
             fitting.append(entry.card)
         else:
-            selection.rejected.append(Rejected(entry.card.name, reason))
-    if fitting:
+            rejected.append(Rejected(entry.card.name, reason))
+    if len(_FILTER_MEMO) > 64:
+        _FILTER_MEMO.clear()
+    _FILTER_MEMO[key] = (zoo, fitting, rejected)
+    return fitting, rejected
+
+
+def select_for_subtask(plan: Plan, subtask: Subtask, zoo: Zoo, scorer: Scorer) -> Selection:
+    """Rank the cards that can serve ``subtask`` (best first) and list those turned away."""
+    selection = Selection(subtask.id)
+    fitting, rejected = _hard_filter(plan, subtask, zoo)
+    selection.rejected = list(rejected)
+    if len(fitting) > MAX_CANDIDATES and isinstance(scorer, CapabilityScorer):
+        # A large zoo: keep the best few (enough to fall back on), scored without the rest.
+        top = scorer.rank(subtask, fitting, MAX_CANDIDATES)
+        selection.candidates = [Candidate(fitting[row], parts) for row, parts in top]
+    elif fitting:
         scored = zip(fitting, scorer.score(subtask, fitting), strict=True)
         ranked = sorted(scored, key=lambda pair: (-pair[1].total, pair[0].name))
         selection.candidates = [Candidate(card, parts) for card, parts in ranked]

@@ -10,6 +10,7 @@ from pathlib import Path
 from orchestrator.backends import unavailable_reason
 from orchestrator.cards import ToolCard, load_card
 from orchestrator.errors import CardDefect, CardError
+from orchestrator.profile import attach_profile
 
 __all__ = ["Zoo", "ZooEntry", "builtin_cards_dir", "validate_paths"]
 
@@ -51,7 +52,7 @@ def _load_all(files: list[Path]) -> tuple[list[tuple[ToolCard, Path]], list[Card
             defects.append(CardDefect(path, "<file>", "no such file or folder"))
             continue
         try:
-            card = load_card(path)
+            card = attach_profile(load_card(path), path)
         except CardError as exc:
             defects.extend(exc.defects)
             continue
@@ -80,6 +81,7 @@ class Zoo:
     """A set of tool cards with their availability on this machine."""
 
     entries: dict[str, ZooEntry] = field(default_factory=dict)
+    _by_task: dict[str, list[ZooEntry]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, folders: Iterable[Path] = (), *, builtin: bool = True) -> Zoo:
@@ -108,6 +110,7 @@ class Zoo:
         if card.name in self.entries:
             raise CardError([CardDefect(path, "name", f"duplicate name '{card.name}'")])
         self.entries[card.name] = ZooEntry(card, path, unavailable_reason(card))
+        self._by_task.setdefault(card.task, []).append(self.entries[card.name])
 
     def __iter__(self) -> Iterator[ZooEntry]:
         return iter(self.entries.values())
@@ -131,4 +134,6 @@ class Zoo:
         return {entry.card.task for entry in self}
 
     def for_task(self, task: str) -> list[ZooEntry]:
+        if sum(map(len, self._by_task.values())) == len(self.entries):  # no direct edits
+            return list(self._by_task.get(task, []))
         return [entry for entry in self if entry.card.task == task]

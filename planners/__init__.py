@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from planners._base import Planner
+from planners._base import Planner, ToolPlanner
+from planners.toolset import Example, ToolPlan, ToolSet, ToolSpec
 
-__all__ = ["Planner", "UnknownPlanner", "get_planner", "planner_names", "register_planner"]
+if TYPE_CHECKING:
+    from orchestrator.config import Config
+
+__all__ = [
+    "Example",
+    "Planner",
+    "ToolPlan",
+    "ToolPlanner",
+    "ToolSet",
+    "ToolSpec",
+    "UnknownPlanner",
+    "get_planner",
+    "planner_from_config",
+    "planner_names",
+    "register_planner",
+]
 
 _REGISTRY: dict[str, str | type] = {
     "embedded": "planners.embedded:EmbeddedPlanner",
+    "llm": "planners.llm:LlmPlanner",
 }
 
 
@@ -30,8 +47,7 @@ def planner_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_planner(name: str, **options: Any) -> Planner:
-    """A new planner of the kind registered under ``name``."""
+def _planner_class(name: str) -> type:
     try:
         entry = _REGISTRY[name]
     except KeyError:
@@ -40,5 +56,28 @@ def get_planner(name: str, **options: Any) -> Planner:
         module_name, _, class_name = entry.partition(":")
         entry = getattr(importlib.import_module(module_name), class_name)
         _REGISTRY[name] = entry
-    planner: Planner = entry(**options)
+    return entry
+
+
+def get_planner(name: str, **options: Any) -> Planner:
+    """A new planner of the kind registered under ``name``."""
+    planner: Planner = _planner_class(name)(**options)
     return planner
+
+
+def planner_from_config(config: Config) -> Planner:
+    """The planner the config asks for.
+
+    ``planner = "auto"`` (the default) is the LLM planner when an LLM endpoint is configured
+    (``[llm] base_url`` or ``$ORCHESTRATOR_LLM_BASE_URL``) and the embedded one otherwise; the
+    LLM planner falls back to the embedded one for every plan it cannot make valid. Any other
+    name is looked up in the registry (``"embedded"`` forces the embedded planner); ``"llm"``
+    takes its endpoint from the ``[llm]`` section.
+    """
+    name = config.planner
+    if name == "auto":
+        name = "llm" if config.llm.configured else "embedded"
+    if name == "llm":
+        planner: Planner = _planner_class("llm").from_config(config.llm)  # type: ignore[attr-defined]
+        return planner
+    return get_planner(name)

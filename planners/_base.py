@@ -8,8 +8,9 @@ from typing import Protocol
 
 from orchestrator.plan import Plan
 from orchestrator.zoo import Zoo
+from planners.toolset import ToolPlan, ToolSet
 
-__all__ = ["Planner"]
+__all__ = ["Planner", "ToolPlanner"]
 
 
 class Planner(Protocol):
@@ -19,4 +20,14 @@ class Planner(Protocol):
 
     def plan(self, request: str, zoo: Zoo, *, files: Sequence[Path] = ()) -> Plan:
         """Plan ``request``; raise a UserError subclass saying what to fix when it cannot."""
+        ...
+
+
+class ToolPlanner(Protocol):
+    """Plans over a tool set by name (e.g. a benchmark's tools): tools in order, and links."""
+
+    name: str
+
+    def plan_tools(self, request: str, tools: ToolSet) -> ToolPlan:
+        """The tools ``request`` needs, in the order they run, and which feeds which."""
         ...

@@ -1,11 +1,17 @@
 """The embedded planner: no LLM, no network, deterministic.
 
+Over the zoo's cards (``plan``):
+
 1. Split the request into clauses (sentences, commas, "then", "and").
 2. Match each clause to the card that fits it best (TF-IDF over the task vocabulary and each
    card's description and tags); a fragment that matches nothing joins the clause before it.
 3. Chain the steps by type: an input is filled from a quoted text, from the latest earlier step
    that outputs that type (content-making steps first), from "the answer" (a composition of the
    earlier results), or from a file named in or attached to the request.
+
+Over a tool set by name (``plan_tools``, e.g. a benchmark's tools): see ``planners._toolplan``:
+clause matching, votes of similar solved requests, and an order learned from the examples, the
+tool graph and where each tool matched in the request.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator._text import TfidfIndex
 from orchestrator.cards import ToolCard
@@ -21,8 +28,12 @@ from orchestrator.errors import NoCapableTool, PlanError, UserError
 from orchestrator.plan import Arg, ComposeArg, FileArg, Plan, RefArg, Subtask, TextArg
 from orchestrator.tasks import task_type
 from orchestrator.zoo import Zoo
+from planners.toolset import ToolPlan, ToolSet
 
-__all__ = ["EmbeddedPlanner", "FILE_TYPES", "file_type", "split_clauses"]
+if TYPE_CHECKING:
+    from planners._toolplan import ToolSetModel
+
+__all__ = ["EmbeddedPlanner", "FILE_TYPES", "file_type", "mentioned_files", "split_clauses"]
 
 FILE_TYPES = {
     "audio": ("wav", "mp3", "flac", "ogg", "m4a", "opus"),
@@ -114,6 +125,30 @@ class EmbeddedPlanner:
 
     def __init__(self, min_similarity: float = _MIN_SIMILARITY) -> None:
         self.min_similarity = min_similarity
+        self._models: dict[int, tuple[ToolSet, object]] = {}
+
+    def plan_tools(self, request: str, tools: ToolSet) -> ToolPlan:
+        """Plan ``request`` over a tool set by name: tools in order and their links.
+
+        What it learns from ``tools`` (tool documents, similar solved requests, tool order) is
+        built once per tool set and kept while the tool set lives.
+        """
+        request = request.strip()
+        if not request:
+            raise UserError("the request is empty: say what you want done")
+        return self.prepare_tools(tools).plan(request)
+
+    def prepare_tools(self, tools: ToolSet) -> ToolSetModel:
+        """Learn from ``tools`` now (``plan_tools`` does it on first use of a tool set)."""
+        from planners._toolplan import ToolSetModel
+
+        cached = self._models.get(id(tools))
+        if cached is None or cached[0] is not tools:
+            cached = (tools, ToolSetModel(tools))
+            self._models = {id(tools): cached}  # one tool set at a time: folds replace each other
+        model = cached[1]
+        assert isinstance(model, ToolSetModel)
+        return model
 
     def plan(self, request: str, zoo: Zoo, *, files: Sequence[Path] = ()) -> Plan:
         """Plan ``request`` over the cards of ``zoo``."""
@@ -219,6 +254,11 @@ def _text_after_colon(chain: _Chain, clause: str) -> str:
 
 def _same_work(a: Subtask, b: Subtask) -> bool:
     return a.task == b.task and a.args == b.args and a.instruction.lower() == b.instruction.lower()
+
+
+def mentioned_files(text: str) -> list[str]:
+    """Audio and image file names in ``text``, in order."""
+    return list(_FILE.findall(text))
 
 
 def _mentioned_files(request: str, attached: Sequence[Path]) -> list[tuple[str, str]]:

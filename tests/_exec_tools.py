@@ -19,6 +19,9 @@ from typing import Any
 
 from orchestrator.backends import CallContext
 
+# Names this worker process (its pid is not unique across sandboxes: each has its own pid space).
+WORKER_ID = uuid.uuid4().hex
+
 
 def load(options: dict[str, Any]) -> Any:
     """Build the test tool; ``load_error`` fails loading, ``load_sleep`` slows it."""
@@ -34,6 +37,7 @@ def load(options: dict[str, Any]) -> Any:
 def _info(inputs: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
     return {
         "pid": os.getpid(),
+        "worker": WORKER_ID,
         "inputs": inputs,
         "scratch": str(ctx.scratch),
         "max_tokens": ctx.max_tokens,
@@ -43,10 +47,11 @@ def _info(inputs: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
     }
 
 
-def _hang(seconds: float, ctx: CallContext) -> None:
-    child = subprocess.Popen(["sleep", "60"])
-    (ctx.scratch / "child.pid").write_text(str(child.pid))
-    time.sleep(seconds)
+def _hang(argument: str, ctx: CallContext) -> None:
+    """Start a child whose command line carries ``marker`` (found from outside), then sleep."""
+    seconds, _, marker = argument.partition(" ")
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", marker or "hang"])
+    time.sleep(float(seconds))
 
 
 def _junk() -> None:
@@ -80,7 +85,7 @@ _COMMANDS: dict[str, Callable[[str, CallContext, dict[str, Any]], None]] = {
     "raise": lambda arg, ctx, out: _raise(ValueError(arg)),
     "exit": lambda arg, ctx, out: os._exit(int(arg)),
     "signal": lambda arg, ctx, out: os.kill(os.getpid(), signal.Signals[arg]),
-    "hang": lambda arg, ctx, out: _hang(float(arg), ctx),
+    "hang": lambda arg, ctx, out: _hang(arg, ctx),
     "sleep": lambda arg, ctx, out: time.sleep(float(arg)),
     "junk": lambda arg, ctx, out: _junk(),
     "tokens": lambda arg, ctx, out: _tokens(ctx),
@@ -88,6 +93,9 @@ _COMMANDS: dict[str, Callable[[str, CallContext, dict[str, Any]], None]] = {
     "missing": lambda arg, ctx, out: _set(out, "reply", None),
     "not-json": lambda arg, ctx, out: _set(out, "info", {1, 2, 3}),
     "big": lambda arg, ctx, out: _set(out, "reply", "x" * int(arg)),
+    "read-image": lambda arg, ctx, out: _set(
+        out, "reply", Path(out["info"]["inputs"]["image"]).read_text()
+    ),
     "scratch-file": lambda arg, ctx, out: _set(out, "picture", _file(ctx.scratch)),
     "outside-file": lambda arg, ctx, out: _set(out, "picture", _file(Path(tempfile.gettempdir()))),
 }

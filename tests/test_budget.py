@@ -91,3 +91,60 @@ def test_expected_and_actual_cost_from_card_prices():
 def test_negative_limits_are_refused():
     with pytest.raises(ValueError):
         Budget(calls=-1)
+
+
+def test_a_hold_grows_with_headroom_but_never_past_what_is_left():
+    ledger = Ledger(Budget(usd=Decimal("1.00"), seconds=100, tokens=1000))
+    held = ledger.reserve(Cost(usd=Decimal("0.30"), seconds=10, tokens=300, calls=1), headroom=4)
+    assert held.cost.usd == Decimal("0.30")  # the expectation is kept apart from the hold
+    assert held.cap.usd == Decimal("1.00") and held.cap.tokens == 1000
+    assert 39.9 < held.cap.seconds <= 40
+    # what the first call holds is not available to a second one
+    with pytest.raises(BudgetExceeded):
+        ledger.reserve(Cost(usd=Decimal("0.01"), calls=1))
+    ledger.settle(held, Cost(usd=Decimal("0.25"), seconds=3, tokens=200, calls=1))
+    second = ledger.reserve(Cost(usd=Decimal("0.30"), calls=1), headroom=4)
+    assert second.cap.usd == Decimal("0.75")
+
+
+def test_without_limits_a_hold_is_the_expected_cost_times_headroom():
+    ledger = Ledger(Budget())
+    held = ledger.reserve(Cost(usd=Decimal("0.01"), seconds=1, calls=1), headroom=2)
+    assert held.cap.usd == Decimal("0.02") and held.cap.seconds == 2
+
+
+def test_a_resumed_ledger_carries_money_tokens_calls_and_wall_seconds():
+    now = [50.0]
+    first = Ledger(Budget(usd=Decimal("0.10"), seconds=10, calls=3), clock=lambda: now[0])
+    held = first.reserve(Cost(usd=Decimal("0.04"), calls=1))
+    now[0] += 4.0
+    first.settle(held, Cost(usd=Decimal("0.04"), seconds=4.0, tokens=7, calls=1))
+    snapshot = first.snapshot()
+    assert snapshot["wall_seconds"] == 4.0
+
+    later = [1000.0]  # a new process: a different clock origin
+    resumed = Ledger.resumed(first.budget, snapshot, clock=lambda: later[0])
+    assert resumed.spent.usd == Decimal("0.04") and resumed.spent.calls == 1
+    assert resumed.spent.tokens == 7 and resumed.elapsed() == 4.0
+    later[0] += 5.0
+    assert resumed.left()["seconds"] == 1.0 and resumed.left()["calls"] == 2
+    with pytest.raises(BudgetExceeded) as info:
+        resumed.reserve(Cost(seconds=2.0, calls=1))
+    assert info.value.limit == "seconds"
+
+
+def test_billed_cost_is_what_the_provider_charged():
+    priced = card(usd_per_call="0.01", usd_per_1k_output_tokens="1")
+    billed = actual_cost(
+        priced, seconds=1, input_tokens=5, output_tokens=500, billed_usd=Decimal("0.0042")
+    )
+    assert billed.usd == Decimal("0.0042") and billed.tokens == 505 and billed.calls == 1
+
+
+def test_a_token_limit_holds_tokens_for_every_call():
+    free = card(latency_s=1.0)
+    assert expected_cost(free, input_tokens=10, max_output_tokens=20, cold=False).tokens == 0
+    counted = expected_cost(
+        free, input_tokens=10, max_output_tokens=20, cold=False, count_tokens=True
+    )
+    assert counted.tokens == 30

@@ -36,3 +36,13 @@ def test_broken_toml_is_reported(tmp_path):
 def test_missing_config_file_is_reported(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config file"):
         Config.load(tmp_path / "nope.toml")
+
+
+def test_the_readme_example_config_is_valid(tmp_path):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "orchestrator.toml"
+    path.write_text(example)
+    config = Config.load(path)
+    assert config.planner == "auto" and config.llm.base_url == "http://127.0.0.1:8001/v1"
+    assert config.budget.to_budget().calls == 20

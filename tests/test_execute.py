@@ -56,6 +56,25 @@ def alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+def marked_processes(marker: str) -> list[int]:
+    """Processes (seen from here) whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes() and alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def host_pid(pool: WorkerPoolExecutor, card: ToolCard) -> int:
+    pid = pool.worker_pid(card)
+    assert pid is not None
+    return pid
+
+
 def wait_gone(pid: int, within_s: float = 2.0) -> bool:
     deadline = time.monotonic() + within_s
     while alive(pid) and time.monotonic() < deadline:
@@ -84,7 +103,7 @@ def test_echo_round_trip(executor: WorkerPoolExecutor, tmp_path: Path) -> None:
     assert outcome.outputs["reply"] == "echo héllo"
     info = outcome.outputs["info"]
     assert info["pid"] != os.getpid()
-    assert info["scratch"] == str(tmp_path / "scratch")
+    assert info["scratch"] != str(tmp_path / "scratch")  # the sandbox's own scratch, copied out
     assert info["max_tokens"] == 12 and info["timeout_s"] == 20
     assert info["offline"] == "1"
     assert "picture" not in outcome.outputs
@@ -98,7 +117,7 @@ def test_same_card_reuses_the_warm_worker(executor: WorkerPoolExecutor, ctx: Cal
     second = call(executor, make_card("warm"), "echo 2", ctx)
     assert first.load_seconds > 0
     assert second.load_seconds == 0
-    assert second.outputs["info"]["pid"] == first.outputs["info"]["pid"]
+    assert second.outputs["info"]["worker"] == first.outputs["info"]["worker"]
     assert second.seconds < 0.5
 
 
@@ -111,25 +130,26 @@ def test_tool_that_raises_leaves_the_worker_usable(
     executor: WorkerPoolExecutor, ctx: CallContext
 ) -> None:
     card = make_card("raiser")
-    pid = call(executor, card, "echo", ctx).outputs["info"]["pid"]
+    pid = call(executor, card, "echo", ctx).outputs["info"]["worker"]
     with pytest.raises(ToolFailed) as failed:
         call(executor, card, "raise the input is upside down", ctx)
     assert failed.value.card == "raiser"
     assert "ValueError: the input is upside down" in failed.value.reason
     assert "Traceback" in failed.value.detail and "_exec_tools.py" in failed.value.detail
     after = call(executor, card, "echo again", ctx)
-    assert after.outputs["info"]["pid"] == pid and after.load_seconds == 0
+    assert after.outputs["info"]["worker"] == pid and after.load_seconds == 0
 
 
 def test_crashed_worker_is_replaced(executor: WorkerPoolExecutor, ctx: CallContext) -> None:
     card = make_card("crasher")
-    pid = call(executor, card, "echo", ctx).outputs["info"]["pid"]
+    worker = call(executor, card, "echo", ctx).outputs["info"]["worker"]
+    pid = host_pid(executor, card)
     with pytest.raises(ToolFailed) as failed:
         call(executor, card, "exit 3", ctx)
     assert "exited with code 3" in failed.value.reason
     assert not alive(pid)
     after = call(executor, card, "echo", ctx)
-    assert after.outputs["info"]["pid"] != pid and after.load_seconds > 0
+    assert after.outputs["info"]["worker"] != worker and after.load_seconds > 0
 
 
 def test_worker_killed_by_a_signal_names_it(executor: WorkerPoolExecutor, ctx: CallContext) -> None:
@@ -142,11 +162,12 @@ def test_worker_that_died_while_idle_is_restarted(
     executor: WorkerPoolExecutor, ctx: CallContext
 ) -> None:
     card = make_card("idle-death")
-    pid = call(executor, card, "echo", ctx).outputs["info"]["pid"]
+    worker = call(executor, card, "echo", ctx).outputs["info"]["worker"]
+    pid = host_pid(executor, card)
     os.kill(pid, signal.SIGKILL)
     assert wait_gone(pid)
     after = call(executor, card, "echo", ctx)
-    assert after.outputs["info"]["pid"] != pid and after.load_seconds > 0
+    assert after.outputs["info"]["worker"] != worker and after.load_seconds > 0
 
 
 def test_timeout_kills_the_worker_and_its_children(
@@ -154,17 +175,21 @@ def test_timeout_kills_the_worker_and_its_children(
 ) -> None:
     card = make_card("hanger")
     ctx = CallContext(scratch=tmp_path / "scratch", timeout_s=1.0)
-    pid = call(executor, card, "echo", ctx).outputs["info"]["pid"]
+    worker = call(executor, card, "echo", ctx).outputs["info"]["worker"]
+    pid = host_pid(executor, card)
+    marker = f"hang-marker-{os.getpid()}-{time.monotonic_ns()}"
     started = time.monotonic()
     with pytest.raises(ToolFailed) as failed:
-        call(executor, card, "hang 60", ctx)
+        call(executor, card, f"hang 60 {marker}", ctx)
     elapsed = time.monotonic() - started
     assert "timed out after 1 s" in failed.value.reason
     assert 1.0 <= elapsed < 2.5
-    child = int((tmp_path / "scratch" / "child.pid").read_text())
-    assert wait_gone(child, 1.0), "the tool's subprocess survived the timeout"
+    deadline = time.monotonic() + 1.0
+    while marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not marked_processes(marker), "the tool's subprocess survived the timeout"
     assert not alive(pid)
-    assert call(executor, card, "echo", ctx).outputs["info"]["pid"] != pid
+    assert call(executor, card, "echo", ctx).outputs["info"]["worker"] != worker
 
 
 def test_junk_on_stdout_does_not_break_the_protocol(
@@ -208,8 +233,10 @@ def test_file_inputs_become_absolute_paths(
     card = make_card("looker")
     (tmp_path / "in.png").write_bytes(b"png")
     monkeypatch.chdir(tmp_path)
-    outcome = executor.call(card, {"text": "echo", "image": "in.png"}, ctx)
-    assert outcome.outputs["info"]["inputs"]["image"] == str(tmp_path / "in.png")
+    outcome = executor.call(card, {"text": "read-image", "image": "in.png"}, ctx)
+    seen = outcome.outputs["info"]["inputs"]["image"]
+    assert os.path.isabs(seen) and seen.endswith("in.png")  # a copy inside the sandbox
+    assert outcome.outputs["reply"] == "png"
     with pytest.raises(ToolFailed, match="input 'image' file does not exist"):
         executor.call(card, {"text": "echo", "image": "absent.png"}, ctx)
     with pytest.raises(ToolFailed, match="required input 'text' is missing"):
@@ -255,31 +282,36 @@ def test_calls_to_one_worker_are_serialized(executor: WorkerPoolExecutor, ctx: C
 
 
 def test_edited_card_gets_a_new_worker(executor: WorkerPoolExecutor, ctx: CallContext) -> None:
-    old = call(executor, make_card("edited"), "echo", ctx).outputs["info"]["pid"]
+    first = call(executor, make_card("edited"), "echo", ctx).outputs["info"]["worker"]
+    old = host_pid(executor, make_card("edited"))
     edited = make_card("edited", description="The same test tool, described differently.")
     outcome = call(executor, edited, "echo", ctx)
-    assert outcome.outputs["info"]["pid"] != old and outcome.load_seconds > 0
+    assert outcome.outputs["info"]["worker"] != first and outcome.load_seconds > 0
     assert wait_gone(old), "the worker of the old card version was not stopped"
 
 
 def test_least_recently_used_idle_worker_is_evicted(ctx: CallContext) -> None:
     with WorkerPoolExecutor(max_workers=2, extra_sys_path=[TESTS_DIR]) as pool:
         a, b, c = make_card("lru-a"), make_card("lru-b"), make_card("lru-c")
-        pid_a = call(pool, a, "echo", ctx).outputs["info"]["pid"]
-        pid_b = call(pool, b, "echo", ctx).outputs["info"]["pid"]
+        worker_a = call(pool, a, "echo", ctx).outputs["info"]["worker"]
+        pid_a = host_pid(pool, a)
+        call(pool, b, "echo", ctx)
+        pid_b = host_pid(pool, b)
         call(pool, a, "echo", ctx)  # b is now the least recently used
-        pid_c = call(pool, c, "echo", ctx).outputs["info"]["pid"]
+        call(pool, c, "echo", ctx)
+        pid_c = host_pid(pool, c)
         assert wait_gone(pid_b)
         assert alive(pid_a) and alive(pid_c)
         again = call(pool, a, "echo", ctx)
-        assert again.load_seconds == 0 and again.outputs["info"]["pid"] == pid_a
+        assert again.load_seconds == 0 and again.outputs["info"]["worker"] == worker_a
 
 
 def test_close_stops_every_worker(ctx: CallContext) -> None:
     pool = WorkerPoolExecutor(extra_sys_path=[TESTS_DIR])
-    pids = [
-        call(pool, make_card(f"closing-{i}"), "echo", ctx).outputs["info"]["pid"] for i in (1, 2)
-    ]
+    cards = [make_card(f"closing-{i}") for i in (1, 2)]
+    for card in cards:
+        call(pool, card, "echo", ctx)
+    pids = [host_pid(pool, card) for card in cards]
     assert all(alive(pid) for pid in pids)
     pool.close()
     assert not any(alive(pid) for pid in pids)
@@ -291,7 +323,8 @@ def test_close_stops_every_worker(ctx: CallContext) -> None:
 def test_close_during_a_call_fails_that_call(ctx: CallContext) -> None:
     pool = WorkerPoolExecutor(extra_sys_path=[TESTS_DIR])
     card = make_card("interrupted")
-    pid = call(pool, card, "echo", ctx).outputs["info"]["pid"]
+    call(pool, card, "echo", ctx)
+    pid = host_pid(pool, card)
     failures: list[ToolFailed] = []
 
     def run() -> None:

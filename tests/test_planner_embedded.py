@@ -87,3 +87,104 @@ def test_missing_input_file_says_what_to_attach(planner, builtin_zoo):
 def test_unknown_planner_lists_known():
     with pytest.raises(UnknownPlanner, match="embedded"):
         get_planner("telepathy")
+
+
+# -- planning over a tool set by name (plan_tools) ----------------------------------------------
+
+
+def _train_tools(examples=()):
+    from planners import ToolSet, ToolSpec
+
+    tools = [
+        ToolSpec("account_login", "Log in to an online account with an id and password"),
+        ToolSpec("search_train", "Search for train tickets between two cities on a date"),
+        ToolSpec("train_ticket_booking", "Book a train ticket for a passenger"),
+        ToolSpec("weather_query", "Query the weather forecast of a city"),
+        ToolSpec("send_sms", "Send an SMS text message to a phone number"),
+    ]
+    links = {("search_train", "train_ticket_booking"), ("weather_query", "send_sms")}
+    return ToolSet(tools, links, list(examples))
+
+
+def _train_examples():
+    from planners import Example
+
+    cities = ["Paris", "Lyon", "Rome", "Oslo", "Bergen", "Milan"]
+    examples = []
+    for a, b in zip(cities, cities[1:], strict=False):
+        tools = ("search_train", "train_ticket_booking")
+        examples.append(Example(f"Book a train from {a} to {b}", tools, (tools,)))
+        tools = ("weather_query", "send_sms")
+        examples.append(Example(f"Text the weather of {a} to my phone", tools, (tools,)))
+        tools = ("account_login", "search_train", "train_ticket_booking")
+        examples.append(
+            Example(
+                f"Log in with id 12{len(a)} then book a train from {b} to {a}",
+                tools,
+                tuple(zip(tools, tools[1:], strict=False)),
+            )
+        )
+    return examples
+
+
+def test_plan_tools_without_examples_matches_one_tool_per_clause(planner):
+    plan = planner.plan_tools("Check the weather in Rome, then send it as an SMS", _train_tools())
+    assert plan.nodes == ["weather_query", "send_sms"]
+    assert plan.links == [("weather_query", "send_sms")]
+    assert plan.planner == "embedded"
+
+
+def test_plan_tools_learns_implicit_steps_and_order_from_examples(planner):
+    tools = _train_tools(_train_examples())
+    # "book" alone names one tool; the examples teach that a search comes first
+    plan = planner.plan_tools("Please book a train from Turin to Porto", tools)
+    assert plan.nodes == ["search_train", "train_ticket_booking"]
+    assert plan.links == [("search_train", "train_ticket_booking")]
+    plan = planner.plan_tools("Book a train from Porto to Turin after I log in with id 999", tools)
+    assert plan.nodes == ["account_login", "search_train", "train_ticket_booking"]
+
+
+def test_plan_tools_is_deterministic_and_fast(planner):
+    tools = _train_tools(_train_examples() * 40)  # a few hundred examples to learn from
+    request = "Log in with id 5 and book a train from Oslo to Rome, then text me the weather"
+    planner.plan_tools(request, tools)  # learns once per tool set
+    start = time.perf_counter()
+    plans = [planner.plan_tools(request, tools) for _ in range(20)]
+    per_request = (time.perf_counter() - start) / 20
+    assert all(p.nodes == plans[0].nodes and p.links == plans[0].links for p in plans)
+    assert per_request < 0.25
+
+
+def test_plan_tools_over_the_zoo_links_by_type(planner, builtin_zoo):
+    from planners import ToolSet
+
+    tools = ToolSet.from_zoo(builtin_zoo)
+    assert ("automatic-speech-recognition", "summarization") in tools.links
+    plan = planner.plan_tools("Transcribe talk.wav and summarize it", tools)
+    assert plan.nodes == ["automatic-speech-recognition", "summarization"]
+    assert plan.links == [("automatic-speech-recognition", "summarization")]
+
+
+def test_tool_set_from_taskbench_files(tmp_path):
+    import json
+
+    from planners import ToolSet
+    from planners.toolset import load_examples
+
+    nodes = [{"id": "a", "desc": "first"}, {"id": "b", "desc": "second"}]
+    (tmp_path / "tools.json").write_text(json.dumps({"nodes": nodes}))
+    (tmp_path / "graph.json").write_text(json.dumps({"links": [{"source": "a", "target": "b"}]}))
+    row = {
+        "user_request": "do a then b",
+        "task_steps": ["Step 1 Call a to start", "Step 2 Call b to finish"],
+        "task_nodes": [{"task": "a"}, {"task": "b"}],
+        "task_links": [{"source": "a", "target": "b"}],
+    }
+    (tmp_path / "dev.jsonl").write_text(json.dumps(row) + "\n")
+    tools = ToolSet.from_taskbench(tmp_path / "tools.json", tmp_path / "graph.json")
+    assert tools.names() == ["a", "b"] and tools.links == {("a", "b")}
+    [example] = load_examples(tmp_path / "dev.jsonl")
+    assert example.tools == ("a", "b") and example.steps == ("start", "finish")
+    (tmp_path / "broken.jsonl").write_text('{"user_request": "x"}\nnot json\n')
+    with pytest.raises(UserError, match="broken.jsonl:2"):
+        load_examples(tmp_path / "broken.jsonl")

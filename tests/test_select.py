@@ -139,3 +139,77 @@ def test_cheaper_card_wins_when_all_else_is_equal():
     free = next(c for c in selection.candidates if c.card.name == "tts-textonly")
     assert free.parts.cost == 1.0 > cheap.parts.cost > dear.parts.cost > 0
     assert ZOO.get("tts-dear").card.cost.usd_per_call == Decimal("0.1")
+
+
+# --- capability-instruction scoring -------------------------------------------------------------
+
+from orchestrator._embed import EmbeddingCache, HashingEmbedder  # noqa: E402
+from orchestrator.cards import CapabilityProfile, ProbeResult  # noqa: E402
+from orchestrator.select import MAX_CANDIDATES, CapabilityScorer, rank_open  # noqa: E402
+
+
+def profiled(card_obj, *probes):
+    profile = CapabilityProfile(
+        card_digest="t", probes=[ProbeResult(instruction=i, score=s) for i, s in probes]
+    )
+    return card_obj.model_copy(update={"profile": profile})
+
+
+def test_probe_evidence_decides_between_cards_described_alike():
+    blurb = "General text classifier for short messages"
+    langid = profiled(
+        card("a-clf", "text-classification", blurb),
+        ("which language is this text written in", 1.0),
+        ("is this review positive or negative", 0.0),
+    )
+    sentiment = profiled(
+        card("b-clf", "text-classification", blurb),
+        ("which language is this text written in", 0.0),
+        ("is this review positive or negative", 1.0),
+    )
+    zoo = Zoo.from_cards([langid, sentiment])
+    p = plan(
+        one("text-classification", "tell me what language the message is written in"),
+        one("text-classification", "is the customer review positive or negative", id="s2"),
+    )
+    selections = select_for_plan(p, zoo, CapabilityScorer())
+    assert selections["s1"].candidates[0].card.name == "a-clf"
+    assert selections["s2"].candidates[0].card.name == "b-clf"
+    top = selections["s1"].candidates[0].parts
+    assert top.evidence is not None and top.evidence > selections["s1"].candidates[1].parts.evidence
+    assert "probe evidence" in top.explain() and top.as_dict()["task_fit"] == 1.0
+
+
+def test_small_zoos_never_load_the_embedding_model():
+    scorer = CapabilityScorer()
+    p = plan(one("text-classification", "which language"))
+    select_for_plan(p, ZOO, scorer)
+    assert scorer.cache is None
+
+
+def test_open_ranking_infers_the_task_and_ranks_unavailable_cards_lower():
+    zoo = Zoo.from_cards([e.card for e in ZOO])
+    top = rank_open("read this text aloud as speech", zoo, CapabilityScorer(), k=3)
+    assert top[0].card.task == "text-to-speech"
+    assert all(0 <= c.parts.task_fit <= 1 for c in top)
+    gone = rank_open("detect the language of a text", zoo, CapabilityScorer(), k=10)
+    assert next(c for c in gone if c.card.name == "gone").parts.availability == 0.0
+
+
+def test_large_zoo_keeps_the_best_candidates_only(tmp_path):
+    cards = [
+        card(f"clf-{i:04d}", "text-classification", f"Classifies texts about topic number {i} well")
+        for i in range(400)
+    ]
+    cards.append(card("langid-x", "text-classification", "Identifies which language a text is in"))
+    zoo = Zoo.from_cards(cards)
+    scorer = CapabilityScorer(cache=EmbeddingCache(HashingEmbedder(), tmp_path / "e.sqlite"))
+    p = plan(one("text-classification", "which language is this text in"))
+    selection = select_for_subtask(p, p.subtasks[0], zoo, scorer)
+    assert len(selection.candidates) == MAX_CANDIDATES
+    assert selection.candidates[0].card.name == "langid-x"
+    totals = [c.parts.total for c in selection.candidates]
+    assert totals == sorted(totals, reverse=True)
+    assert scorer.cache is not None and scorer.cache.embedded_count == 401  # embedded once
+    select_for_subtask(p, p.subtasks[0], zoo, scorer)
+    assert scorer.cache.embedded_count == 401

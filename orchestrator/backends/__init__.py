@@ -38,6 +38,7 @@ _REGISTRY: dict[str, Backend | str] = {
     "diffusers": "orchestrator.backends.diffusers_pipeline:DiffusersPipelineBackend",
     "openai": "orchestrator.backends.openai_chat:OpenAIChatBackend",
     "python": "orchestrator.backends.python_entry:PythonEntryBackend",
+    "replay": "orchestrator.backends.replay:ReplayBackend",
 }
 
 

@@ -1,0 +1,224 @@
+"""``orchestrator eval selection``: model selection on Gorilla APIBench (a real model zoo).
+
+The API records (``api.jsonl``) become tool cards in memory (:mod:`orchestrator.importers`);
+each user instruction (``dev.jsonl``: the text between ``###Instruction:`` and ``###Output``)
+is ranked against the whole zoo by the project's selector (no task type given: it is inferred).
+
+Profile evidence is learned by cross-validation: the queries are split into folds; for each fold
+the instructions of the *other* folds become probes (score 1) in the profile of their gold card,
+and the fold's own instructions are scored. The figures are therefore held-out. ``--folds 0``
+scores with no probes at all (cards' own text only); that figure is printed as "zero_shot".
+
+Two baselines run in the same pass: "bm25" (Okapi BM25 over domain, functionality, api_name and
+description) and "embedding" (cosine of MiniLM embeddings of the same text).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from evals.cli import eval_app
+from orchestrator._embed import Embedder, EmbeddingCache, default_embedder
+from orchestrator._text import tokens
+from orchestrator.cards import CapabilityProfile, ProbeResult
+from orchestrator.errors import UserError
+from orchestrator.importers import ImportedCard, cards_from_gorilla, read_gorilla
+from orchestrator.select import CapabilityScorer, rank_open
+from orchestrator.zoo import Zoo
+
+__all__ = ["Query", "bm25_scores", "read_queries", "run_selection_eval"]
+
+_INSTRUCTION = re.compile(r"###\s*Instruction\s*:(.*?)(?:###\s*Output|\Z)", re.S | re.I)
+
+
+@dataclass(frozen=True)
+class Query:
+    """One user instruction and its gold model."""
+
+    instruction: str
+    gold: str
+    domain: str
+
+
+def read_queries(path: Path) -> list[Query]:
+    """Queries of an APIBench eval file (JSON lines with ``code`` and ``api_data``)."""
+    queries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        match = _INSTRUCTION.search(record.get("code", ""))
+        api = record.get("api_data") or {}
+        if match is None or "api_name" not in api:
+            raise UserError(f"{path}:{number}: no '###Instruction:' text or no api_data.api_name")
+        queries.append(
+            Query(" ".join(match.group(1).split()), api["api_name"], api.get("domain", ""))
+        )
+    return queries
+
+
+def _baseline_text(record: dict[str, Any]) -> str:
+    return " ".join(
+        str(record.get(k) or "") for k in ("domain", "functionality", "api_name", "description")
+    )
+
+
+def bm25_scores(
+    documents: list[str], queries: list[str], k1: float = 1.5, b: float = 0.75
+) -> np.ndarray:
+    """Okapi BM25 score of every query (rows) against every document (columns)."""
+    docs = [Counter(tokens(d)) for d in documents]
+    lengths = np.array([sum(d.values()) for d in docs], dtype=float)
+    avg = lengths.mean() if len(docs) else 1.0
+    df: Counter[str] = Counter()
+    for doc in docs:
+        df.update(doc.keys())
+    n = len(docs)
+    idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+    postings: dict[str, list[tuple[int, int]]] = {}
+    for i, doc in enumerate(docs):
+        for t, c in doc.items():
+            postings.setdefault(t, []).append((i, c))
+    out = np.zeros((len(queries), n))
+    for qi, query in enumerate(queries):
+        for t in set(tokens(query)):
+            for i, c in postings.get(t, []):
+                out[qi, i] += idf[t] * c * (k1 + 1) / (c + k1 * (1 - b + b * lengths[i] / avg))
+    return out
+
+
+def _metrics(
+    ranked: list[list[int]], queries: list[Query], imported: list[ImportedCard]
+) -> dict[str, Any]:
+    n = len(queries)
+    top1 = sum(
+        imported[r[0]].source_id == q.gold for r, q in zip(ranked, queries, strict=True) if r
+    )
+    top5 = sum(
+        q.gold in {imported[i].source_id for i in r[:5]}
+        for r, q in zip(ranked, queries, strict=True)
+    )
+    dom = sum(imported[r[0]].domain == q.domain for r, q in zip(ranked, queries, strict=True) if r)
+    return {
+        "n": n,
+        "top1": round(top1 / n, 4),
+        "top5": round(top5 / n, 4),
+        "domain_at_1": round(dom / n, 4),
+    }
+
+
+def _with_probes(imported: list[ImportedCard], queries: list[Query]) -> list[Any]:
+    """The cards, each gold card of ``queries`` carrying those instructions as passed probes."""
+    probes: dict[str, list[ProbeResult]] = {}
+    for q in queries:
+        probes.setdefault(q.gold, []).append(ProbeResult(instruction=q.instruction, score=1.0))
+    out = []
+    for item in imported:
+        found = probes.get(item.source_id)
+        card = item.card
+        if found:
+            card = card.model_copy(
+                update={"profile": CapabilityProfile(card_digest="cv", probes=found)}
+            )
+        out.append(card)
+    return out
+
+
+def _selector_ranks(
+    imported: list[ImportedCard], queries: list[Query], folds: int, scorer: CapabilityScorer
+) -> list[list[int]]:
+    row_of = {item.card.name: i for i, item in enumerate(imported)}
+    ranked: list[list[int]] = [[] for _ in queries]
+    groups = range(max(folds, 1))
+    for fold in groups:
+        train = [q for i, q in enumerate(queries) if folds > 1 and i % folds != fold]
+        test = [i for i in range(len(queries)) if folds <= 1 or i % folds == fold]
+        zoo = Zoo.from_cards(_with_probes(imported, train))
+        for i in test:
+            top = rank_open(queries[i].instruction, zoo, scorer, k=5)
+            ranked[i] = [row_of[c.card.name] for c in top]
+    return ranked
+
+
+def run_selection_eval(
+    zoo_path: Path,
+    queries_path: Path,
+    folds: int = 5,
+    embed: bool = True,
+    embedder: Embedder | None = None,
+    cache_path: Path | None = None,
+) -> dict[str, Any]:
+    """The selector's (cross-validated) figures and the two baselines', in one JSON-able dict.
+
+    ``embedder`` defaults to MiniLM; the embedding baseline uses the same one.
+    """
+    records = read_gorilla(zoo_path)
+    imported = cards_from_gorilla(records)
+    queries = read_queries(queries_path)
+    if not queries:
+        raise UserError(f"{queries_path}: no queries")
+    started = time.perf_counter()
+    cache = EmbeddingCache(embedder or default_embedder(), cache_path) if embed else None
+    scorer = CapabilityScorer(embed=embed, cache=cache)
+    result: dict[str, Any] = {"zoo": len(imported), "folds": folds}
+    if cache is not None:
+        result["embedder"] = cache.embedder.name
+    result.update(_metrics(_selector_ranks(imported, queries, folds, scorer), queries, imported))
+    result["zero_shot"] = _metrics(_selector_ranks(imported, queries, 0, scorer), queries, imported)
+
+    texts = [_baseline_text(r) for r in records]
+    instructions = [q.instruction for q in queries]
+    bm25 = bm25_scores(texts, instructions)
+    result["bm25"] = _metrics(
+        [list(np.argsort(-row, kind="stable")[:5]) for row in bm25], queries, imported
+    )
+    if cache is not None:
+        sims = cache.vectors(instructions) @ cache.vectors(texts).T
+        ranks = [list(np.argsort(-row, kind="stable")[:5]) for row in sims]
+        result["embedding"] = _metrics(ranks, queries, imported)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+@eval_app.command("selection")
+def selection_command(
+    zoo: Annotated[Path, typer.Option("--zoo", help="Gorilla api.jsonl (the model zoo)")],
+    queries: Annotated[Path, typer.Option("--queries", help="APIBench eval JSON lines")],
+    folds: Annotated[
+        int, typer.Option(help="cross-validation folds for profile evidence; 0: none")
+    ] = 5,
+    embed: Annotated[
+        bool, typer.Option(help="use MiniLM embeddings (and the embedding baseline)")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Top-1, top-5 and domain@1 of the selector on a Gorilla zoo, with two baselines."""
+    for path in (zoo, queries):
+        if not path.is_file():
+            typer.echo(f"error: no file {path}", err=True)
+            raise typer.Exit(2)
+    try:
+        result = run_selection_eval(zoo, queries, folds, embed)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    for name in ("selector", "zero_shot", "bm25", "embedding"):
+        row = result if name == "selector" else result.get(name)
+        if row:
+            typer.echo(
+                f"{name:10s} n={row['n']} top1={row['top1']:.3f} top5={row['top5']:.3f} "
+                f"domain@1={row['domain_at_1']:.3f}"
+            )

@@ -1,0 +1,164 @@
+"""Property: whatever the plan, prices, latencies and failures, a run never overspends a limit.
+
+Each example builds random tool cards (prices per call, per second and per output token;
+a declared latency and a real one up to 10x off; some that fail), a random DAG plan, and a
+random budget with any subset of the four limits, then runs it through the real graph
+(plan -> select -> route <-> execute -> answer, the default router policy). The tools run
+in-process on a virtual clock (see tests/_budget_tools.py), so 1,000 runs take seconds and
+wall time is exact; the ledger, the caps and the router are the production ones.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from _budget_tools import CLOCK
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orchestrator import Budget, Config, Orchestrator, Zoo
+from orchestrator.cards import ToolCard
+from orchestrator.execute_inprocess import InProcessExecutor
+from orchestrator.plan import Plan, Subtask, TextArg
+
+RUNS = 1000
+STATS: Counter[str] = Counter()
+
+money = st.decimals(min_value=0, max_value=Decimal("0.01"), places=5)
+
+card_spec = st.fixed_dictionaries(
+    {
+        "usd_per_call": money,
+        "usd_per_second": st.sampled_from([Decimal(0), Decimal("0.0001"), Decimal("0.002")]),
+        "usd_per_1k_output_tokens": st.sampled_from([Decimal(0), Decimal("0.01"), Decimal("0.5")]),
+        "latency_s": st.floats(min_value=0.05, max_value=3.0),
+        "real_factor": st.floats(min_value=0.1, max_value=10.0),
+        "fails": st.booleans(),
+        "out_tokens": st.integers(min_value=0, max_value=600),
+        "strength": st.floats(min_value=0.1, max_value=0.95),
+    }
+)
+
+plan_spec = st.lists(
+    st.tuples(st.lists(st.integers(min_value=0, max_value=5), max_size=2), st.integers(1, 40)),
+    min_size=1,
+    max_size=5,
+)
+
+budget_spec = st.fixed_dictionaries(
+    {},
+    optional={
+        "usd": st.decimals(min_value=0, max_value=Decimal("0.05"), places=4),
+        "seconds": st.floats(min_value=0, max_value=12),
+        "tokens": st.integers(min_value=0, max_value=1500),
+        "calls": st.integers(min_value=0, max_value=8),
+    },
+)
+
+
+def _card(i: int, spec: dict) -> ToolCard:
+    return ToolCard.model_validate(
+        {
+            "name": f"sim-{i}",
+            "task": "text-generation",
+            "description": "A simulated model for the budget property test.",
+            "inputs": [{"name": "text", "type": "text"}],
+            "outputs": [{"name": "text", "type": "text"}],
+            "backend": {
+                "kind": "python",
+                "entry": "_budget_tools:load",
+                "options": {
+                    "latency": spec["latency_s"] * spec["real_factor"],
+                    "fails": spec["fails"],
+                    "out_tokens": spec["out_tokens"],
+                },
+            },
+            "cost": {
+                "usd_per_call": str(spec["usd_per_call"]),
+                "usd_per_second": str(spec["usd_per_second"]),
+                "usd_per_1k_output_tokens": str(spec["usd_per_1k_output_tokens"]),
+                "latency_s": spec["latency_s"],
+                "load_s": 0,
+            },
+            "strength": spec["strength"],
+        }
+    )
+
+
+class FixedPlanner:
+    """Returns the plan it was given (a random DAG from the strategy)."""
+
+    name = "fixed"
+
+    def __init__(self, steps: list[tuple[list[int], int]]) -> None:
+        self.steps = steps
+
+    def plan(self, request, zoo, *, files=()):
+        subtasks = []
+        for i, (deps, words) in enumerate(self.steps):
+            subtasks.append(
+                Subtask(
+                    id=f"s{i}",
+                    task="text-generation",
+                    instruction=f"step {i}",
+                    deps=sorted({f"s{d}" for d in deps if d < i}),
+                    args={"text": TextArg(value=" ".join(["word"] * words))},
+                )
+            )
+        return Plan(request=request, subtasks=subtasks, planner=self.name)
+
+
+@pytest.fixture(scope="module")
+def stats():
+    STATS.clear()
+    yield STATS
+    print(f"\nbudget property figures: {dict(STATS)}")
+    # the examples exercised every limit and every way a run ends
+    assert STATS["runs"] >= RUNS
+    for limit in ("usd", "seconds", "tokens", "calls"):
+        assert STATS[f"stopped_by_{limit}"] > 0, limit
+    assert STATS["status_ok"] > 0 and STATS["status_budget_exhausted"] > 0
+    assert STATS["attempts_failed"] > 0
+
+
+@settings(
+    max_examples=RUNS,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(cards=st.lists(card_spec, min_size=1, max_size=4), steps=plan_spec, limits=budget_spec)
+def test_spent_never_exceeds_any_limit(stats, tmp_path_factory, cards, steps, limits):
+    budget = Budget(**limits)
+    zoo = Zoo.from_cards(_card(i, c) for i, c in enumerate(cards))
+    runs = tmp_path_factory.getbasetemp() / "property-runs"
+    with Orchestrator(
+        Config(runs_dir=Path(runs)),
+        zoo=zoo,
+        planner=FixedPlanner(steps),
+        executor=InProcessExecutor(clock=CLOCK),
+        durable=False,
+        clock=CLOCK,
+    ) as orch:
+        result = orch.run("simulated request", budget=budget, out_dir=runs)
+    spent = result.spent
+    if budget.usd is not None:
+        assert Decimal(spent["usd"]) <= budget.usd
+    if budget.seconds is not None:
+        assert spent["wall_seconds"] <= budget.seconds
+    if budget.tokens is not None:
+        assert spent["tokens"] <= budget.tokens
+    if budget.calls is not None:
+        assert spent["calls"] <= budget.calls
+    stats["runs"] += 1
+    stats[f"status_{result.status}"] += 1
+    stats["calls"] += spent["calls"]
+    for step in result.steps:
+        for attempt in step.attempts:
+            stats[f"attempts_{attempt['status']}"] += 1
+            if attempt["status"] == "over_budget":
+                limit = attempt["error"].split("'")[1] if "'" in attempt["error"] else "cap"
+                stats[f"stopped_by_{limit}"] += 1

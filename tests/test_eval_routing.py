@@ -1,0 +1,74 @@
+"""The RouterBench routing evaluation: AIQ, and the command on a small written fixture."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from evals.routing import aiq, frontier, load_bench, replay_cards
+from orchestrator.cli import app
+
+
+def test_aiq_is_the_mean_height_of_the_non_decreasing_hull():
+    assert aiq([(1.0, 0.6)], 1.0, 3.0) == pytest.approx(0.6)
+    assert aiq([(1.0, 0.5), (3.0, 0.9)], 1.0, 3.0) == pytest.approx(0.7, abs=1e-3)
+    # a point under the hull does not count; a dearer, worse point does not pull it down
+    pts = [(1.0, 0.5), (2.0, 0.55), (3.0, 0.9), (3.5, 0.6)]
+    assert frontier(pts, 2.0) == pytest.approx(0.7)
+    assert frontier(pts, 3.5) == pytest.approx(0.9)
+    # accuracy is 0 left of the policy's cheapest point
+    assert aiq([(2.0, 1.0)], 1.0, 3.0) == pytest.approx(0.5, abs=1e-3)
+
+
+MODELS = ("m-cheap", "m-mid", "m-strong")
+ROWS = [  # prompt, answers, scores
+    ("Q1?\nA) x\nB) y", ("['A']", "['A']", "['A']"), (1, 1, 1)),
+    ("Q2?\nA) x\nB) y", ("['A']", "['B']", "['B']"), (0, 1, 1)),
+    ("Q3?\nA) x\nB) y", ("['B']", "['B']", "['A']"), (1, 1, 0)),
+    ("Q4?\nA) x\nB) y", ("['A']", "['B']", "['A']"), (1, 0, 1)),
+]
+COST = {"m-cheap": 0.0001, "m-mid": 0.0003, "m-strong": 0.004}
+
+
+def write(path):
+    with path.open("w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(
+            ["", "sample_id", "prompt", "eval_name", *MODELS, "oracle_model_to_route_to"]
+            + [f"{m}|model_response" for m in MODELS]
+            + [f"{m}|total_cost" for m in MODELS]
+        )
+        for i, (prompt, answers, scores) in enumerate(ROWS):
+            out.writerow(
+                [i, f"t.{i}", prompt, "t", *scores, "m-cheap", *answers] + [COST[m] for m in MODELS]
+            )
+    return path
+
+
+def test_replay_cards_take_price_and_quality_from_train(tmp_path):
+    train = load_bench(write(tmp_path / "t_train.csv"))
+    cards = {c.name: c for c in replay_cards(train, tmp_path / "t_test.csv")}
+    assert cards["m-strong"].strength == 0.75 and cards["m-mid"].strength == 0.75
+    assert str(cards["m-cheap"].cost.usd_per_call) == "0.00010000"
+
+
+def test_eval_routing_prints_one_json_object(tmp_path):
+    train = write(tmp_path / "t_train.csv")
+    test = write(tmp_path / "t_test.csv")
+    out = CliRunner().invoke(
+        app, ["eval", "routing", "--train", str(train), "--test", str(test), "--json", "--no-knn"]
+    )
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert report["n"] == 4
+    assert report["best_single"]["model"] in ("m-cheap", "m-strong")
+    assert report["oracle"] == {"accuracy": 1.0, "cost": pytest.approx(0.00015)}
+    assert len(report["points"]) == len(report["router"]) > 5
+    assert 0 < report["aiq"] <= 1 and 0 < report["single_aiq"] <= 1
+    assert {"start", "accept"} <= set(report["router_actions"])
+    # the cheapest setting asks one model per query; the strongest pays for more
+    assert report["router"][-1]["calls_per_query"] == 1
+    assert report["router"][0]["cost"] >= report["router"][-1]["cost"]

@@ -1,0 +1,93 @@
+"""Capability profiles: real models on their aptitude tests, versioned by the card's digest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.profile import (
+    Probe,
+    attach_profile,
+    card_digest,
+    load_probes,
+    profile_card,
+    profile_path,
+    word_recall,
+)
+from orchestrator.zoo import Zoo, builtin_cards_dir
+
+
+def builtin(name):
+    return Zoo.load().get(name).card.model_copy(update={"profile": None})
+
+
+def test_every_offline_task_has_an_aptitude_test_with_checks():
+    for entry in Zoo.load():
+        if entry.available:
+            probes = load_probes(entry.card.task)
+            assert len(probes) >= 3, entry.card.task
+            assert all(p.instruction and p.expect for p in probes)
+
+
+def test_word_recall():
+    assert word_recall("No parking after 6 PM", "NO PARKING\nAFTER 6 PM") == 1.0
+    assert word_recall("red green blue", "red") == 1 / 3
+
+
+def test_language_card_passes_language_probes_and_fails_sentiment_ones():
+    record = profile_card(builtin("lingua-langid"))
+    scores = {p["instruction"]: p["score"] for p in record["probes"]}
+    assert scores["which language is this text written in"] == 1.0
+    assert scores["is this review positive or negative"] == 0.0
+    assert record["card_digest"] == card_digest(builtin("lingua-langid"))
+    assert record["latency_s"] >= 0 and float(record["usd_per_call"]) >= 0
+
+
+def test_face_detector_on_a_sample_photo_and_on_rendered_text():
+    probes = [
+        Probe("find the faces", {"image_sample": "astronaut"}, {"count_at_least": 1}),
+        Probe("faces in text", {"image_text": "Quarterly report"}, {"count_equals": 0}),
+        Probe("too many faces", {"image_sample": "astronaut"}, {"count_equals": 5}),
+    ]
+    record = profile_card(builtin("haar-faces"), probes)
+    assert [p["score"] for p in record["probes"]] == [1.0, 1.0, 0.0]
+    assert record["mean_score"] == round(2 / 3, 4)
+
+
+def test_profile_is_attached_only_while_the_card_is_unchanged(tmp_path):
+    source = builtin_cards_dir() / "lingua-langid.yaml"
+    card_file = tmp_path / "langid-copy.yaml"
+    card_file.write_text(source.read_text().replace("name: lingua-langid", "name: langid-copy"))
+    runner = CliRunner()
+    first = runner.invoke(app, ["profile", "langid-copy", "--cards", str(tmp_path)])
+    assert first.exit_code == 0, first.output
+    written = json.loads(profile_path(card_file).read_text())
+    assert written["mean_score"] == 0.5 and len(written["probes"]) == 6
+    card = Zoo.load([tmp_path]).get("langid-copy").card
+    assert card.profile is not None and card.profile.mean_score == 0.5
+    again = runner.invoke(app, ["profile", "langid-copy", "--cards", str(tmp_path)])
+    assert "profile is current" in again.output
+    # Editing the card makes its profile stale: not attached, and profiled again on request.
+    card_file.write_text(card_file.read_text().replace("strength: 0.85", "strength: 0.8"))
+    assert Zoo.load([tmp_path]).get("langid-copy").card.profile is None
+    redo = runner.invoke(app, ["profile", "langid-copy", "--cards", str(tmp_path)])
+    assert "profiling" in redo.output and "current" not in redo.output
+
+
+def test_attach_profile_ignores_missing_files(tmp_path):
+    card = builtin("vader-sentiment")
+    assert attach_profile(card, tmp_path / "vader.yaml").profile is None
+    shutil.copy(builtin_cards_dir() / "vader-sentiment.yaml", tmp_path / "v.yaml")
+    assert attach_profile(card, None) is card
+
+
+def test_every_builtin_offline_card_has_a_current_profile():
+    stale = [
+        e.card.name
+        for e in Zoo.load()
+        if e.available and e.card.backend.kind != "openai" and e.card.profile is None
+    ]
+    assert not stale, f"profile missing or stale; run: orchestrator profile {' '.join(stale)}"
