@@ -37,3 +37,20 @@ def demo_inputs(orchestrator, tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo")
     make_inputs(orchestrator, folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def llm_server(tmp_path_factory):
+    """One real OpenAI-compatible server serving the small chat LLM card, for the session."""
+    from _llm_server import CARD, start_llm_server, stop_llm_server
+
+    from orchestrator.backends import unavailable_reason
+    from orchestrator.llm_server import resolve_card
+
+    reason = unavailable_reason(resolve_card(CARD))
+    assert reason is None, f"{CARD} must be available here: {reason}"
+    proc, base = start_llm_server(CARD, tmp_path_factory.mktemp("llm-server") / "server.log")
+    try:
+        yield base
+    finally:
+        stop_llm_server(proc)

@@ -469,6 +469,7 @@ def tiny_gguf(folder: Path) -> Path:
 def test_gguf_is_dequantized_once_into_an_atomic_cache(tmp_path, monkeypatch):
     import accelerate  # noqa: F401  (transformers needs it to read GGUF)
     import gguf  # noqa: F401
+
     monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", str(tmp_path / "cache"))
     gguf_path = tiny_gguf(tmp_path / "weights")
     card = write_card(

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from _llm_server import CARD
 
 from orchestrator.backends import unavailable_reason
 from orchestrator.cards import card_from_yaml
@@ -28,61 +22,10 @@ from orchestrator.llm_server import (
     resolve_card,
 )
 
-CARD = "smollm2-135m-chat"
-START_TIMEOUT_S = 600  # the very first load dequantizes the GGUF; later loads take seconds
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_llm_server(card: str, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``serve(card)`` in a subprocess; return it and its base URL once it answers."""
-    port = _free_port()
-    code = f"from orchestrator.llm_server import serve; serve({card!r}, '127.0.0.1', {port})"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    # One torch thread: on a busy 2-core machine two threads made a 135M model ~10x slower.
-    env.setdefault("OMP_NUM_THREADS", "1")
-    with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, env=env
-        )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{tail}")
-        try:
-            if httpx.get(f"{base}/v1/models", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        time.sleep(0.25)
-    proc.kill()
-    raise RuntimeError(f"server did not answer within {START_TIMEOUT_S} s")
-
-
-def stop_llm_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    reason = unavailable_reason(resolve_card(CARD))
-    assert reason is None, f"{CARD} must be available here: {reason}"
-    proc, base = start_llm_server(CARD, tmp_path_factory.mktemp("llm-server") / "server.log")
-    try:
-        yield base
-    finally:
-        stop_llm_server(proc)
+def server(llm_server: str) -> str:
+    return llm_server
 
 
 @pytest.fixture(scope="module")
@@ -219,18 +162,35 @@ def _assert_openai_error(reply: httpx.Response, status: int) -> dict[str, object
         ({"model": CARD, "messages": [{"role": "user", "content": 3}]}, "messages.0.content"),
         ({"model": CARD, "messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
         ({"messages": [{"role": "user", "content": "x"}]}, "model"),
-        ({"model": CARD, "messages": [{"role": "user", "content": "x"}], "max_tokens": "many"},
-         "max_tokens"),
-        ({"model": CARD, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
-         "max_tokens"),
-        ({"model": CARD, "messages": [{"role": "user", "content": "x"}], "temperature": 9},
-         "temperature"),
-        ({"model": CARD, "messages": [{"role": "user", "content": "x"}], "max_tokenz": 4},
-         "max_tokenz"),
+        (
+            {"model": CARD, "messages": [{"role": "user", "content": "x"}], "max_tokens": "many"},
+            "max_tokens",
+        ),
+        (
+            {"model": CARD, "messages": [{"role": "user", "content": "x"}], "max_tokens": 0},
+            "max_tokens",
+        ),
+        (
+            {"model": CARD, "messages": [{"role": "user", "content": "x"}], "temperature": 9},
+            "temperature",
+        ),
+        (
+            {"model": CARD, "messages": [{"role": "user", "content": "x"}], "max_tokenz": 4},
+            "max_tokenz",
+        ),
         ({"model": CARD, "messages": [{"role": "system", "content": "x"}]}, "messages"),
-        ({"model": CARD, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
-         "messages.0.content"),
+        (
+            {
+                "model": CARD,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}],
+                    }
+                ],
+            },
+            "messages.0.content",
+        ),
     ],
 )
 def test_malformed_requests_get_openai_shaped_400(
@@ -349,7 +309,8 @@ def test_conversation_rendering() -> None:
     )
     assert as_json["prompt"] == "Capital of France?"
     assert "JSON" in str(as_json["system"]) and '"city"' in str(as_json["system"])
-    bare = card_from_yaml(CARD_YAML.format(name="bare", task="text-generation", input="prompt",
-                                           type="text"))
+    bare = card_from_yaml(
+        CARD_YAML.format(name="bare", task="text-generation", input="prompt", type="text")
+    )
     body = ChatCompletionRequest.model_validate({"model": "bare", "messages": turns[:2]})
     assert build_inputs(body, _ToolShape.of(bare)) == {"prompt": "Be brief.\n\nCapital of France?"}

@@ -8,16 +8,13 @@ fallback) and that whatever comes out is a valid plan.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_llm_server import CARD, start_llm_server, stop_llm_server
+from _llm_server import CARD
 
-from orchestrator.backends import unavailable_reason
 from orchestrator.config import Config, LlmConfig
 from orchestrator.errors import ConfigError, PlanError
-from orchestrator.llm_server import resolve_card
 from orchestrator.plan import PlanDraft, plan_json_schema, validate_plan
 from planners import ToolSet, ToolSpec, get_planner, planner_from_config
 from planners.embedded import EmbeddedPlanner
@@ -34,14 +31,8 @@ IMAGE_REQUEST = "Read the text in scan.png and tell me which language it is in"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    reason = unavailable_reason(resolve_card(CARD))
-    assert reason is None, f"{CARD} must be available here: {reason}"
-    proc, base = start_llm_server(CARD, tmp_path_factory.mktemp("llm-planner") / "server.log")
-    try:
-        yield f"{base}/v1"
-    finally:
-        stop_llm_server(proc)
+def server(llm_server: str) -> str:
+    return f"{llm_server}/v1"
 
 
 def _closed_port() -> int:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from test_llm_server import CARD, start_llm_server, stop_llm_server
+from _llm_server import CARD
 from test_select import ZOO, one, plan
 
 from orchestrator.select import select_for_subtask
@@ -13,12 +11,8 @@ from orchestrator.select_llm import LLMScorer, capability_text
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, base = start_llm_server(CARD, tmp_path_factory.mktemp("llm") / "server.log")
-    try:
-        yield f"{base}/v1"
-    finally:
-        stop_llm_server(proc)
+def base_url(llm_server: str) -> str:
+    return f"{llm_server}/v1"
 
 
 def test_capability_text_has_description_and_probe_results():
