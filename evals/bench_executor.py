@@ -109,6 +109,28 @@ def _spin_iterations(seconds: float) -> int:
     return int(seconds / per)
 
 
+def _bare_process_speedup(iterations: int, repeats: int) -> float:
+    """Serial over parallel time of two plain Python processes doing the same spin."""
+    import subprocess
+    import sys
+
+    code = f"from evals._bench_tools import spin; spin({iterations})"
+
+    def run(parallel: bool) -> float:
+        started = time.perf_counter()
+        if parallel:
+            procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+            for proc in procs:
+                proc.wait()
+        else:
+            for _ in range(2):
+                subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - started
+
+    ratios = [run(False) / run(True) for _ in range(repeats)]
+    return statistics.median(ratios)
+
+
 @bench_app.command("executor")
 def bench_executor(
     calls: Annotated[int, typer.Option(help="warm calls measured")] = 200,
@@ -166,6 +188,11 @@ def bench_executor(
             parallels.append(_parallel(pool, ctx, cpu_cards, f"spin {iterations}"))
         serial, parallel = statistics.median(serials), statistics.median(parallels)
         speedup = serial / parallel
+        bare = _bare_process_speedup(iterations, repeats)
+        print(
+            f"the same work in 2 bare Python processes, no orchestrator (median of {repeats}): "
+            f"speedup {bare:.2f} (what this host gives right now)"
+        )
         print(
             f"2 CPU-bound subtasks (~{cpu_seconds:g} s each, median of {repeats}): "
             f"serial {serial:.2f} s, parallel "
