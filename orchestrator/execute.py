@@ -44,6 +44,7 @@ import tempfile
 import threading
 import time
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,6 +71,7 @@ _LOG_TAIL_BYTES = 4000
 _REASON_CHARS = 300
 _READ_CHUNK = 1 << 20
 _FILE_TYPES = ("audio", "image")
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orchestrator-spawner")
 
 
 @dataclass
@@ -318,7 +320,10 @@ class _Worker:
         self.log_path = Path(log_name)
         self.launch = launch
         try:
-            self.proc = subprocess.Popen(
+            # Started from one long-lived thread: the sandbox ties a worker's life to the thread
+            # that spawned it (--die-with-parent), and the graph's threads come and go.
+            self.proc = _SPAWNER.submit(
+                subprocess.Popen,
                 launch.argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -327,7 +332,7 @@ class _Worker:
                 cwd=launch.cwd,
                 preexec_fn=launch.preexec(),
                 start_new_session=True,
-            )
+            ).result()
         except (OSError, subprocess.SubprocessError) as exc:
             self.discard()
             raise ToolFailed(self.name, f"cannot start a worker: {exc}") from exc

@@ -121,6 +121,22 @@ def test_same_card_reuses_the_warm_worker(executor: WorkerPoolExecutor, ctx: Cal
     assert second.seconds < 0.5
 
 
+def test_a_worker_outlives_the_thread_that_started_it(
+    executor: WorkerPoolExecutor, ctx: CallContext
+) -> None:
+    # The graph calls tools from threads that come and go; a warm worker must stay warm.
+    card = make_card("thread-started")
+    first: list[CallOutcome] = []
+    thread = threading.Thread(target=lambda: first.append(call(executor, card, "echo 1", ctx)))
+    thread.start()
+    thread.join()
+    time.sleep(0.5)
+    second = call(executor, card, "echo 2", ctx)
+    assert first[0].load_seconds > 0
+    assert second.load_seconds == 0
+    assert second.outputs["info"]["worker"] == first[0].outputs["info"]["worker"]
+
+
 def test_usage_is_reported(executor: WorkerPoolExecutor, ctx: CallContext) -> None:
     outcome = call(executor, make_card("counter"), "tokens", ctx)
     assert outcome.usage == Usage(input_tokens=7, output_tokens=3)
