@@ -1,0 +1,228 @@
+"""The execute node: one attempt at one subtask with one candidate card, paid from the budget.
+
+Resolving the subtask's arguments into the card's inputs, reserving the expected cost, capping
+the call (timeout, max_tokens) by what the budget has left, calling the executor, and settling
+the real cost.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langgraph.runtime import Runtime
+
+from orchestrator.answer import StepResult, compose_answer
+from orchestrator.backends import CallContext
+from orchestrator.budget import Reservation, actual_cost, expected_cost
+from orchestrator.cards import ToolCard
+from orchestrator.errors import BudgetExceeded, ToolFailed
+from orchestrator.plan import ComposeArg, FileArg, Plan, RefArg, Subtask, TextArg
+
+if TYPE_CHECKING:
+    from orchestrator.graph import RunContext, RunState
+
+
+def _attempts_of(state: RunState, step: str) -> list[dict[str, Any]]:
+    plan_no = state.get("plan_no", 0)
+    return sorted(
+        (
+            a
+            for a in state.get("attempts", [])
+            if a["step"] == step and a.get("plan_no", 0) == plan_no
+        ),
+        key=lambda a: a["seq"],
+    )
+
+
+def _resolve_inputs(
+    ctx: RunContext, subtask: Subtask, card: ToolCard, plan: Plan, results: dict[str, Any]
+) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for io in card.inputs:
+        arg = subtask.args.get(io.type)
+        if arg is None and io.type != "text":
+            if io.optional:
+                continue
+            raise ToolFailed(card.name, f"step {subtask.id} has no {io.type} input for '{io.name}'")
+        if arg is None:
+            arg = next(
+                (a for a in subtask.args.values() if isinstance(a, RefArg | ComposeArg)), None
+            )
+            if arg is None:
+                if io.optional:
+                    continue
+                raise ToolFailed(card.name, f"step {subtask.id} has no text input for '{io.name}'")
+        inputs[io.name] = _resolve_arg(ctx, arg, io.type, plan, results)
+    return inputs
+
+
+def _step_result(ctx: RunContext, plan: Plan, results: dict[str, Any], step: str) -> StepResult:
+    record = results[step]
+    return StepResult(step, plan.get(step).instruction, ctx.card(record["card"]), record["outputs"])
+
+
+def _resolve_arg(
+    ctx: RunContext, arg: Any, io_type: str, plan: Plan, results: dict[str, Any]
+) -> Any:
+    if isinstance(arg, TextArg):
+        return arg.value
+    if isinstance(arg, FileArg):
+        path = Path(arg.path)
+        return str(path if path.is_absolute() else (ctx.base_dir / path).resolve())
+    if isinstance(arg, ComposeArg):
+        return compose_answer([_step_result(ctx, plan, results, s) for s in arg.steps], spoken=True)
+    producer = _step_result(ctx, plan, results, arg.step)
+    outputs = producer.card.outputs
+    named = [o for o in outputs if o.name == arg.output] if arg.output else []
+    typed = [o for o in outputs if o.type == io_type]
+    chosen = (named or typed or outputs)[0]
+    value = producer.outputs[chosen.name]
+    if io_type == "text" and chosen.type != "text":
+        from orchestrator.answer import render_value
+
+        return render_value(chosen.type, value)
+    return value
+
+
+HEADROOM = 4.0  # a call may take up to 4x its expected cost, within what is left
+_TIMEOUT_MARGIN_S = 0.05  # for killing and reaping a call that hit its timeout
+DEFAULT_MAX_TOKENS = 256
+
+
+def _call_caps(
+    card: ToolCard, reservation: Reservation, input_tokens: int
+) -> tuple[float | None, int]:
+    """Seconds of compute and output tokens that keep a call within its hold of the budget.
+
+    The money held beyond the fixed part (per call, input tokens) is split between output
+    tokens and compute time when a card charges both, so together they cannot overrun.
+    """
+    hold = reservation.cap
+    remaining = hold.usd - card.cost.usd_per_call - _in_token_usd(card, input_tokens)
+    per_token = card.cost.usd_per_1k_output_tokens / 1000
+    max_tokens = DEFAULT_MAX_TOKENS
+    token_money = Decimal(0)
+    if per_token > 0:
+        token_money = max(Decimal(0), min(remaining / 2, per_token * DEFAULT_MAX_TOKENS))
+        if card.cost.usd_per_second <= 0:
+            token_money = max(Decimal(0), remaining)
+        max_tokens = min(max_tokens, int(token_money / per_token))
+    if hold.tokens:
+        max_tokens = min(max_tokens, hold.tokens - input_tokens)
+    money_s = None
+    if card.cost.usd_per_second > 0:
+        money_s = float((remaining - token_money) / card.cost.usd_per_second)
+    return money_s, max(0, max_tokens)
+
+
+def _in_token_usd(card: ToolCard, tokens: int) -> Decimal:
+    return card.cost.usd_per_1k_input_tokens * tokens / 1000
+
+
+def _call_timeout(
+    ctx: RunContext, card: ToolCard, reservation: Reservation, money_s: float | None
+) -> float | None:
+    """Seconds a call may take: its hold of the seconds limit, and of the money limit."""
+    limits = []
+    if ctx.ledger.budget.seconds is not None:
+        limits.append(reservation.cap.seconds - _TIMEOUT_MARGIN_S)
+    if money_s is not None and ctx.ledger.budget.usd is not None:
+        limits.append(money_s - _TIMEOUT_MARGIN_S)
+    return min(limits) if limits else None
+
+
+def _billed(outputs: dict[str, Any]) -> Decimal | None:
+    value = outputs.get("billed_usd")
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            billed = Decimal(str(value))
+        except ArithmeticError:
+            return None
+        return billed if billed.is_finite() and billed >= 0 else None
+    return None
+
+
+def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Make one attempt at one subtask with one candidate card, paid from the budget."""
+    ctx = runtime.context
+    attempt, plan = payload["attempt"], Plan.model_validate(payload["plan"])
+    step, index = attempt["step"], attempt["candidate"]
+    subtask = plan.get(step)
+    card = ctx.card(payload["selections"][step]["candidates"][index]["card"])
+    record: dict[str, Any] = {
+        "step": step,
+        "candidate": index,
+        "card": card.name,
+        "seq": payload["seq"],
+        "plan_no": payload.get("plan_no", 0),
+        "seconds": 0.0,
+        "load_seconds": 0.0,
+        "usd": "0",
+        "tokens": 0,
+        "calls": 0,
+        "error": None,
+    }
+    ctx.emit({"type": "step_started", "step": step, "card": card.name, "task": subtask.task})
+
+    def finish(status: str, **fields: Any) -> dict[str, Any]:
+        record.update(status=status, **fields)
+        ctx.emit({"type": "step_finished", **record})
+        return {"attempts": [record]}
+
+    try:
+        inputs = _resolve_inputs(ctx, subtask, card, plan, payload["results"])
+        prompt_tokens = sum(len(str(v).split()) for v in inputs.values()) * 2
+        cold = not ctx.executor.is_warm(card)
+        reservation = ctx.ledger.reserve(
+            expected_cost(
+                card,
+                input_tokens=prompt_tokens,
+                max_output_tokens=DEFAULT_MAX_TOKENS,
+                cold=cold,
+                count_tokens=ctx.ledger.budget.tokens is not None,
+            ),
+            headroom=HEADROOM,
+        )
+    except BudgetExceeded as exc:
+        return finish("over_budget", error=str(exc))
+    except ToolFailed as exc:
+        return finish("failed", error=exc.reason)
+    money_s, max_tokens = _call_caps(card, reservation, prompt_tokens)
+    timeout = _call_timeout(ctx, card, reservation, money_s)
+    if (timeout is not None and timeout <= 0) or (max_tokens <= 0 and _counts_tokens(ctx, card)):
+        ctx.ledger.release(reservation)
+        return finish("over_budget", error="budget left is too small to cap this call safely")
+    call = CallContext(scratch=ctx.run_dir, max_tokens=max_tokens, timeout_s=timeout)
+    started = ctx.ledger.clock()
+    try:
+        outcome = ctx.executor.call(card, inputs, call)
+    except ToolFailed as exc:
+        seconds = ctx.ledger.clock() - started
+        spent = actual_cost(card, seconds=seconds, input_tokens=0, output_tokens=0)
+        ctx.ledger.settle(reservation, spent)
+        return finish(
+            "failed", error=exc.reason, seconds=round(seconds, 3), usd=str(spent.usd), calls=1
+        )
+    spent = actual_cost(
+        card,
+        seconds=outcome.seconds + outcome.load_seconds,
+        input_tokens=outcome.usage.input_tokens,
+        output_tokens=outcome.usage.output_tokens,
+        billed_usd=_billed(outcome.outputs),
+    )
+    ctx.ledger.settle(reservation, spent)
+    return finish(
+        "ok",
+        seconds=round(outcome.seconds, 3),
+        load_seconds=round(outcome.load_seconds, 3),
+        usd=str(spent.usd),
+        tokens=spent.tokens,
+        calls=1,
+        outputs=outcome.outputs,
+    )
+
+
+def _counts_tokens(ctx: RunContext, card: ToolCard) -> bool:
+    return ctx.ledger.budget.tokens is not None or card.cost.usd_per_1k_output_tokens > 0
