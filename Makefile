@@ -3,11 +3,15 @@ VENV := .venv
 PIP := $(VENV)/bin/pip -q
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: system install install-test demo test
+.PHONY: system system-test install install-test demo test
 
 # bubblewrap gives tools their namespace sandbox (without it: Landlock + seccomp, with a warning).
 system:
 	command -v bwrap >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq bubblewrap; }
+
+# The tests drive the terminal chat in tmux.
+system-test: system
+	command -v tmux >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tmux; }
 
 install: system
 	python3 -m venv $(VENV)
@@ -19,7 +23,7 @@ install: system
 demo: install
 	$(VENV)/bin/orchestrator demo
 
-install-test: install
+install-test: install system-test
 	$(PIP) install -e ".[models,server,test,ray]"
 
 test: install-test

@@ -13,6 +13,7 @@ from rich.console import Console
 from evals.cli import bench_app, eval_app
 from orchestrator import cli_selection
 from orchestrator.budget import Budget
+from orchestrator.chat_cli import chat_command
 from orchestrator.config import Config
 from orchestrator.errors import CardError, UserError
 from orchestrator.runs_cli import runs_app as _runs_app
@@ -34,6 +35,7 @@ app.command("profile")(cli_selection.profile_command)
 cards_app.command("new")(cli_selection.cards_new)
 app.add_typer(_runs_app, name="runs")
 app.add_typer(sandbox_app, name="sandbox")
+app.command("chat")(chat_command)
 
 console = Console()
 err = Console(stderr=True)

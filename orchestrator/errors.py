@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "NoCapableTool",
     "PlanError",
+    "RunCancelled",
     "Retryable",
     "RunFailure",
     "ToolFailed",
@@ -65,6 +66,10 @@ class NoCapableTool(UserError):
 
 class RunFailure(Exception):
     """A failure during a run, recorded in the trace."""
+
+
+class RunCancelled(RunFailure):
+    """The user cancelled a run; what finished is kept and the run can be resumed."""
 
 
 class BudgetExceeded(RunFailure):

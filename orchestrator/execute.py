@@ -149,9 +149,12 @@ class WorkerPoolExecutor:
     @classmethod
     def from_config(cls, config: Any) -> WorkerPoolExecutor:
         """An executor with the limits and sandbox settings of an orchestrator ``Config``."""
+        from orchestrator.zoo import card_code_dirs
+
         box = config.sandbox
         return cls(
             max_workers=config.max_workers,
+            extra_sys_path=card_code_dirs(config.card_dirs),
             sandbox=Sandbox(enabled=box.enabled, require_full_isolation=box.require_full_isolation),
             memory_mb=box.memory_mb,
             worker_memory_mb=box.worker_memory_mb,

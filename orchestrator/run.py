@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -14,7 +15,7 @@ from typing import Any
 
 from orchestrator.budget import Budget, Cost, Ledger
 from orchestrator.config import Config
-from orchestrator.errors import UserError
+from orchestrator.errors import RunCancelled, UserError
 from orchestrator.execute import Executor, WorkerPoolExecutor
 from orchestrator.graph import RunContext, build_graph
 from orchestrator.plan import Plan
@@ -50,7 +51,7 @@ class RunResult:
     ``status`` is one of: ``ok`` (every step finished), ``partial`` (some did), ``failed``
     (none did), ``budget_exhausted`` (the budget stopped some steps), ``rejected`` (the request
     or plan was malformed: ``message`` says what to fix), ``unservable`` (no available card can do
-    a needed step: ``message`` names it).
+    a needed step: ``message`` names it), ``cancelled`` (stopped by the caller; resumable).
     """
 
     run_id: str
@@ -129,32 +130,60 @@ class Orchestrator:
         out_dir: str | Path | None = None,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         run_id: str | None = None,
+        cancel: threading.Event | None = None,
     ) -> RunResult:
         """Run one request to its answer (stored under ``run_id``, new by default).
 
         ``files`` are attached inputs; file names in ``prompt`` are read relative to
         ``base_dir`` (default: the current folder). Outputs go to ``out_dir`` (default: a new
         folder under the configured runs folder). ``on_event`` receives progress events.
+        Setting ``cancel`` stops the run before its next step starts (a step already running
+        finishes and is kept): the result's status is ``cancelled`` and, if the orchestrator
+        is durable, ``resume(run_id)`` continues it.
         """
         run_id = run_id or uuid.uuid4().hex[:12]
         run_dir = (Path(out_dir) if out_dir else self.config.runs_dir / run_id).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         budget = budget or self.config.budget.to_budget()
         ledger = Ledger(budget, clock=self.clock)
-        context = self._context(ledger, run_dir, Path(base_dir or Path.cwd()).resolve(), on_event)
-        state = self._graph.invoke(
-            {
-                "request": prompt,
-                "files": [str(Path(f).resolve()) for f in files],
-                "budget": budget.as_dict(),
-                "run_dir": str(run_dir),
-                "base_dir": str(context.base_dir),
-            },
-            context=context,
-            config=self._config(run_id),
-            **self._durability(),
-        )
+        events = _cancellable(on_event, cancel) if cancel is not None else on_event
+        context = self._context(ledger, run_dir, Path(base_dir or Path.cwd()).resolve(), events)
+        try:
+            state = self._graph.invoke(
+                {
+                    "request": prompt,
+                    "files": [str(Path(f).resolve()) for f in files],
+                    "budget": budget.as_dict(),
+                    "run_dir": str(run_dir),
+                    "base_dir": str(context.base_dir),
+                },
+                context=context,
+                config=self._config(run_id),
+                **self._durability(),
+            )
+        except RunCancelled:
+            return self._cancelled(run_id, prompt, ledger, run_dir)
         return _result(run_id, prompt, state, ledger, run_dir)
+
+    def _cancelled(self, run_id: str, prompt: str, ledger: Ledger, run_dir: Path) -> RunResult:
+        values: dict[str, Any] = {}
+        if self._saver is not None:
+            values = _with_pending(self._graph.get_state(self._config(run_id)))
+        values = {k: v for k, v in values.items() if k not in ("outcome", "answer")}
+        result = _result(run_id, prompt, values, ledger, run_dir)
+        result.status = "cancelled"
+        for step in result.steps:
+            last = step.attempts[-1] if step.attempts else None
+            if step.status != "done" and last is not None and last.get("status") == "ok":
+                step.status, step.outputs = "done", last.get("outputs")
+        finished = [s.step for s in result.steps if s.status == "done"]
+        result.message = "Cancelled before every step ran" + (
+            f"; finished: {', '.join(finished)}." if finished else "."
+        )
+        if self._saver is not None:
+            result.message += f" Resume with: orchestrator runs resume {run_id}"
+        result.answer = result.message
+        return result
 
     def resume(
         self, run_id: str, *, on_event: Callable[[dict[str, Any]], None] | None = None
@@ -300,6 +329,27 @@ def _result(
     )
 
 
+_UNSTOPPABLE = ("step_finished", "answer")
+
+
+def _cancellable(
+    on_event: Callable[[dict[str, Any]], None] | None, cancel: threading.Event
+) -> Callable[[dict[str, Any]], None]:
+    """Pass events on; once ``cancel`` is set, stop the run at its next event.
+
+    A step that finished is never thrown away: its ``step_finished`` event does not stop the
+    run (the step's result is then stored), the next ``step_started`` or routing event does.
+    """
+
+    def emit(event: dict[str, Any]) -> None:
+        if cancel.is_set() and event.get("type") not in _UNSTOPPABLE:
+            raise RunCancelled("cancelled by the user")
+        if on_event is not None:
+            on_event(event)
+
+    return emit
+
+
 def _dec(value: str) -> Any:
     return Decimal(value)
 
@@ -331,6 +381,25 @@ def stored_run_ids(path: Path) -> list[str]:
             "SELECT thread_id, MIN(rowid) FROM checkpoints GROUP BY thread_id ORDER BY 2"
         ).fetchall()
     return [str(r[0]) for r in rows]
+
+
+def _with_pending(snapshot: Any) -> dict[str, Any]:
+    """A stored run's values with the writes of its interrupted round merged in.
+
+    Steps that finished in the round a cancel or a crash cut short are kept by the
+    checkpointer as pending writes; this shows them as the resumed run will.
+    """
+    values = dict(snapshot.values or {})
+    for task in getattr(snapshot, "tasks", ()) or ():
+        result = getattr(task, "result", None)
+        if not isinstance(result, dict):
+            continue
+        for key, value in result.items():
+            if isinstance(value, list):
+                values[key] = [*values.get(key, []), *value]
+            elif isinstance(value, dict):
+                values[key] = {**values.get(key, {}), **value}
+    return values
 
 
 def carried_spend(snapshot: Any) -> dict[str, Any]:

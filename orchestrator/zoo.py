@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ from orchestrator.cards import ToolCard, load_card
 from orchestrator.errors import CardDefect, CardError
 from orchestrator.profile import attach_profile
 
-__all__ = ["Zoo", "ZooEntry", "builtin_cards_dir", "validate_paths"]
+__all__ = ["Zoo", "ZooEntry", "builtin_cards_dir", "card_code_dirs", "validate_paths"]
 
 
 def builtin_cards_dir() -> Path:
@@ -70,6 +71,16 @@ def _load_all(files: list[Path]) -> tuple[list[tuple[ToolCard, Path]], list[Card
     return loaded, defects
 
 
+def card_code_dirs(paths: Iterable[Path]) -> list[str]:
+    """The card folders that hold Python modules: a python card's entry may live beside it.
+
+    They are importable in this process (for the availability check) and, read-only, in the
+    sandboxed workers.
+    """
+    folders = [Path(p) if Path(p).is_dir() else Path(p).parent for p in paths]
+    return [str(f.resolve()) for f in dict.fromkeys(folders) if any(f.glob("*.py"))]
+
+
 def validate_paths(paths: Iterable[Path]) -> list[CardDefect]:
     """Every defect of the cards in ``paths`` (files or folders), duplicates included."""
     _, defects = _load_all(_card_files(paths))
@@ -87,6 +98,9 @@ class Zoo:
     def load(cls, folders: Iterable[Path] = (), *, builtin: bool = True) -> Zoo:
         """Load the built-in cards and those in ``folders``; any broken card raises CardError."""
         roots = ([builtin_cards_dir()] if builtin else []) + [Path(f) for f in folders]
+        for code_dir in card_code_dirs(folders):
+            if code_dir not in sys.path:
+                sys.path.append(code_dir)
         loaded, defects = _load_all(_card_files(roots))
         if defects:
             raise CardError(defects)

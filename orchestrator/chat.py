@@ -1,0 +1,239 @@
+"""Conversations: follow-up requests that refer to earlier results and files.
+
+A :class:`Conversation` remembers each turn (request, answer, produced files) and turns a
+follow-up into what one run needs (:meth:`Conversation.inputs_for`):
+
+* files attached since the last turn go with the next request;
+* a file name from an earlier turn ("read speech-1a2b.wav again") is replaced by its full path;
+* a reference to earlier results ("it", "that", "the transcript", "the answer", "the
+  image" ...) in a request with no input of its own brings the latest turn's produced files
+  and its answer, quoted, so the planner can fill a text, audio or image input from them.
+
+A :class:`ChatSession` adds the orchestrator and one budget for the whole conversation: money,
+tokens and calls spent by earlier turns are taken from what later turns may spend.
+
+The HTTP server rebuilds a conversation from OpenAI chat messages
+(:meth:`Conversation.from_messages`): produced files appear in assistant messages as links of
+the form ``/v1/files/<run_id>/<file name>``, resolved under the server's runs folder.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from orchestrator.budget import Budget
+from orchestrator.errors import UserError
+from orchestrator.run import Orchestrator, RunResult
+from planners.embedded import mentioned_files
+
+__all__ = ["ChatSession", "Conversation", "Turn", "FILE_LINK"]
+
+FILE_LINK = re.compile(r"/v1/files/([A-Za-z0-9_-]+)/([A-Za-z0-9_.-]+)")
+"""A produced file's link in an assistant message: ``/v1/files/<run_id>/<name>``."""
+
+_REFERENCE = re.compile(
+    r"\b(?:it|its|that|this|them|those|these|again|above|previous(?:ly)?|earlier|last)\b"
+    r"|\b(?:the|your)\s+(?:answer|result|results|output|outputs|text|transcript|transcription|"
+    r"translation|summary|caption|description|reply|response|audio|recording|speech|sound|"
+    r"image|picture|photo|file|files)\b",
+    re.IGNORECASE,
+)
+_QUOTE = re.compile(r"[\"“”]")
+_MAX_QUOTED_CHARS = 2000
+
+
+@dataclass
+class Turn:
+    """One request and what came of it."""
+
+    request: str
+    answer: str
+    files: list[Path] = field(default_factory=list)
+    run_id: str | None = None
+    status: str = "ok"
+    usd: Decimal = Decimal(0)
+    texts: list[str] = field(default_factory=list)
+
+    def quotable(self) -> str:
+        """What "it" means in a follow-up: the one text the turn made, else its answer."""
+        return self.texts[0] if len(self.texts) == 1 else self.answer
+
+
+@dataclass
+class Conversation:
+    """Earlier turns and files attached for the next one."""
+
+    turns: list[Turn] = field(default_factory=list)
+    pending: list[Path] = field(default_factory=list)
+
+    def attach(self, path: str | Path) -> Path:
+        """Attach a file to the next request (its path is checked now)."""
+        found = Path(path).expanduser().resolve()
+        if not found.is_file():
+            raise UserError(f"cannot attach {path}: no such file")
+        self.pending.append(found)
+        return found
+
+    def known_files(self) -> list[Path]:
+        """Every file of this conversation: attached or produced, oldest first."""
+        return [f for t in self.turns for f in t.files] + list(self.pending)
+
+    def inputs_for(self, request: str, files: Sequence[str | Path] = ()) -> tuple[str, list[Path]]:
+        """The prompt and attached files for ``request`` in the light of earlier turns."""
+        text = request.strip()
+        if not text:
+            raise UserError("the request is empty: say what you want done")
+        attached = [Path(f).resolve() for f in [*self.pending, *files]]
+        text = self._full_paths(text)
+        own_input = bool(attached or mentioned_files(text) or _QUOTE.search(text))
+        last = self._last_with_results()
+        if last is not None and not own_input and _REFERENCE.search(text):
+            attached.extend(last.files)
+            if last.quotable().strip():
+                text = self._full_paths(f'{text}: "{_quotable(last.quotable())}"')
+        return text, _unique(attached)
+
+    def record(self, request: str, result: RunResult) -> Turn:
+        """Remember a finished run as a turn; attached files are used up."""
+        inputs = list(self.pending)
+        self.pending.clear()
+        made = {str(p) for p in result.artifacts}
+        texts = [
+            value
+            for step in result.steps
+            if step.status == "done"
+            for value in (step.outputs or {}).values()
+            if isinstance(value, str) and value.strip() and value not in made
+        ]
+        turn = Turn(
+            request=request,
+            answer=result.answer,
+            files=_unique([*inputs, *(Path(p).resolve() for p in result.artifacts)]),
+            run_id=result.run_id,
+            status=result.status,
+            usd=sum((Decimal(str(s.usd)) for s in result.steps), Decimal(0)),
+            texts=texts,
+        )
+        self.turns.append(turn)
+        return turn
+
+    @classmethod
+    def from_messages(
+        cls, messages: Iterable[dict[str, Any]], files_root: Path
+    ) -> tuple[Conversation, str]:
+        """Earlier turns rebuilt from OpenAI chat messages, and the last user request.
+
+        Produced files are recognised by their links (:data:`FILE_LINK`) in assistant messages
+        and kept only if they exist under ``files_root``; system messages are ignored.
+        """
+        conversation = cls()
+        request: str | None = None
+        for message in messages:
+            role, content = message.get("role"), _text_of(message.get("content"))
+            if role == "user":
+                if request is not None:
+                    conversation.turns.append(Turn(request=request, answer=""))
+                request = content
+            elif role == "assistant" and request is not None:
+                files = [
+                    path
+                    for run_id, name in FILE_LINK.findall(content)
+                    if (path := (files_root / run_id / name).resolve()).is_file()
+                    and path.is_relative_to(files_root.resolve())
+                ]
+                conversation.turns.append(
+                    Turn(request=request, answer=FILE_LINK.sub("", content), files=files)
+                )
+                request = None
+        if request is None:
+            raise UserError("the last message must be the user's request")
+        return conversation, request
+
+    def _full_paths(self, text: str) -> str:
+        by_name = {f.name: f for f in self.known_files()}
+        for name in mentioned_files(text):
+            if name in by_name and not Path(name).exists():
+                text = re.sub(rf"(?<![\w/.-]){re.escape(name)}\b", str(by_name[name]), text)
+        return text
+
+    def _last_with_results(self) -> Turn | None:
+        for turn in reversed(self.turns):
+            if turn.files or turn.answer.strip():
+                return turn
+        return None
+
+
+class ChatSession:
+    """A conversation with an orchestrator under one budget for all its turns."""
+
+    def __init__(self, orchestrator: Orchestrator, budget: Budget | None = None) -> None:
+        self.orchestrator = orchestrator
+        self.budget = budget if budget is not None else orchestrator.config.budget.to_budget()
+        self.conversation = Conversation()
+        self.results: list[RunResult] = []
+        self.spent_usd = Decimal(0)
+        self.spent_tokens = 0
+        self.spent_calls = 0
+
+    def attach(self, path: str | Path) -> Path:
+        """Attach a file to the next request."""
+        return self.conversation.attach(path)
+
+    def budget_left(self) -> Budget:
+        """What later turns may still spend (wall seconds are a limit per turn)."""
+        b = self.budget
+        return Budget(
+            usd=None if b.usd is None else max(b.usd - self.spent_usd, Decimal(0)),
+            seconds=b.seconds,
+            tokens=None if b.tokens is None else max(b.tokens - self.spent_tokens, 0),
+            calls=None if b.calls is None else max(b.calls - self.spent_calls, 0),
+        )
+
+    def send(
+        self,
+        request: str,
+        *,
+        files: Sequence[str | Path] = (),
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> RunResult:
+        """Run one turn; a cancelled turn is recorded too (its run can be resumed later)."""
+        prompt, attached = self.conversation.inputs_for(request, files)
+        result = self.orchestrator.run(
+            prompt, budget=self.budget_left(), files=attached, on_event=on_event, cancel=cancel
+        )
+        self.spent_usd += Decimal(str(result.spent.get("usd") or 0))
+        self.spent_tokens += int(result.spent.get("tokens") or 0)
+        self.spent_calls += int(result.spent.get("calls") or 0)
+        self.conversation.record(request, result)
+        self.results.append(result)
+        return result
+
+
+def _text_of(content: Any) -> str:
+    """The text of an OpenAI message content (a string or a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        return " ".join(str(p.get("text", "")) for p in parts)
+    return ""
+
+
+def _quotable(answer: str) -> str:
+    flat = " ".join(_QUOTE.sub("'", answer).split())
+    return flat[:_MAX_QUOTED_CHARS]
+
+
+def _unique(paths: Iterable[Path]) -> list[Path]:
+    seen: list[Path] = []
+    for p in paths:
+        if p not in seen:
+            seen.append(p)
+    return seen

@@ -1,0 +1,174 @@
+"""Conversations: follow-ups that refer to earlier turns, one budget for all turns, cancelling."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from _chat_tools import write_slow_cards
+
+from orchestrator import Config, Orchestrator
+from orchestrator.budget import Budget
+from orchestrator.chat import ChatSession, Conversation, Turn
+from orchestrator.errors import UserError
+
+
+def test_a_reference_to_the_last_turn_brings_its_text_and_files(tmp_path):
+    audio = tmp_path / "speech-1.wav"
+    audio.write_bytes(b"RIFF")
+    conversation = Conversation(
+        turns=[Turn("Read it aloud", "Spoken audio: speech-1.wav.", files=[audio])]
+    )
+    prompt, files = conversation.inputs_for("Transcribe it")
+    assert files == [audio.resolve()]
+    assert prompt.startswith("Transcribe it: ")
+    assert str(audio.resolve()) in prompt  # the file name in the quoted answer is a full path
+
+
+def test_the_one_text_a_turn_made_is_what_it_refers_to():
+    turn = Turn("Transcribe x.wav", "Transcript: hello there.", texts=["hello there"])
+    prompt, _ = Conversation(turns=[turn]).inputs_for("Read that aloud")
+    assert prompt == 'Read that aloud: "hello there"'
+
+
+def test_a_request_with_its_own_input_is_left_alone():
+    turn = Turn("Transcribe x.wav", "Transcript: hello.", texts=["hello"])
+    conversation = Conversation(turns=[turn])
+    assert conversation.inputs_for('Is "I hate rain" negative?') == ('Is "I hate rain" negative?', [])
+    assert conversation.inputs_for("Read y.wav again")[0] == "Read y.wav again"
+
+
+def test_no_earlier_turn_means_no_context():
+    assert Conversation().inputs_for("Read it aloud") == ("Read it aloud", [])
+
+
+def test_an_earlier_file_named_in_a_follow_up_gets_its_full_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    made = tmp_path / "runs" / "r1" / "speech-9f.wav"
+    made.parent.mkdir(parents=True)
+    made.write_bytes(b"RIFF")
+    conversation = Conversation(turns=[Turn("say hi", "Spoken audio.", files=[made])])
+    prompt, _ = conversation.inputs_for("transcribe speech-9f.wav please")
+    assert prompt == f"transcribe {made} please"
+
+
+def test_attached_files_go_with_the_next_request_only(tmp_path):
+    image = tmp_path / "a.png"
+    image.write_bytes(b"png")
+    conversation = Conversation()
+    conversation.attach(image)
+    assert conversation.inputs_for("what text is in the image")[1] == [image.resolve()]
+    with pytest.raises(UserError, match="no such file"):
+        conversation.attach(tmp_path / "missing.png")
+    with pytest.raises(UserError, match="empty"):
+        conversation.inputs_for("   ")
+
+
+def test_a_conversation_is_rebuilt_from_openai_messages(tmp_path):
+    root = tmp_path / "runs"
+    (root / "abc123").mkdir(parents=True)
+    (root / "abc123" / "speech-1.wav").write_bytes(b"RIFF")
+    (tmp_path / "secret.wav").write_bytes(b"x")
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "Say hello"},
+        {
+            "role": "assistant",
+            "content": "Spoken audio: /v1/files/abc123/speech-1.wav and /v1/files/nope/x.wav",
+        },
+        {"role": "user", "content": [{"type": "text", "text": "Transcribe it"}]},
+    ]
+    conversation, request = Conversation.from_messages(messages, root)
+    assert request == "Transcribe it"
+    assert [t.request for t in conversation.turns] == ["Say hello"]
+    assert conversation.turns[0].files == [(root / "abc123" / "speech-1.wav").resolve()]
+    assert "/v1/files" not in conversation.turns[0].answer
+    _, files = conversation.inputs_for(request)
+    assert files == [(root / "abc123" / "speech-1.wav").resolve()]
+    with pytest.raises(UserError, match="last message"):
+        Conversation.from_messages(messages[:3], root)
+
+
+def test_a_follow_up_uses_the_transcript_of_the_turn_before(orchestrator, demo_inputs):
+    session = ChatSession(orchestrator, Budget(usd=Decimal("0.01")))
+    first = session.send(f"Transcribe {demo_inputs / 'demo.wav'}")
+    assert first.status == "ok"
+    transcript = first.steps[0].outputs["text"]
+    second = session.send("Is it positive or negative?")
+    assert second.status == "ok", second.message
+    step = second.plan.subtasks[0]
+    assert step.task == "text-classification"
+    assert step.args["text"].value == " ".join(transcript.split())
+    assert "positive" in second.answer.lower()
+    spent = Decimal(first.spent["usd"]) + Decimal(second.spent["usd"])
+    assert session.spent_usd == spent > 0
+    assert session.budget_left().usd == Decimal("0.01") - spent
+    assert second.budget_left["usd"] is not None
+    assert Decimal(str(second.budget_left["usd"])) == Decimal("0.01") - spent
+
+
+def test_the_conversation_budget_stops_a_later_turn(orchestrator, demo_inputs):
+    session = ChatSession(orchestrator, Budget(calls=1))
+    assert session.send(f"Transcribe {demo_inputs / 'demo.wav'}").status == "ok"
+    assert session.budget_left().calls == 0
+    later = session.send("Is it positive or negative?")
+    assert later.status == "budget_exhausted"
+    assert later.spent["calls"] == 0
+
+
+@pytest.fixture(scope="module")
+def slow_orchestrator(tmp_path_factory):
+    folder = write_slow_cards(tmp_path_factory.mktemp("cards"), sleep=1.5)
+    config = Config(runs_dir=tmp_path_factory.mktemp("runs"), card_dirs=[folder])
+    with Orchestrator(config, checkpoint_path=config.runs_dir / "c.sqlite") as orch:
+        yield orch
+
+
+SLOW_REQUEST = 'Summarize "the quick brown fox jumps over the lazy dog" then read the summary aloud'
+
+
+def test_a_card_whose_code_lies_beside_it_runs_in_the_sandbox(slow_orchestrator):
+    entry = slow_orchestrator.zoo.get("slow-summary")
+    assert entry.available, entry.unavailable
+    result = slow_orchestrator.run('Summarize "one two three four five six"')
+    assert result.status == "ok", result.message
+    assert result.steps[0].card == "slow-summary"
+    assert result.steps[0].outputs["summary"].startswith("one two three four #")
+
+
+def test_cancel_keeps_the_finished_step_and_resume_does_not_redo_it(slow_orchestrator):
+    cancel = threading.Event()
+
+    def on_event(event):
+        if event["type"] == "step_started" and event["step"] == "s1":
+            cancel.set()  # as Ctrl-C would, while s1 runs
+
+    result = slow_orchestrator.run(SLOW_REQUEST, on_event=on_event, cancel=cancel)
+    assert result.status == "cancelled"
+    assert f"runs resume {result.run_id}" in result.message
+    s1, s2 = result.steps
+    assert (s1.status, s2.status) == ("done", "waiting")
+    summary = s1.outputs["summary"]
+    assert result.spent["calls"] == 1
+    assert not result.artifacts
+
+    resumed = slow_orchestrator.resume(result.run_id)
+    assert resumed.status == "ok", resumed.message
+    assert resumed.steps[0].outputs["summary"] == summary  # kept, not computed again
+    assert resumed.spent["calls"] == 2
+    assert Path(resumed.artifacts[0]).is_file()
+
+
+def test_a_cancelled_turn_leaves_the_session_usable(slow_orchestrator):
+    session = ChatSession(slow_orchestrator, Budget(usd=Decimal("1")))
+    cancel = threading.Event()
+    cancel.set()  # cancelled before anything ran
+    first = session.send(SLOW_REQUEST, cancel=cancel)
+    assert first.status == "cancelled"
+    assert first.spent["calls"] == 0
+    second = session.send('Summarize "alpha beta gamma delta epsilon"')
+    assert second.status == "ok"
+    assert [t.status for t in session.conversation.turns] == ["cancelled", "ok"]
+    assert session.spent_usd == Decimal(second.spent["usd"]) > 0
