@@ -36,7 +36,8 @@ def test_the_one_text_a_turn_made_is_what_it_refers_to():
 def test_a_request_with_its_own_input_is_left_alone():
     turn = Turn("Transcribe x.wav", "Transcript: hello.", texts=["hello"])
     conversation = Conversation(turns=[turn])
-    assert conversation.inputs_for('Is "I hate rain" negative?') == ('Is "I hate rain" negative?', [])
+    own = 'Is "I hate rain" negative?'
+    assert conversation.inputs_for(own) == (own, [])
     assert conversation.inputs_for("Read y.wav again")[0] == "Read y.wav again"
 
 

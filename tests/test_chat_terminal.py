@@ -15,6 +15,7 @@ import pytest
 from _chat_tools import write_slow_cards
 from conftest import ARTIFACTS
 
+
 class Terminal:
     """One tmux session running a command; keys in, screen text out."""
 
