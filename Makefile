@@ -9,9 +9,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system:
 	command -v bwrap >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq bubblewrap; }
 
-# The tests drive the terminal chat in tmux.
+# The tests drive the terminal chat in tmux and the web chat page in Debian's Chromium.
 system-test: system
-	command -v tmux >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tmux; }
+	command -v tmux >/dev/null && command -v chromium >/dev/null || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tmux chromium; }
 
 install: system
 	python3 -m venv $(VENV)

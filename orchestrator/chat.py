@@ -45,6 +45,12 @@ _REFERENCE = re.compile(
     re.IGNORECASE,
 )
 _QUOTE = re.compile(r"[\"“”]")
+_OWN_TEXT = re.compile(
+    r"[\"“][^\"”]+[\"”]"  # a quoted text
+    r"|(?<!\w)'[^']+'(?!\w)"  # a single-quoted text
+    r"|:\s*\S+(?:\s+\S+){2,}"  # a colon and then at least three words: "read this: ..."
+)
+_NO_RESULT = ("rejected", "unservable", "failed")
 _MAX_QUOTED_CHARS = 2000
 
 
@@ -91,7 +97,7 @@ class Conversation:
             raise UserError("the request is empty: say what you want done")
         attached = [Path(f).resolve() for f in [*self.pending, *files]]
         text = self._full_paths(text)
-        own_input = bool(attached or mentioned_files(text) or _QUOTE.search(text))
+        own_input = bool(attached or mentioned_files(text) or _OWN_TEXT.search(text))
         last = self._last_with_results()
         if last is not None and not own_input and _REFERENCE.search(text):
             attached.extend(last.files)
@@ -125,21 +131,31 @@ class Conversation:
 
     @classmethod
     def from_messages(
-        cls, messages: Iterable[dict[str, Any]], files_root: Path
+        cls,
+        messages: Iterable[dict[str, Any]],
+        files_root: Path,
+        attachments: Callable[[int], list[Path]] | None = None,
     ) -> tuple[Conversation, str]:
         """Earlier turns rebuilt from OpenAI chat messages, and the last user request.
 
         Produced files are recognised by their links (:data:`FILE_LINK`) in assistant messages
-        and kept only if they exist under ``files_root``; system messages are ignored.
+        and kept only if they exist under ``files_root``; files attached to an earlier user
+        message come from ``attachments(index)`` (the caller decodes the message's parts).
+        System messages are ignored.
         """
         conversation = cls()
         request: str | None = None
-        for message in messages:
+        given: list[Path] = []
+        listed = list(messages)
+        last_user = max((i for i, m in enumerate(listed) if m.get("role") == "user"), default=-1)
+        for index, message in enumerate(listed):
             role, content = message.get("role"), _text_of(message.get("content"))
             if role == "user":
                 if request is not None:
-                    conversation.turns.append(Turn(request=request, answer=""))
+                    conversation.turns.append(Turn(request=request, answer="", files=given))
                 request = content
+                earlier = attachments is not None and index != last_user
+                given = list(attachments(index)) if earlier else []
             elif role == "assistant" and request is not None:
                 files = [
                     path
@@ -148,9 +164,9 @@ class Conversation:
                     and path.is_relative_to(files_root.resolve())
                 ]
                 conversation.turns.append(
-                    Turn(request=request, answer=FILE_LINK.sub("", content), files=files)
+                    Turn(request=request, answer=FILE_LINK.sub("", content), files=given + files)
                 )
-                request = None
+                request, given = None, []
         if request is None:
             raise UserError("the last message must be the user's request")
         return conversation, request
@@ -164,7 +180,7 @@ class Conversation:
 
     def _last_with_results(self) -> Turn | None:
         for turn in reversed(self.turns):
-            if turn.files or turn.answer.strip():
+            if turn.status not in _NO_RESULT and (turn.files or turn.answer.strip()):
                 return turn
         return None
 

@@ -18,6 +18,7 @@ from orchestrator.config import Config
 from orchestrator.errors import CardError, UserError
 from orchestrator.runs_cli import runs_app as _runs_app
 from orchestrator.sandbox.cli import sandbox_app
+from orchestrator.server import serve_command
 from orchestrator.zoo import Zoo, builtin_cards_dir, validate_paths
 
 __all__ = ["app"]
@@ -35,6 +36,7 @@ app.command("profile")(cli_selection.profile_command)
 cards_app.command("new")(cli_selection.cards_new)
 app.add_typer(_runs_app, name="runs")
 app.add_typer(sandbox_app, name="sandbox")
+app.command("serve")(serve_command)
 app.command("chat")(chat_command)
 
 console = Console()

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestrator.budget import Budget
 from orchestrator.errors import ConfigError
 
-__all__ = ["BudgetConfig", "Config", "LlmConfig", "SandboxConfig"]
+__all__ = ["BudgetConfig", "Config", "LlmConfig", "SandboxConfig", "ServerConfig"]
 
 
 class BudgetConfig(BaseModel):
@@ -73,6 +73,26 @@ class LlmConfig(BaseModel):
         return bool(self.base_url)
 
 
+class ServerConfig(BaseModel):
+    """The HTTP server of ``orchestrator serve`` (OpenAI-compatible API and web chat page)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8080, ge=0, le=65535)
+    api_key: str | None = Field(
+        default=None, description="required key; prefer api_key_env (keeps it out of the file)"
+    )
+    api_key_env: str = Field(default="ORCHESTRATOR_API_KEY", description="variable holding the key")
+    max_upload_bytes: int = Field(default=20_000_000, ge=1_000, description="per attached file")
+    max_concurrent_runs: int = Field(default=4, ge=1, description="runs executing at once")
+    max_queued_runs: int = Field(default=256, ge=0, description="runs waiting; more get a 429")
+
+    def key(self) -> str | None:
+        """The API key clients must send: ``api_key``, else the variable ``api_key_env``."""
+        return self.api_key or os.environ.get(self.api_key_env) or None
+
+
 class Config(BaseModel):
     """Everything the orchestrator reads from configuration."""
 
@@ -92,6 +112,7 @@ class Config(BaseModel):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:

@@ -173,3 +173,37 @@ def test_a_cancelled_turn_leaves_the_session_usable(slow_orchestrator):
     assert second.status == "ok"
     assert [t.status for t in session.conversation.turns] == ["cancelled", "ok"]
     assert session.spent_usd == Decimal(second.spent["usd"]) > 0
+
+
+def test_text_given_in_the_request_is_its_own_input():
+    turn = Turn("Transcribe x.wav", "Transcript: hello.", texts=["hello"])
+    conversation = Conversation(turns=[turn])
+    for own in ("Read this aloud: I love this sunny day", "Read 'good morning' aloud"):
+        assert conversation.inputs_for(own) == (own, [])
+
+
+def test_a_turn_that_made_nothing_is_not_what_it_refers_to():
+    done = Turn("Transcribe x.wav", "Transcript: hello.", texts=["hello"])
+    rejected = Turn("Describe it", "This needs an image input.", status="rejected")
+    prompt, _ = Conversation(turns=[done, rejected]).inputs_for("Is it positive?")
+    assert prompt == 'Is it positive?: "hello"'
+
+
+def test_files_attached_to_earlier_messages_are_remembered(tmp_path):
+    image = tmp_path / "scan.png"
+    image.write_bytes(b"png")
+    messages = [
+        {"role": "user", "content": "What text is in the image?"},
+        {"role": "assistant", "content": "Text in image: Guten Morgen."},
+        {"role": "user", "content": "Show me that image again"},
+    ]
+    asked = []
+
+    def attachments(index):
+        asked.append(index)
+        return [image] if index == 0 else []
+
+    conversation, request = Conversation.from_messages(messages, tmp_path, attachments)
+    assert asked == [0]  # the last message's files are the caller's own business
+    assert conversation.turns[0].files == [image]
+    assert conversation.inputs_for(request)[1] == [image]

@@ -1,0 +1,202 @@
+"""Files in and out of ``orchestrator serve``: what is accepted, where it is kept, how it is served.
+
+Accepted inputs are images (PNG, JPEG, GIF, BMP, WebP) and audio (WAV, MP3, FLAC, Ogg), each at
+most ``max_upload_bytes``; the type is read from the file's first bytes, not from its name or a
+declared content type, and the stored file gets the matching extension. Uploads
+(``POST /v1/files``) are kept under ``RUNS/uploads/file-ID/``; files attached inline to a
+message are written into the run's own folder ``RUNS/RUN_ID/inputs/``. Produced files are served
+from ``GET /v1/files/RUN_ID/NAME`` (only media files inside that run's folder).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator._server_api import RequestRejected
+
+__all__ = [
+    "ACCEPTED",
+    "MEDIA_TYPES",
+    "FileKind",
+    "UploadStore",
+    "decode_base64",
+    "decode_data_url",
+    "produced_file",
+    "sniff",
+    "store_input",
+]
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """A file type this server accepts."""
+
+    io_type: str  # "image" or "audio"
+    ext: str
+    mime: str
+
+
+def _is_mp3(head: bytes) -> bool:
+    return head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+
+
+_SIGNATURES: list[tuple[FileKind, object]] = [
+    (FileKind("image", "png", "image/png"), lambda h: h.startswith(b"\x89PNG\r\n\x1a\n")),
+    (FileKind("image", "jpg", "image/jpeg"), lambda h: h.startswith(b"\xff\xd8\xff")),
+    (FileKind("image", "gif", "image/gif"), lambda h: h[:6] in (b"GIF87a", b"GIF89a")),
+    (FileKind("image", "bmp", "image/bmp"), lambda h: h.startswith(b"BM")),
+    (FileKind("image", "webp", "image/webp"), lambda h: h[:4] == b"RIFF" and h[8:12] == b"WEBP"),
+    (FileKind("audio", "wav", "audio/wav"), lambda h: h[:4] == b"RIFF" and h[8:12] == b"WAVE"),
+    (FileKind("audio", "flac", "audio/flac"), lambda h: h.startswith(b"fLaC")),
+    (FileKind("audio", "ogg", "audio/ogg"), lambda h: h.startswith(b"OggS")),
+    (FileKind("audio", "mp3", "audio/mpeg"), _is_mp3),
+]
+
+ACCEPTED = "PNG, JPEG, GIF, BMP, WebP images and WAV, MP3, FLAC, Ogg audio"
+
+# What GET /v1/files serves, by extension (produced files and inputs).
+MEDIA_TYPES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "bmp": "image/bmp",
+    "webp": "image/webp",
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+    "flac": "audio/flac",
+    "ogg": "audio/ogg",
+    "txt": "text/plain",
+    "json": "application/json",
+}
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
+_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,(.*)$", re.S)
+
+
+def sniff(data: bytes) -> FileKind | None:
+    """The accepted type of ``data`` by its first bytes, or None."""
+    head = data[:16]
+    for kind, test in _SIGNATURES:
+        if test(head):  # type: ignore[operator]
+            return kind
+    return None
+
+
+def decode_base64(text: str, param: str) -> bytes:
+    """Base64 (standard alphabet, padding optional); bad input is a 400 naming ``param``."""
+    cleaned = "".join(text.split())
+    try:
+        return base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RequestRejected(400, f"{param} is not valid base64: {exc}", param=param) from exc
+
+
+def decode_data_url(url: str, param: str) -> bytes:
+    """The bytes of a ``data:...;base64,...`` URL; other URLs are a 400 saying what to send."""
+    if url.startswith(("http://", "https://")):
+        raise RequestRejected(
+            400,
+            f"{param}: this server does not fetch URLs (it may be offline); send the file as a "
+            "data: URL (data:image/png;base64,...) or upload it with POST /v1/files",
+            param=param,
+            code="url_not_supported",
+        )
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise RequestRejected(
+            400, f"{param} must be a base64 data: URL like data:image/png;base64,...", param=param
+        )
+    return decode_base64(match.group(3), param)
+
+
+def _safe_name(filename: str | None, kind: FileKind) -> str:
+    stem = Path(filename or "").stem if filename else ""
+    stem = re.sub(r"[^\w.-]+", "_", stem).strip("._")[:60] or kind.io_type
+    return f"{stem}.{kind.ext}"
+
+
+def checked_kind(data: bytes, limit: int, what: str, param: str | None) -> FileKind:
+    """The type of an attached file; too big (413) or not an accepted type (415) is refused."""
+    if len(data) > limit:
+        raise RequestRejected(
+            413,
+            f"{what} is {len(data) / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB per file",
+            param=param,
+            code="file_too_large",
+        )
+    if not data:
+        raise RequestRejected(400, f"{what} is empty", param=param, code="empty_file")
+    kind = sniff(data)
+    if kind is None:
+        raise RequestRejected(
+            415,
+            f"{what} is not a file type this server accepts ({ACCEPTED})",
+            param=param,
+            code="unsupported_file_type",
+        )
+    return kind
+
+
+def store_input(
+    data: bytes, filename: str | None, folder: Path, *, limit: int, param: str | None = None
+) -> Path:
+    """Check an attached file and write it into ``folder`` under a safe, unused name."""
+    what = f"the attached file '{filename}'" if filename else "the attached file"
+    if param:
+        what += f" ({param})"
+    kind = checked_kind(data, limit, what, param)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = _safe_name(filename, kind)
+    path = folder / name
+    count = 1
+    while path.exists():
+        count += 1
+        path = folder / f"{Path(name).stem}-{count}.{kind.ext}"
+    path.write_bytes(data)
+    return path
+
+
+class UploadStore:
+    """Files uploaded with ``POST /v1/files``, kept as ``ROOT/file-ID/NAME``."""
+
+    def __init__(self, root: Path, limit: int) -> None:
+        self.root = root
+        self.limit = limit
+
+    def save(self, data: bytes, filename: str | None) -> tuple[str, Path]:
+        """Check and keep one upload; return its id and path."""
+        file_id = f"file-{uuid.uuid4().hex[:24]}"
+        path = store_input(data, filename, self.root / file_id, limit=self.limit, param="file")
+        return file_id, path
+
+    def path(self, file_id: str, param: str) -> Path:
+        """The stored file of ``file_id``; an unknown id is a 404."""
+        folder = self.root / file_id if _FILE_ID.match(file_id) else None
+        files = sorted(folder.iterdir()) if folder is not None and folder.is_dir() else []
+        if not files:
+            raise RequestRejected(
+                404, f"no uploaded file with id '{file_id}'", param=param, code="file_not_found"
+            )
+        return files[0]
+
+
+def produced_file(runs_dir: Path, run_id: str, name: str) -> Path:
+    """A media file inside a run's folder (``name`` may be ``inputs/x.png``); else a 404."""
+    missing = RequestRejected(
+        404, f"no file '{name}' in run '{run_id}'", type_="not_found_error", code="file_not_found"
+    )
+    if not _RUN_ID.match(run_id) or run_id == "uploads":
+        raise missing
+    folder = (runs_dir / run_id).resolve()
+    path = (folder / name).resolve()
+    ext = path.suffix.lstrip(".").lower()
+    if not path.is_relative_to(folder) or ext not in MEDIA_TYPES or not path.is_file():
+        raise missing
+    return path
