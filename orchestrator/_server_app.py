@@ -17,10 +17,8 @@ from typing import Annotated, Any
 
 import fastapi
 from fastapi import File, Form, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException
 
 from orchestrator._server_api import (
     AudioPart,
@@ -41,7 +39,7 @@ from orchestrator._server_guard import Guard
 from orchestrator._server_runs import LiveRun, RunJob, RunService
 from orchestrator.config import Config
 from orchestrator.errors import UserError
-from orchestrator.llm_server import _validation_message
+from orchestrator.llm_server import install_error_handlers
 from orchestrator.zoo import Zoo
 
 __all__ = ["build_app"]
@@ -301,20 +299,7 @@ async def _stream(
 
 
 def _install_error_handlers(app: Any) -> None:
-    @app.exception_handler(RequestRejected)
-    def _rejected(_request: Any, exc: RequestRejected) -> Any:
-        return JSONResponse(exc.body, status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    def _invalid(_request: Any, exc: RequestValidationError) -> Any:
-        message, param = _validation_message(exc.errors())
-        return JSONResponse(error_body(message, param=param), status_code=400)
-
-    @app.exception_handler(HTTPException)
-    def _http(_request: Any, exc: HTTPException) -> Any:
-        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        body = error_body(str(exc.detail), kind)
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    install_error_handlers(app)
 
     @app.exception_handler(Exception)
     def _bug(_request: Any, exc: Exception) -> Any:

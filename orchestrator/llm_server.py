@@ -353,9 +353,7 @@ class _ChatModel:
 def create_app(card: ToolCard) -> Any:
     """Load ``card``'s model in this process and return the FastAPI app that serves it."""
     fastapi = _require("fastapi")
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.exceptions import HTTPException
+    from fastapi.responses import StreamingResponse
 
     if card.task not in SERVABLE_TASKS:
         raise NotServable(
@@ -371,22 +369,7 @@ def create_app(card: ToolCard) -> Any:
     model_entry = {"id": card.name, "object": "model", "created": created, "owned_by": "local"}
 
     app = fastapi.FastAPI(title=f"orchestrator LLM server: {card.name}")
-
-    @app.exception_handler(RequestRejected)
-    def _rejected(_request: Any, exc: RequestRejected) -> Any:
-        return JSONResponse(exc.body, status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    def _invalid(_request: Any, exc: RequestValidationError) -> Any:
-        message, param = _validation_message(exc.errors())
-        body = RequestRejected(400, message, param=param).body
-        return JSONResponse(body, status_code=400)
-
-    @app.exception_handler(HTTPException)
-    def _http(_request: Any, exc: HTTPException) -> Any:
-        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        body = RequestRejected(exc.status_code, str(exc.detail), type_=kind).body
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    install_error_handlers(app)
 
     @app.get("/v1/models")
     def list_models() -> dict[str, Any]:
@@ -424,6 +407,29 @@ def create_app(card: ToolCard) -> Any:
         }
 
     return app
+
+
+def install_error_handlers(app: Any) -> None:
+    """Answer rejected, malformed and unrouted requests with errors in OpenAI's shape."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(RequestRejected)
+    def _rejected(_request: Any, exc: RequestRejected) -> Any:
+        return JSONResponse(exc.body, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_request: Any, exc: RequestValidationError) -> Any:
+        message, param = _validation_message(exc.errors())
+        body = RequestRejected(400, message, param=param).body
+        return JSONResponse(body, status_code=400)
+
+    @app.exception_handler(HTTPException)
+    def _http(_request: Any, exc: HTTPException) -> Any:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        body = RequestRejected(exc.status_code, str(exc.detail), type_=kind).body
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 def _check_model(model_id: str, served: str) -> None:
@@ -475,6 +481,9 @@ def _stream_events(
     yield "data: [DONE]\n\n"
 
 
+_NOT_AN_OBJECT = ("dict_type", "model_attributes_type", "model_type")
+
+
 def _validation_message(errors: Any) -> tuple[str, str | None]:
     parts = []
     param = None
@@ -482,6 +491,8 @@ def _validation_message(errors: Any) -> tuple[str, str | None]:
         if error.get("type") == "json_invalid":
             detail = (error.get("ctx") or {}).get("error", "")
             return f"the request body is not valid JSON: {detail}".rstrip(": "), None
+        if tuple(error.get("loc", ())) == ("body",) and error.get("type") in _NOT_AN_OBJECT:
+            return "the request body must be a JSON object (Content-Type: application/json)", None
         loc = [str(p) for p in error.get("loc", ()) if p != "body" and not _is_type_tag(p)]
         where = ".".join(loc) or "body"
         param = param or (where if loc else None)

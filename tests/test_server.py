@@ -113,7 +113,7 @@ def test_stream_ends_with_done(server):
 _TEXT = {"role": "user", "content": "hello"}
 BAD_REQUESTS = [
     ("malformed JSON", b'{"model": "orchestrator", "messages": [', 400, "not valid JSON"),
-    ("not an object", [1, 2], 400, "valid dictionary"),
+    ("not an object", [1, 2], 400, "must be a JSON object"),
     ("missing messages", {"model": "orchestrator"}, 400, "messages: Field required"),
     ("empty messages", {"model": "orchestrator", "messages": []}, 400, "messages"),
     (
@@ -509,3 +509,14 @@ def test_which_addresses_count_as_local(host, local):
     from orchestrator.server import is_loopback
 
     assert is_loopback(host) is local
+
+
+def test_a_body_that_is_not_a_json_object_says_so(server):
+    response = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        content=b"{bad",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=60,
+    )
+    assert response.status_code == 400
+    assert "must be a JSON object" in response.json()["error"]["message"]
