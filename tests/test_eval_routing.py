@@ -72,3 +72,40 @@ def test_eval_routing_prints_one_json_object(tmp_path):
     # the cheapest setting asks one model per query; the strongest pays for more
     assert report["router"][-1]["calls_per_query"] == 1
     assert report["router"][0]["cost"] >= report["router"][-1]["cost"]
+    # the swept policy is the learned one, its options chosen by CV inside the train file,
+    # with the default policy's sweep beside it
+    assert report["policy"] == "learned"
+    assert report["learned"]["options"].keys() == {"depth", "by_label"}
+    assert len(report["learned"]["cv"]) == 4
+    assert 0 < report["default_policy"]["aiq"] <= 1
+
+
+def test_learned_tables_are_fitted_on_train_only(tmp_path):
+    from evals._routing_learned import LEARNED_WEIGHTS, choose_options, fit_tables, logged
+    from orchestrator._route_learned import replay_table
+
+    train = load_bench(write(tmp_path / "t_train.csv"))
+    data = logged(train, {m: m for m in train.models})
+    assert data.signatures[1] == ["A", "B", "B"]
+    choice = choose_options(data, folds=2, repeats=1)
+    assert set(choice["options"]) == {"depth", "by_label"}
+    assert all(-1 <= row["cv_aiq_gain"] <= 1 for row in choice["cv"])
+    # four rows: let every state be expanded
+    tables = fit_tables(data, LEARNED_WEIGHTS, {"depth": 3, "min_support": 1})
+    # ignoring cost, the table asks more models and gets more right than the cheapest setting
+    free = replay_table(tables[0], data.models, data.signatures, data.correct, data.cost)
+    dear = replay_table(tables[-1], data.models, data.signatures, data.correct, data.cost)
+    assert free[0] > dear[0] and free[1] > dear[1] == 0.75
+    # at the highest cost weight it starts with the cheapest model and stops there
+    assert tables[-1].actions["#"] == ["ask", "m-cheap"]
+    assert tables[-1].actions["m-cheap#0"] == ["accept", "m-cheap"]
+
+
+def test_knn_embeds_the_query_after_its_few_shot_examples():
+    from evals.routing import query_text
+
+    prompt = "['Q: 1+1?\\nA) 2\\nAnswer:\\nA\\n\\nQ: 2+3?\\nA) 5\\nB) 6\\nAnswer:']"
+    assert query_text(prompt) == "Q: 2+3?\nA) 5\nB) 6\nAnswer:"
+    assert query_text("Write a function to add two numbers.") == (
+        "Write a function to add two numbers."
+    )

@@ -16,7 +16,7 @@ from orchestrator.execute_inprocess import InProcessExecutor
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
-from _resume_tools import CARD, ChainPlanner  # noqa: E402
+from _resume_tools import CARD, CARD_SHARED_LOG, ChainPlanner  # noqa: E402
 
 RUN_ID = "resume-test-run"
 
@@ -132,3 +132,67 @@ def test_sigkilled_run_resumes_without_redoing_finished_steps(tmp_path):
 
     shown = _cli("runs", "show", RUN_ID, "--json", env=env)
     assert shown["status"] == "ok" and shown["answer"] == result["answer"]
+
+
+def test_sigkilled_run_resumes_through_the_worker_pool(tmp_path):
+    """The same kill and resume, with the resumed steps run by sandboxed worker processes.
+
+    The tools log into a folder the card lets them write to (a worker sees only a private copy
+    of the run folder), so the test can count executions across both parts of the run.
+    """
+    from orchestrator.execute import WorkerPoolExecutor
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    log = shared / "executions.log"
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "slow.yaml").write_text(
+        CARD_SHARED_LOG.format(sleep=0.6, log=str(log), log_dir=str(shared))
+    )
+    db = tmp_path / "store" / "checkpoints.sqlite"
+    script = SCRIPT.format(
+        tests=str(TESTS), cards=str(cards), runs=str(tmp_path / "runs"), db=str(db), run_id=RUN_ID
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        _wait_for(log, "start s3", proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = _lines(log)
+    assert [line.split()[0] for line in before] == ["start", "done", "start", "done", "start"]
+    tokens = {line.split()[1]: line.split()[2] for line in before if line.startswith("done")}
+
+    zoo = Zoo.load([cards], builtin=False)
+    executor = WorkerPoolExecutor(max_workers=1, extra_sys_path=[str(TESTS)])
+    with Orchestrator(
+        Config(runs_dir=tmp_path / "runs"),
+        zoo=zoo,
+        executor=executor,
+        planner=ChainPlanner(4),
+        checkpoint_path=db,
+    ) as orch:
+        result = orch.resume(RUN_ID).to_dict()
+
+    after = _lines(log)[len(before) :]
+    assert [line.split()[:2] for line in after] == [
+        ["start", "s3"],
+        ["done", "s3"],
+        ["start", "s4"],
+        ["done", "s4"],
+    ]
+    counts = {
+        step: sum(1 for line in before + after if line.startswith(f"done {step} "))
+        for step in ("s1", "s2", "s3", "s4")
+    }
+    assert counts == {"s1": 1, "s2": 1, "s3": 1, "s4": 1}
+    assert result["status"] == "ok"
+    outputs = {s["step"]: s["outputs"]["text"] for s in result["steps"]}
+    assert outputs["s1"] == f"s1:{tokens['s1']}" and outputs["s2"] == f"s2:{tokens['s2']}"
+    assert outputs["s4"].startswith("s4:") and outputs["s4"].split(":")[1] in after[-1]
+    assert result["spent"]["calls"] == 4
+    assert Decimal(result["spent"]["usd"]) == Decimal("0.04")
+    # the resumed steps ran in a worker process, not in this one nor in the killed run
+    pids = {int(line.split()[3]) for line in after if line.startswith("done")}
+    assert len(pids) == 1 and pids.isdisjoint({os.getpid(), proc.pid})

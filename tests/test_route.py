@@ -384,3 +384,33 @@ def test_replan_runs_the_plan_again_without_the_failed_card(tmp_path, replay_orc
     assert actions[:2] == [("start", "broken"), ("replan", "broken")]
     assert result.status == "ok" and result.steps[0].card == "strong"
     assert all(c["card"] != "broken" for c in result.steps[0].candidates)
+
+
+def test_llm_policy_calls_are_charged_to_the_run_budget(scripted_chat, replay_orchestrator):
+    chat = scripted_chat(["<route>cheap-a</route>", "<answer>1</answer>"])
+    policy = LLMPolicy(model="router", base_url=chat.url, usd_per_call=Decimal("0.001"))
+    with replay_orchestrator(policy) as orch:
+        result = orch.run("Q1 which?")
+    assert [d["action"] for d in result.decisions] == ["start", "accept"]
+    assert all(d["policy"] == "llm" for d in result.decisions)
+    # two router calls at $0.001 (plus their tokens, free here) and cheap-a's recorded $0.0001
+    assert Decimal(result.spent["usd"]) == Decimal("0.0021")
+    assert result.spent["calls"] == 3 and result.spent["tokens"] > 0
+
+
+def test_llm_policy_call_that_does_not_fit_is_not_made(scripted_chat, replay_orchestrator):
+    chat = scripted_chat(["<route>cheap-a</route>"] + ["<answer>1</answer>"] * 5)
+    policy = LLMPolicy(
+        model="router",
+        base_url=chat.url,
+        usd_per_call=Decimal("0.001"),
+        fallback=DefaultPolicy(cost_weight=0.2),
+    )
+    limit = Decimal("0.0015")
+    with replay_orchestrator(policy) as orch:
+        result = orch.run("Q1 which?", budget=Budget(usd=limit))
+    assert result.status == "ok"
+    assert Decimal(result.spent["usd"]) <= limit
+    assert len(chat.prompts) == 1  # the second router call would not fit: never sent
+    later = result.decisions[1]
+    assert later["policy"] == "llm->fallback" and "does not fit the budget" in later["reason"]
