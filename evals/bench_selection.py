@@ -2,7 +2,8 @@
 
 Builds ``--cards`` synthetic tool cards (random descriptions over a fixed vocabulary, spread over
 task types, a fifth of them with a small profile), builds the selector's index (embedding every
-card and probe through the on-disk cache), then times ``select_for_subtask`` for one subtask
+card and probe through the on-disk cache, and fitting the learned selection model of the
+candidates: task classifier and pair ranker), then times ``select_for_subtask`` for one subtask
 over many instructions: p50 and p99 in milliseconds. ``--embedder hashing`` swaps MiniLM for
 a feature-hashing embedder, to time the index without the model's embedding cost.
 """
@@ -105,7 +106,7 @@ def run_selection_bench(
     task = TASKS[0]
     started = time.perf_counter()
     candidates = [e.card for e in zoo.for_task(task)]
-    scorer.index(candidates)
+    index = scorer.index(candidates)  # fits (or reads back) the learned selection model too
     # The whole zoo's vectors too (what a zoo-wide index costs), through the same cache.
     cache.vectors([card_text(c) for c in cards])
     build_s = time.perf_counter() - started
@@ -141,6 +142,7 @@ def run_selection_bench(
         "queries": queries,
         "p50_ms": round(statistics.median(latencies), 2),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 2),
+        "learned": None if index.learned is None else index.learned.describe(),
     }
 
 

@@ -6,8 +6,11 @@ is ranked against the whole zoo by the project's selector (no task type given: i
 
 Profile evidence is learned by cross-validation: the queries are split into folds; for each fold
 the instructions of the *other* folds become probes (score 1) in the profile of their gold card,
-and the fold's own instructions are scored. The figures are therefore held-out. ``--folds 0``
-scores with no probes at all (cards' own text only); that figure is printed as "zero_shot".
+and the fold's own instructions are scored. The selector fits its learned parts (task classifier
+and pair ranker, :mod:`orchestrator._select_learn`) on that zoo, i.e. on the cards' own text and
+the other folds' instructions only, so every figure is held-out ("protocol" in the JSON).
+``--folds 0`` scores with no probes at all (the model learns from the cards' own text only);
+that figure is printed as "zero_shot".
 
 Two baselines run in the same pass: "bm25" (Okapi BM25 over domain, functionality, api_name and
 description) and "embedding" (cosine of MiniLM embeddings of the same text).
@@ -135,8 +138,13 @@ def _with_probes(imported: list[ImportedCard], queries: list[Query]) -> list[Any
 
 
 def _selector_ranks(
-    imported: list[ImportedCard], queries: list[Query], folds: int, scorer: CapabilityScorer
+    imported: list[ImportedCard],
+    queries: list[Query],
+    folds: int,
+    scorer: CapabilityScorer,
+    learned: list[dict[str, object]] | None = None,
 ) -> list[list[int]]:
+    """Top-5 rows per query; with ``folds`` > 1 each fold is ranked by a zoo of the others."""
     row_of = {item.card.name: i for i, item in enumerate(imported)}
     ranked: list[list[int]] = [[] for _ in queries]
     groups = range(max(folds, 1))
@@ -147,6 +155,9 @@ def _selector_ranks(
         for i in test:
             top = rank_open(queries[i].instruction, zoo, scorer, k=5)
             ranked[i] = [row_of[c.card.name] for c in top]
+        model = scorer.index([e.card for e in zoo]).learned
+        if learned is not None and model is not None:
+            learned.append(model.describe())
     return ranked
 
 
@@ -171,9 +182,19 @@ def run_selection_eval(
     cache = EmbeddingCache(embedder or default_embedder(), cache_path) if embed else None
     scorer = CapabilityScorer(embed=embed, cache=cache)
     result: dict[str, Any] = {"zoo": len(imported), "folds": folds}
+    result["protocol"] = (
+        f"{folds}-fold cross-validated: each query is ranked by a selector whose probes and "
+        "learned model come from the cards' own text and the other folds' queries only"
+        if folds > 1
+        else "zero-shot: cards' own text only"
+    )
     if cache is not None:
         result["embedder"] = cache.embedder.name
-    result.update(_metrics(_selector_ranks(imported, queries, folds, scorer), queries, imported))
+    learned: list[dict[str, object]] = []
+    ranks = _selector_ranks(imported, queries, folds, scorer, learned)
+    result.update(_metrics(ranks, queries, imported))
+    if learned:
+        result["learned"] = learned
     result["zero_shot"] = _metrics(_selector_ranks(imported, queries, 0, scorer), queries, imported)
 
     texts = [_baseline_text(r) for r in records]
@@ -215,6 +236,7 @@ def selection_command(
     if as_json:
         typer.echo(json.dumps(result))
         return
+    typer.echo(f"protocol: {result['protocol']}")
     for name in ("selector", "zero_shot", "bm25", "embedding"):
         row = result if name == "selector" else result.get(name)
         if row:

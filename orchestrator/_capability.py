@@ -13,12 +13,16 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from orchestrator._embed import EmbeddingCache
 from orchestrator._text import tokens
 from orchestrator.cards import ToolCard
+
+if TYPE_CHECKING:
+    from orchestrator._select_learn import SelectionModel
 
 __all__ = ["CardIndex", "InstructionScores", "card_text"]
 
@@ -40,6 +44,10 @@ class InstructionScores:
     profiled: np.ndarray  # bool: the card has probes
     task_fit: np.ndarray
     query_terms: list[str]
+    dense: np.ndarray | None = None  # embedding cosine to each card's text (None: no embedder)
+    lexical: np.ndarray | None = None  # TF-IDF cosine to each card's text
+    query_vector: np.ndarray | None = None
+    task_vote: np.ndarray | None = None  # the similarity vote for each card's task
 
 
 class _Tfidf:
@@ -123,6 +131,7 @@ class CardIndex:
                 probe_rows.append(row)
                 probe_texts.append(probe.instruction)
                 probe_scores.append(probe.score)
+        self.probe_texts: list[str] = probe_texts
         self.probe_row = np.array(probe_rows, dtype=np.int64)
         self.probe_score = np.array(probe_scores, dtype=np.float32)
         self.profiled = np.zeros(len(self.cards), dtype=bool)
@@ -131,56 +140,74 @@ class CardIndex:
         self.run_starts = np.asarray(starts, dtype=np.int64)
         self.run_rows = self.probe_row[self.run_starts] if probe_rows else self.probe_row
         texts = [card_text(c) for c in self.cards]
+        self.texts = texts
         self.tfidf = _Tfidf(texts)
         self.probe_tfidf = _Tfidf(probe_texts) if probe_texts else None
         self.static_parts: tuple[np.ndarray, np.ndarray] | None = None  # set by the scorer
+        self.learned: SelectionModel | None = None  # set by the scorer when it learns
         self.card_vecs: np.ndarray | None = None
         self.probe_vecs: np.ndarray | None = None
         if cache is not None:
             self.card_vecs = cache.vectors(texts)
             self.probe_vecs = cache.vectors(probe_texts)
 
-    def _semantic(
-        self, instruction: str, terms: list[str]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(description match, card similarity, probe similarity) for the instruction."""
-        lexical = self.tfidf.similarities(terms)
+    def probe_similarity(self, query: np.ndarray | None, terms: list[str]) -> np.ndarray:
+        """Similarity of an instruction to every probe (TF-IDF, averaged with embeddings)."""
         probe_lex = (
             self.probe_tfidf.similarities(terms)
             if self.probe_tfidf is not None
             else np.zeros(0, dtype=np.float32)
         )
-        if self.cache is None or self.card_vecs is None or self.probe_vecs is None:
-            return lexical, lexical, probe_lex
-        query = self.cache.query_vector(instruction)
-        dense = _matvec(self.card_vecs, query)
-        probe_dense = _matvec(self.probe_vecs, query) if len(self.probe_vecs) else probe_lex
-        dense = np.clip(dense, 0, 1)
-        probe_sim = np.clip(0.5 * probe_dense + 0.5 * probe_lex, 0, 1)
-        return np.clip(0.5 * dense + 0.5 * lexical, 0, 1), dense, probe_sim
+        if query is None or self.probe_vecs is None or not len(self.probe_vecs):
+            return probe_lex
+        probe_dense = _matvec(self.probe_vecs, query)
+        return np.clip(0.5 * probe_dense + 0.5 * probe_lex, 0, 1).astype(np.float32)
+
+    def evidence(self, probe_sim: np.ndarray) -> np.ndarray:
+        """Per-card probe evidence: closeness of the nearest probe times the scores near it."""
+        n = len(self.cards)
+        if not len(probe_sim):
+            return np.zeros(n, dtype=np.float32)
+        # Applicability: the closest probe; trust: the scores of the probes near it.
+        # Probes are stored card by card, so each card's probes are one contiguous run.
+        best = np.zeros(n, dtype=np.float32)
+        best[self.run_rows] = np.maximum.reduceat(probe_sim, self.run_starts)
+        weights = np.exp((probe_sim - best[self.probe_row]) / PROBE_TEMPERATURE)
+        total = np.bincount(self.probe_row, weights=weights, minlength=n)
+        scored = np.bincount(self.probe_row, weights=weights * self.probe_score, minlength=n)
+        trust = np.divide(scored, total, out=np.zeros(n), where=total > 0)
+        return (best * trust).astype(np.float32)
 
     def scores(self, instruction: str) -> InstructionScores:
         """Per-card description match, probe evidence and task fit for ``instruction``."""
         terms = tokens(instruction)
-        description, card_sim, probe_sim = self._semantic(instruction, terms)
-        n = len(self.cards)
-        evidence = np.zeros(n, dtype=np.float32)
-        if len(probe_sim):
-            # Applicability: the closest probe; trust: the scores of the probes near it.
-            # Probes are stored card by card, so each card's probes are one contiguous run.
-            best = np.zeros(n, dtype=np.float32)
-            best[self.run_rows] = np.maximum.reduceat(probe_sim, self.run_starts)
-            weights = np.exp((probe_sim - best[self.probe_row]) / PROBE_TEMPERATURE)
-            total = np.bincount(self.probe_row, weights=weights, minlength=n)
-            scored = np.bincount(self.probe_row, weights=weights * self.probe_score, minlength=n)
-            trust = np.divide(scored, total, out=np.zeros(n), where=total > 0)
-            evidence = (best * trust).astype(np.float32)
+        lexical = self.tfidf.similarities(terms)
+        query = dense = None
+        if self.cache is not None and self.card_vecs is not None:
+            query = self.cache.query_vector(instruction)
+            dense = np.clip(_matvec(self.card_vecs, query), 0, 1)
+        probe_sim = self.probe_similarity(query, terms)
+        card_sim = lexical if dense is None else dense
+        description = lexical if dense is None else np.clip(0.5 * dense + 0.5 * lexical, 0, 1)
+        vote = self.task_vote(card_sim, probe_sim)
         return InstructionScores(
-            description, evidence, self.profiled, self._task_fit(card_sim, probe_sim), terms
+            description,
+            self.evidence(probe_sim),
+            self.profiled,
+            vote,
+            terms,
+            dense=dense,
+            lexical=lexical,
+            query_vector=query,
+            task_vote=vote,
         )
 
-    def _task_fit(self, card_sim: np.ndarray, probe_sim: np.ndarray) -> np.ndarray:
-        """P(task | instruction) by a similarity-weighted vote of cards and passed probes."""
+    def task_vote(self, card_sim: np.ndarray, probe_sim: np.ndarray) -> np.ndarray:
+        """P(task | instruction) by a similarity-weighted vote of cards and passed probes.
+
+        Per card (its task's share of the vote). A probe with similarity below zero (masked out)
+        has no say.
+        """
         if len(self.tasks) == 1:
             return np.ones(len(self.cards), dtype=np.float32)
         sims = np.concatenate([card_sim, probe_sim])

@@ -19,6 +19,13 @@ import numpy as np
 
 from orchestrator._capability import CardIndex, InstructionScores
 from orchestrator._embed import EmbeddingCache, default_embedder
+from orchestrator._select_learn import (
+    FEATURES,
+    SelectionModel,
+    fit_selection_model,
+    model_digest,
+    pair_features,
+)
 from orchestrator.budget import expected_cost
 from orchestrator.cards import ToolCard
 from orchestrator.plan import ComposeArg, Plan, RefArg, Subtask
@@ -56,15 +63,20 @@ class ScoreParts:
     evidence: float | None = None
     task_fit: float = 1.0
     availability: float = 1.0
+    learned: dict[str, float] | None = None  # the learned ranker's terms, when it ranked
 
     def explain(self) -> str:
         words = f" (matched: {', '.join(self.matched[:4])})" if self.matched else ""
         evidence = "unprofiled" if self.evidence is None else f"{self.evidence:.2f}"
+        ranker = ""
+        if self.learned:
+            terms = ", ".join(f"{k} {v:+.2f}" for k, v in self.learned.items())
+            ranker = f"; learned ranker: {terms}"
         return (
             f"score {self.total:.2f} = relevance {self.relevance:.2f}{words}, "
             f"probe evidence {evidence}, task fit {self.task_fit:.2f}, "
             f"quality {self.quality:.2f}, availability {self.availability:.2f}, "
-            f"cost {self.cost:.2f}"
+            f"cost {self.cost:.2f}{ranker}"
         )
 
     def as_dict(self) -> dict[str, float | None]:
@@ -97,6 +109,12 @@ class CapabilityScorer:
     ``strength`` (times 0.4) in place of the evidence. Similarity is TF-IDF; MiniLM embeddings
     are added when the candidates number ``embed_min_cards`` or more (or ``embed`` is true), so
     small zoos never load the embedding model.
+
+    With embeddings (and ``learn`` not false) the card set is also fitted with a
+    :class:`~orchestrator._select_learn.SelectionModel`, saved next to the embedding cache: a
+    task classifier learned from the cards' own text and their passed probes gives the task fit,
+    and a pair ranker learned from the probes weighs task fit, embedding and TF-IDF match and
+    probe evidence in place of the fixed weights (its terms are listed in each card's ``why``).
     """
 
     w_relevance: float = 0.35
@@ -109,6 +127,8 @@ class CapabilityScorer:
     embed: bool | None = None
     embed_min_cards: int = 200
     cache: EmbeddingCache | None = None
+    learn: bool | None = None  # None: learn whenever embeddings are used
+    w_ranked: float = 0.9  # weight of the learned ranker's probability in the total
     _indexes: dict[tuple[int, ...], CardIndex] = field(default_factory=dict, repr=False)
 
     def _uses_embeddings(self, n_cards: int) -> bool:
@@ -127,7 +147,21 @@ class CapabilityScorer:
             if len(self._indexes) > 8:
                 self._indexes.clear()
             found = self._indexes[key] = CardIndex(cards, cache)
+            if cache is not None and self.learn is not False:
+                found.learned = self._learned_model(found, cache)
         return found
+
+    def _learned_model(self, index: CardIndex, cache: EmbeddingCache) -> SelectionModel:
+        """The selection model of ``index``: read back from disk, or fitted now and saved."""
+        name = cache.embedder.name
+        digest = model_digest(name, index.texts, index)
+        assert cache.path is not None
+        path = cache.path.parent / "selection" / f"{digest}.npz"
+        model = SelectionModel.load(path)
+        if model is None or model.digest != digest:
+            model = fit_selection_model(index, name, digest)
+            model.save(path)
+        return model
 
     def score(
         self,
@@ -163,7 +197,14 @@ class CapabilityScorer:
         index = self.index(cards)
         evidence = index.scores(subtask.instruction)
         quality, cheap = self._static(index)
-        totals = self._totals(evidence, quality, cheap, available)
+        model: SelectionModel | None = getattr(index, "learned", None)
+        learned_terms: np.ndarray | None = None
+        if model is not None and evidence.query_vector is not None:
+            evidence.task_fit = model.task_probs(evidence.query_vector)[index.card_task]
+            learned_terms = self._learned_terms(model, evidence)
+            totals = self._learned_totals(learned_terms, model, cheap, available)
+        else:
+            totals = self._totals(evidence, quality, cheap, available)
         if k is None:
             rows = range(len(cards))
         else:
@@ -186,9 +227,30 @@ class CapabilityScorer:
                 evidence=float(evidence.evidence[row]) if profiled else None,
                 task_fit=float(evidence.task_fit[row]),
                 availability=1.0 if available is None else float(bool(available[row])),
+                learned=None if learned_terms is None else _terms(learned_terms[row]),
             )
             out.append((row, parts))
         return out
+
+    @staticmethod
+    def _learned_terms(model: SelectionModel, ev: InstructionScores) -> np.ndarray:
+        """Per card, each feature times its learned weight (columns as in FEATURES)."""
+        assert ev.dense is not None and ev.lexical is not None
+        assert ev.task_vote is not None
+        features = pair_features(ev.task_fit, ev.task_vote, ev.dense, ev.lexical, ev.evidence)
+        return features * model.rank_weights.astype(np.float32)
+
+    def _learned_totals(
+        self,
+        terms: np.ndarray,
+        model: SelectionModel,
+        cheap: np.ndarray,
+        available: Sequence[bool] | None,
+    ) -> np.ndarray:
+        logits = terms.sum(axis=1) + np.float32(model.rank_bias)
+        ranked = 1 / (1 + np.exp(-np.clip(logits, -30, 30)))
+        avail = 1.0 if available is None else np.array(available, dtype=np.float32)
+        return self.w_ranked * ranked + self.w_availability * avail + self.w_cost * cheap
 
     def _static(self, index: CardIndex) -> tuple[np.ndarray, np.ndarray]:
         """Per-card quality and cheapness, computed once per index."""
@@ -222,6 +284,10 @@ class CapabilityScorer:
 
 
 EvidenceScorer = CapabilityScorer  # the former name of the default scorer
+
+
+def _terms(row: np.ndarray) -> dict[str, float]:
+    return {name: round(float(v), 4) for name, v in zip(FEATURES, row, strict=True)}
 
 
 def _quality(card: ToolCard) -> float:

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from evals.selection import bm25_scores, read_queries, run_selection_eval
 from orchestrator._embed import HashingEmbedder
+from orchestrator._select_learn import FEATURES
 
 API = [
     (
@@ -101,6 +102,10 @@ def test_eval_reports_selector_and_both_baselines(tmp_path):
     # Six distinct, well-described models: the selector finds most of them.
     assert result["top5"] == 1.0
     assert result["top1"] >= 0.75 and result["domain_at_1"] >= 0.75
+    # Held-out by construction, and the learned model of each fold is reported.
+    assert result["protocol"].startswith("2-fold cross-validated")
+    assert len(result["learned"]) == 2
+    assert all(set(m["rank_weights"]) == set(FEATURES) for m in result["learned"])
 
 
 def test_eval_command_prints_one_json_object(tmp_path):
@@ -127,3 +132,4 @@ def test_selection_bench_on_a_small_synthetic_zoo(tmp_path):
     assert result["cards"] == 400 and result["candidates_per_subtask"] == 20
     assert result["embedded_texts"] >= 400  # cards and probes, each embedded once
     assert 0 < result["p50_ms"] <= result["p99_ms"] < 5000
+    assert result["learned"] is not None  # the timed selections went through the learned model

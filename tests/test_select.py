@@ -210,6 +210,8 @@ def test_large_zoo_keeps_the_best_candidates_only(tmp_path):
     assert selection.candidates[0].card.name == "langid-x"
     totals = [c.parts.total for c in selection.candidates]
     assert totals == sorted(totals, reverse=True)
-    assert scorer.cache is not None and scorer.cache.embedded_count == 401  # embedded once
+    # Each card's text, and its description alone (for the learned task classifier), once.
+    assert scorer.cache is not None and scorer.cache.embedded_count == 2 * 401
+    assert selection.candidates[0].parts.learned is not None  # embeddings on: the model ranks
     select_for_subtask(p, p.subtasks[0], zoo, scorer)
-    assert scorer.cache.embedded_count == 401
+    assert scorer.cache.embedded_count == 2 * 401
