@@ -30,6 +30,7 @@ from typing import Any
 from orchestrator.budget import Budget
 from orchestrator.errors import UserError
 from orchestrator.run import Orchestrator, RunResult
+from orchestrator.tasks import task_type
 from planners.embedded import mentioned_files
 
 __all__ = ["ChatSession", "Conversation", "Turn", "FILE_LINK"]
@@ -67,7 +68,11 @@ class Turn:
     texts: list[str] = field(default_factory=list)
 
     def quotable(self) -> str:
-        """What "it" means in a follow-up: the one text the turn made, else its answer."""
+        """What "it" means in a follow-up: the one text the turn made, else its answer.
+
+        Made texts are those of content-making steps (a transcript, a caption, a summary), not
+        labels (a sentiment, a language).
+        """
         return self.texts[0] if len(self.texts) == 1 else self.answer
 
 
@@ -110,10 +115,10 @@ class Conversation:
         inputs = list(self.pending)
         self.pending.clear()
         made = {str(p) for p in result.artifacts}
-        texts = [
+        texts = [  # what content-making steps wrote (a transcript, not a sentiment label)
             value
             for step in result.steps
-            if step.status == "done"
+            if step.status == "done" and task_type(step.task).makes_content
             for value in (step.outputs or {}).values()
             if isinstance(value, str) and value.strip() and value not in made
         ]

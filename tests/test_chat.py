@@ -110,6 +110,15 @@ def test_a_follow_up_uses_the_transcript_of_the_turn_before(orchestrator, demo_i
     assert Decimal(str(second.budget_left["usd"])) == Decimal("0.01") - spent
 
 
+def test_it_means_the_transcript_not_the_label_beside_it(orchestrator, demo_inputs):
+    session = ChatSession(orchestrator)
+    first = session.send(f"Transcribe {demo_inputs / 'demo.wav'} and tell me if it is positive")
+    assert [s.task for s in first.steps] == ["automatic-speech-recognition", "text-classification"]
+    transcript = " ".join(first.steps[0].outputs["text"].split())
+    prompt, _ = session.conversation.inputs_for("Read it aloud")
+    assert prompt == f'Read it aloud: "{transcript}"'
+
+
 def test_the_conversation_budget_stops_a_later_turn(orchestrator, demo_inputs):
     session = ChatSession(orchestrator, Budget(calls=1))
     assert session.send(f"Transcribe {demo_inputs / 'demo.wav'}").status == "ok"

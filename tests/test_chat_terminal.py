@@ -96,7 +96,7 @@ def test_a_follow_up_refers_to_the_last_result_and_makes_a_file(terminal):
     start = term.mark()
     term.type("Read it aloud")
     screen = term.wait_for(r"Cost of this turn .*Budget: spent \$", after=start)
-    assert re.search(r"s1\s.*text-to-speech", screen)
+    assert re.search(r"s1\s.*text-to-speech.*Read it aloud: \"I really love", screen)
     assert re.search(r"s1\s+piper-joe-en\s+ok", screen)
     produced = re.search(r"(/\S+/speech-\w+\.wav)", screen)
     assert produced, screen
