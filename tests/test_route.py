@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import threading
 from decimal import Decimal
@@ -10,11 +9,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from _replay_tools import OneStep
+from _replay_tools import replay_zoo as _replay_zoo
+from _replay_tools import write_records as _write_records
 
 from orchestrator import Budget, Config, Orchestrator, Zoo
 from orchestrator.cards import ToolCard
 from orchestrator.execute_inprocess import InProcessExecutor
-from orchestrator.plan import Plan, Subtask, TextArg
 from orchestrator.route import (
     Answer,
     Decision,
@@ -240,50 +241,11 @@ QUALITY = {"cheap-a": 0.80, "cheap-b": 0.78, "strong": 0.95}
 
 
 def write_records(path: Path) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["sample_id", "prompt", *MODELS]
-            + [f"{m}|model_response" for m in MODELS]
-            + [f"{m}|total_cost" for m in MODELS]
-        )
-        for i, (prompt, answers) in enumerate(RECORDS.items()):
-            writer.writerow([i, prompt, 1, 1, 1, *answers, *(PRICES[m] for m in MODELS)])
-    return path
+    return _write_records(path, MODELS, RECORDS, PRICES)
 
 
 def replay_zoo(records: Path) -> Zoo:
-    return Zoo.from_cards(
-        ToolCard.model_validate(
-            {
-                "name": m,
-                "task": "text-generation",
-                "description": "Answers the question (recorded answers).",
-                "inputs": [{"name": "prompt", "type": "text"}],
-                "outputs": [
-                    {"name": "text", "type": "text"},
-                    {"name": "billed_usd", "type": "json"},
-                ],
-                "backend": {"kind": "replay", "model": m, "records": str(records)},
-                "cost": {"usd_per_call": str(PRICES[m]), "latency_s": 0.001, "load_s": 0},
-                "strength": QUALITY[m],
-            }
-        )
-        for m in MODELS
-    )
-
-
-class OneStep:
-    name = "one-step"
-
-    def plan(self, request, zoo, *, files=()):
-        step = Subtask(
-            id="s1",
-            task="text-generation",
-            instruction=request,
-            args={"text": TextArg(value=request)},
-        )
-        return Plan(request=request, subtasks=[step])
+    return _replay_zoo(records, MODELS, PRICES, QUALITY)
 
 
 @pytest.fixture

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _replay_tools import OneStep, write_records
+from _replay_tools import replay_zoo as _replay_zoo
 
 from orchestrator import Budget, Config, Orchestrator, Zoo
 from orchestrator._route_learned import (
@@ -18,9 +19,7 @@ from orchestrator._route_learned import (
     replay_table,
     state_key,
 )
-from orchestrator.cards import ToolCard
 from orchestrator.execute_inprocess import InProcessExecutor
-from orchestrator.plan import Plan, Subtask, TextArg
 from orchestrator.route import get_policy
 
 # ----------------------------------------------------------------------------- signatures
@@ -99,46 +98,8 @@ RECORDS = {"Q1 which?": ("['B']", "['B\\n']", "['B']"), "Q2 which?": ("['A']", "
 
 
 def replay_zoo(records: Path) -> Zoo:
-    with records.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(
-            ["prompt"]
-            + [f"{m}|model_response" for m in MODELS]
-            + [f"{m}|total_cost" for m in MODELS]
-        )
-        for prompt, answers in RECORDS.items():
-            writer.writerow([prompt, *answers, *(PRICES[m] for m in MODELS)])
-    return Zoo.from_cards(
-        ToolCard.model_validate(
-            {
-                "name": m,
-                "task": "text-generation",
-                "description": "Answers the question (recorded answers).",
-                "inputs": [{"name": "prompt", "type": "text"}],
-                "outputs": [
-                    {"name": "text", "type": "text"},
-                    {"name": "billed_usd", "type": "json"},
-                ],
-                "backend": {"kind": "replay", "model": m, "records": str(records)},
-                "cost": {"usd_per_call": str(PRICES[m]), "latency_s": 0.001, "load_s": 0},
-                "strength": 0.9 if m == "strong" else 0.75,
-            }
-        )
-        for m in MODELS
-    )
-
-
-class OneStep:
-    name = "one-step"
-
-    def plan(self, request, zoo, *, files=()):
-        step = Subtask(
-            id="s1",
-            task="text-generation",
-            instruction=request,
-            args={"text": TextArg(value=request)},
-        )
-        return Plan(request=request, subtasks=[step])
+    write_records(records, MODELS, RECORDS, PRICES)
+    return _replay_zoo(records, MODELS, PRICES, {m: 0.9 if m == "strong" else 0.75 for m in MODELS})
 
 
 @pytest.fixture
