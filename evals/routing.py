@@ -103,32 +103,36 @@ def card_name(model: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", model.lower()).strip("-")
 
 
+def replay_card(
+    name: str, model: str, records: Path, usd_per_call: str, strength: float
+) -> ToolCard:
+    """A card whose calls return ``model``'s recorded answer and cost from ``records``."""
+    return ToolCard.model_validate(
+        {
+            "name": name,
+            "task": "text-generation",
+            "description": "Answers the benchmark question (recorded answers).",
+            "inputs": [{"name": "prompt", "type": "text"}],
+            "outputs": [{"name": "text", "type": "text"}, {"name": "billed_usd", "type": "json"}],
+            "backend": {"kind": "replay", "model": model, "records": str(records)},
+            "cost": {"usd_per_call": usd_per_call, "latency_s": 0.001, "load_s": 0},
+            "strength": strength,
+        }
+    )
+
+
 def replay_cards(train: Bench, records: Path) -> list[ToolCard]:
     """One replay card per model: priced and rated from ``train``, answering from ``records``."""
-    cards = []
-    for model in train.models:
-        cards.append(
-            ToolCard.model_validate(
-                {
-                    "name": card_name(model),
-                    "task": "text-generation",
-                    "description": "Answers the benchmark question (recorded answers).",
-                    "inputs": [{"name": "prompt", "type": "text"}],
-                    "outputs": [
-                        {"name": "text", "type": "text"},
-                        {"name": "billed_usd", "type": "json"},
-                    ],
-                    "backend": {"kind": "replay", "model": model, "records": str(records)},
-                    "cost": {
-                        "usd_per_call": f"{train.mean_cost(model):.8f}",
-                        "latency_s": 0.001,
-                        "load_s": 0,
-                    },
-                    "strength": round(train.accuracy(model), 4),
-                }
-            )
+    return [
+        replay_card(
+            card_name(model),
+            model,
+            records,
+            f"{train.mean_cost(model):.8f}",
+            round(train.accuracy(model), 4),
         )
-    return cards
+        for model in train.models
+    ]
 
 
 class QualityScorer:

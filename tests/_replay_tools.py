@@ -6,8 +6,8 @@ import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from evals.routing import replay_card
 from orchestrator import Zoo
-from orchestrator.cards import ToolCard
 from orchestrator.plan import Plan, Subtask, TextArg
 
 
@@ -38,24 +38,8 @@ def replay_zoo(
     strength: Mapping[str, float],
 ) -> Zoo:
     """One replay card per model, answering from ``records``."""
-    return Zoo.from_cards(
-        ToolCard.model_validate(
-            {
-                "name": m,
-                "task": "text-generation",
-                "description": "Answers the question (recorded answers).",
-                "inputs": [{"name": "prompt", "type": "text"}],
-                "outputs": [
-                    {"name": "text", "type": "text"},
-                    {"name": "billed_usd", "type": "json"},
-                ],
-                "backend": {"kind": "replay", "model": m, "records": str(records)},
-                "cost": {"usd_per_call": str(prices[m]), "latency_s": 0.001, "load_s": 0},
-                "strength": strength[m],
-            }
-        )
-        for m in models
-    )
+    cards = [replay_card(m, m, records, str(prices[m]), strength[m]) for m in models]
+    return Zoo.from_cards(cards)
 
 
 class OneStep:
