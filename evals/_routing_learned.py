@@ -1,9 +1,10 @@
 """The learned router policy for ``orchestrator eval routing``: fitted on --train only.
 
 The routing tables of :class:`~orchestrator._route_learned.LearnedPolicy` are solved on the
-training file's recorded answers, one per setting of the cost knob. Their two fitting options
-(how many models a query may ask, and whether a state names the answers or only which of them
-agree) are chosen by k-fold cross-validation inside the training file: each candidate is
+training file's recorded answers, one per setting of the cost knob. Their three fitting options
+(how many models a query may ask, whether a state names the answers or only which of them
+agree, and whether only the models on the training cost/accuracy frontier may be asked) are
+chosen by k-fold cross-validation inside the training file: each candidate is
 fitted on k-1 folds, replayed on the held-out one, and scored by its AIQ gain over the single
 models of that fold. The test file is never looked at here.
 """
@@ -22,7 +23,11 @@ __all__ = ["LEARNED_WEIGHTS", "Logged", "choose_options", "fit_tables", "logged"
 
 # The cost knob: accuracy points per dearest model's price; 0 ignores cost, 1000 is cheapest.
 LEARNED_WEIGHTS = (0.0, *(round(0.002 * 10 ** (k / 6), 6) for k in range(25)), 1000.0)
-OPTION_GRID: dict[str, tuple[Any, ...]] = {"depth": (2, 3), "by_label": (False, True)}
+OPTION_GRID: dict[str, tuple[Any, ...]] = {
+    "depth": (2, 3),
+    "by_label": (False, True),
+    "pareto": (False, True),
+}
 _CV_WEIGHTS = LEARNED_WEIGHTS[::2] + (1000.0,)
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "LearnedPolicy",
     "answer_signature",
     "fit_cascade",
+    "frontier_models",
     "replay_table",
     "state_key",
 ]
@@ -158,6 +159,7 @@ class _Solver:
     min_support: int
     smooth: float
     by_label: bool = False
+    allowed: frozenset[int] | None = None  # the models that may be asked (None: all)
     prior: np.ndarray = field(init=False)
     base: int = field(init=False)
     memo: dict[tuple[tuple[int, ...], int], tuple[float, tuple[str, int] | None]] = field(
@@ -190,7 +192,7 @@ class _Solver:
             best = (value, ("accept", model))
         if depth > 0 and (not asked or len(rows) >= self.min_support):
             for m in range(self.keys.shape[1]):
-                if m in asked:
+                if m in asked or (self.allowed is not None and m not in self.allowed):
                     continue
                 after = tuple(sorted((*asked, m)))
                 codes = _patterns(self.keys[rows], after, self.base)
@@ -216,13 +218,16 @@ def fit_cascade(
     min_support: int = 10,
     smooth: float = 3.0,
     by_label: bool = False,
+    pareto: bool = False,
 ) -> CascadeTable:
     """Solve the routing table on training records.
 
     ``signatures[i][m]`` is model ``m``'s answer signature on row ``i``; ``correct`` and
     ``cost`` are rows x models arrays. ``cost_weight`` is in accuracy per dearest-model price.
     At most ``depth`` models are asked per query; ``by_label`` keys states by the answers
-    themselves, not only by which of them agree (see :func:`state_key`).
+    themselves, not only by which of them agree (see :func:`state_key`). With ``pareto`` only
+    the models on the training cost/accuracy frontier may be asked (no other model is both
+    cheaper or as cheap and at least as accurate): fewer branches, less room to overfit.
     """
     order = sorted(range(len(models)), key=lambda m: models[m])  # states list models sorted
     models = [models[m] for m in order]
@@ -239,7 +244,15 @@ def fit_cascade(
     price = cost.mean(axis=0)
     dearest = float(price.max()) or 1.0
     solver = _Solver(
-        keys, correct, cost, cost_weight / dearest, depth, min_support, smooth, by_label
+        keys,
+        correct,
+        cost,
+        cost_weight / dearest,
+        depth,
+        min_support,
+        smooth,
+        by_label,
+        allowed=frontier_models(price, correct.mean(axis=0)) if pareto else None,
     )
     value, _ = solver.solve((), np.arange(len(keys)), depth)
     actions: dict[str, list[str]] = {}
@@ -257,6 +270,21 @@ def fit_cascade(
         cost_weight=cost_weight,
         value=float(value),
         by_label=by_label,
+    )
+
+
+def frontier_models(price: np.ndarray, accuracy: np.ndarray) -> frozenset[int]:
+    """The models no other model dominates (as cheap or cheaper, as accurate or more, not equal)."""
+    n = len(price)
+    return frozenset(
+        m
+        for m in range(n)
+        if not any(
+            price[k] <= price[m]
+            and accuracy[k] >= accuracy[m]
+            and (price[k] < price[m] or accuracy[k] > accuracy[m])
+            for k in range(n)
+        )
     )
 
 

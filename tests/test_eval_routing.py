@@ -75,8 +75,8 @@ def test_eval_routing_prints_one_json_object(tmp_path):
     # the swept policy is the learned one, its options chosen by CV inside the train file,
     # with the default policy's sweep beside it
     assert report["policy"] == "learned"
-    assert report["learned"]["options"].keys() == {"depth", "by_label"}
-    assert len(report["learned"]["cv"]) == 4
+    assert report["learned"]["options"].keys() == {"depth", "by_label", "pareto"}
+    assert len(report["learned"]["cv"]) == 8
     assert 0 < report["default_policy"]["aiq"] <= 1
 
 
@@ -88,7 +88,7 @@ def test_learned_tables_are_fitted_on_train_only(tmp_path):
     data = logged(train, {m: m for m in train.models})
     assert data.signatures[1] == ["A", "B", "B"]
     choice = choose_options(data, folds=2, repeats=1)
-    assert set(choice["options"]) == {"depth", "by_label"}
+    assert set(choice["options"]) == {"depth", "by_label", "pareto"}
     assert all(-1 <= row["cv_aiq_gain"] <= 1 for row in choice["cv"])
     # four rows: let every state be expanded
     tables = fit_tables(data, LEARNED_WEIGHTS, {"depth": 3, "min_support": 1})

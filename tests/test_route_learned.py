@@ -16,6 +16,7 @@ from orchestrator._route_learned import (
     LearnedPolicy,
     answer_signature,
     fit_cascade,
+    frontier_models,
     replay_table,
     state_key,
 )
@@ -81,6 +82,23 @@ def test_the_cost_weight_moves_the_table_from_strong_to_cheapest():
     assert dear.actions["#"] == ["ask", "cheap-a"]
     assert dear.actions[state_key([("cheap-a", "B")])] == ["accept", "cheap-a"]
     assert replay_table(dear, MODELS, signatures, correct, cost) == pytest.approx((0.0001, 0.75))
+
+
+def test_pareto_keeps_dominated_models_out_of_the_table():
+    # "dear-bad" costs more than "strong" and is right less often overall, but it is the only
+    # model right on the last 10 rows: without the frontier rule the (in-sample) table asks it
+    models = ["cheap", "dear-bad", "strong"]
+    signatures = [["B", "B", "B"]] * 30 + [["A", "C", "D"]] * 10 + [["A", "D", "C"]] * 10
+    correct = np.array([[1, 0, 1]] * 30 + [[0, 0, 1]] * 10 + [[0, 1, 0]] * 10, dtype=float)
+    cost = np.array([[0.0001, 0.006, 0.005]] * 50)
+    assert frontier_models(cost.mean(axis=0), correct.mean(axis=0)) == {0, 2}
+    free = fit_cascade(models, signatures, correct, cost, cost_weight=0.0, depth=3)
+    asked = {a[1] for a in free.actions.values() if a[0] == "ask"}
+    assert "dear-bad" in asked
+    kept = fit_cascade(models, signatures, correct, cost, cost_weight=0.0, depth=3, pareto=True)
+    asked = {a[1] for a in kept.actions.values() if a[0] == "ask"}
+    assert asked == {"cheap", "strong"}
+    assert replay_table(kept, models, signatures, correct, cost)[1] == pytest.approx(0.8)
 
 
 def test_table_round_trips_through_json_and_the_registry():
