@@ -20,7 +20,6 @@ from orchestrator.route import (
     Answer,
     Decision,
     DefaultPolicy,
-    LLMPolicy,
     MalformedDecision,
     Option,
     StepView,
@@ -29,6 +28,7 @@ from orchestrator.route import (
     checked_decision,
     get_policy,
 )
+from orchestrator.route_llm import LLMPolicy
 
 # ----------------------------------------------------------------------------- answers
 
