@@ -12,7 +12,8 @@ budget, one cost knob), ``llm`` (:class:`orchestrator.route_llm.LLMPolicy`: Rout
 ``<think>``/``<route>``/``<answer>`` protocol through the openai SDK; its output is validated
 and a malformed one falls back to the default policy) and ``learned``
 (:class:`orchestrator._route_learned.LearnedPolicy`: a multi-round table learned from logged
-answers - when to ask a second model, when to escalate, when to stop). :func:`checked_decision` validates any policy's decision against the view.
+answers - when to ask a second model, when to escalate, when to stop).
+:func:`checked_decision` validates any policy's decision against the view.
 """
 
 from __future__ import annotations
