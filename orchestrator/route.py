@@ -19,12 +19,12 @@ answers - when to ask a second model, when to escalate, when to stop).
 from __future__ import annotations
 
 import ast
-import importlib
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from orchestrator._lazy import import_entry
 from orchestrator.errors import UserError
 
 __all__ = [
@@ -464,9 +464,7 @@ def get_policy(name: str, **options: Any) -> RouterPolicy:
     except KeyError:
         raise UnknownPolicy(name) from None
     if isinstance(entry, str):
-        module_name, _, class_name = entry.partition(":")
-        entry = getattr(importlib.import_module(module_name), class_name)
-        POLICIES[name] = entry
+        entry = POLICIES[name] = import_entry(entry)
     try:
         policy: RouterPolicy = entry(**options)
     except TypeError as exc:

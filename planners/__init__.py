@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from orchestrator._lazy import import_entry
 from planners._base import Planner, ToolPlanner
 from planners.toolset import Example, ToolPlan, ToolSet, ToolSpec
 
@@ -53,9 +53,7 @@ def _planner_class(name: str) -> type:
     except KeyError:
         raise UnknownPlanner(name) from None
     if isinstance(entry, str):
-        module_name, _, class_name = entry.partition(":")
-        entry = getattr(importlib.import_module(module_name), class_name)
-        _REGISTRY[name] = entry
+        entry = _REGISTRY[name] = import_entry(entry)
     return entry
 
 

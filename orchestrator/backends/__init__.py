@@ -6,9 +6,7 @@ heavy library (transformers, diffusers, openai) lazily, inside ``load``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from orchestrator._lazy import import_entry
 from orchestrator.backends._base import (
     Backend,
     CallContext,
@@ -61,10 +59,7 @@ def get_backend(kind: str) -> Backend:
     except KeyError:
         raise UnknownBackend(kind) from None
     if isinstance(entry, str):
-        module_name, _, class_name = entry.partition(":")
-        backend_class: Any = getattr(importlib.import_module(module_name), class_name)
-        entry = backend_class()
-        _REGISTRY[kind] = entry
+        entry = _REGISTRY[kind] = import_entry(entry)()
     return entry
 
 

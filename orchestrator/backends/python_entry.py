@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 
+from orchestrator._lazy import import_entry
 from orchestrator.backends._base import Tool
 from orchestrator.cards import PythonBackend, ToolCard
 
@@ -27,8 +27,7 @@ class PythonEntryBackend:
 
     def load(self, card: ToolCard) -> Tool:
         spec = _spec(card)
-        module_name, _, attribute = spec.entry.partition(":")
-        factory = getattr(importlib.import_module(module_name), attribute)
+        factory = import_entry(spec.entry)
         tool: Tool = factory(dict(spec.options))
         return tool
 
