@@ -246,6 +246,12 @@ def _token_usd(card: ToolCard, input_tokens: int, output_tokens: int) -> Decimal
     ) / 1000
 
 
+MIN_CALL_S = 0.25
+"""The least time a call is expected to take, whatever the card's measured latency says: a
+call's round trip to its worker process costs this much at worst under load, and a hold that
+is a few multiples of a 1 ms latency would leave a timeout too short to make the call at all."""
+
+
 def expected_cost(
     card: ToolCard,
     *,
@@ -256,10 +262,11 @@ def expected_cost(
 ) -> Cost:
     """What a call to ``card`` is expected to cost, from its prices and measured latency.
 
-    Tokens are counted for a card priced by tokens, or for any card with ``count_tokens``
+    Its seconds are at least :data:`MIN_CALL_S`. Tokens are counted for a card priced by
+    tokens, or for any card with ``count_tokens``
     (a budget that limits tokens holds them for every call).
     """
-    seconds = card.cost.latency_s + (card.cost.load_s if cold else 0.0)
+    seconds = max(card.cost.latency_s, MIN_CALL_S) + (card.cost.load_s if cold else 0.0)
     counts_tokens = (
         count_tokens or card.cost.usd_per_1k_input_tokens or card.cost.usd_per_1k_output_tokens
     )

@@ -140,6 +140,15 @@ def test_negative_sentiment(orchestrator, tmp_path):
     assert label["label"] == "negative"
 
 
+def test_a_warm_millisecond_tool_runs_under_a_money_budget(orchestrator, tmp_path):
+    request = 'Is "what a lovely day" positive or negative?'
+    orchestrator.run(request, out_dir=tmp_path / "warm-up")  # the sentiment worker is warm now
+    assert orchestrator.executor.is_warm(orchestrator.zoo.get("vader-sentiment").card)
+    result = orchestrator.run(request, out_dir=tmp_path, budget=Budget(usd=Decimal("0.01")))
+    assert result.status == "ok", result.message
+    assert result.steps[0].card == "vader-sentiment"
+
+
 def test_budget_too_small_ends_cleanly_with_what_finished(orchestrator, demo_inputs, tmp_path):
     result = orchestrator.run(
         DEMO_REQUESTS[0], base_dir=demo_inputs, out_dir=tmp_path, budget=Budget(calls=2)
