@@ -120,6 +120,28 @@ def _metrics(
     }
 
 
+def _ceiling(
+    ranked: list[list[int]], queries: list[Query], imported: list[ImportedCard]
+) -> dict[str, Any]:
+    """What a perfect domain classifier would add: the selector's order kept, other domains cut.
+
+    ``top5_in_gold_domain`` bounds what any better domain guess can do for top-5 without a
+    better order inside the domain.
+    """
+    kept = [
+        [i for i in r if imported[i].domain == q.domain]
+        for r, q in zip(ranked, queries, strict=True)
+    ]
+    hits = sum(
+        q.gold in {imported[i].source_id for i in r[:5]} for r, q in zip(kept, queries, strict=True)
+    )
+    one = sum(
+        bool(r) and imported[r[0]].source_id == q.gold for r, q in zip(kept, queries, strict=True)
+    )
+    n = len(queries)
+    return {"top1_in_gold_domain": round(one / n, 4), "top5_in_gold_domain": round(hits / n, 4)}
+
+
 def _with_probes(imported: list[ImportedCard], queries: list[Query]) -> list[Any]:
     """The cards, each gold card of ``queries`` carrying those instructions as passed probes."""
     probes: dict[str, list[ProbeResult]] = {}
@@ -143,8 +165,9 @@ def _selector_ranks(
     folds: int,
     scorer: CapabilityScorer,
     learned: list[dict[str, object]] | None = None,
+    k: int = 5,
 ) -> list[list[int]]:
-    """Top-5 rows per query; with ``folds`` > 1 each fold is ranked by a zoo of the others."""
+    """Top-``k`` rows per query; with ``folds`` > 1 each fold is ranked by a zoo of the others."""
     row_of = {item.card.name: i for i, item in enumerate(imported)}
     ranked: list[list[int]] = [[] for _ in queries]
     groups = range(max(folds, 1))
@@ -153,7 +176,7 @@ def _selector_ranks(
         test = [i for i in range(len(queries)) if folds <= 1 or i % folds == fold]
         zoo = Zoo.from_cards(_with_probes(imported, train))
         for i in test:
-            top = rank_open(queries[i].instruction, zoo, scorer, k=5)
+            top = rank_open(queries[i].instruction, zoo, scorer, k=k)
             ranked[i] = [row_of[c.card.name] for c in top]
         model = scorer.index([e.card for e in zoo]).learned
         if learned is not None and model is not None:
@@ -191,8 +214,9 @@ def run_selection_eval(
     if cache is not None:
         result["embedder"] = cache.embedder.name
     learned: list[dict[str, object]] = []
-    ranks = _selector_ranks(imported, queries, folds, scorer, learned)
+    ranks = _selector_ranks(imported, queries, folds, scorer, learned, k=len(imported))
     result.update(_metrics(ranks, queries, imported))
+    result["ceiling"] = _ceiling(ranks, queries, imported)
     if learned:
         result["learned"] = learned
     result["zero_shot"] = _metrics(_selector_ranks(imported, queries, 0, scorer), queries, imported)
@@ -244,3 +268,8 @@ def selection_command(
                 f"{name:10s} n={row['n']} top1={row['top1']:.3f} top5={row['top5']:.3f} "
                 f"domain@1={row['domain_at_1']:.3f}"
             )
+    ceiling = result["ceiling"]
+    typer.echo(
+        f"with the gold domain given (the selector's order inside it): "
+        f"top1={ceiling['top1_in_gold_domain']:.3f} top5={ceiling['top5_in_gold_domain']:.3f}"
+    )

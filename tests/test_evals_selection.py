@@ -116,7 +116,7 @@ def test_eval_command_prints_one_json_object(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.output.strip().splitlines()[-1])
-    assert {"n", "top1", "top5", "domain_at_1", "bm25"} <= set(data)
+    assert {"n", "top1", "top5", "domain_at_1", "bm25", "ceiling"} <= set(data)
     missing = CliRunner().invoke(
         app, ["eval", "selection", "--zoo", str(tmp_path / "no.jsonl"), "--queries", str(dev)]
     )
@@ -133,3 +133,21 @@ def test_selection_bench_on_a_small_synthetic_zoo(tmp_path):
     assert result["embedded_texts"] >= 400  # cards and probes, each embedded once
     assert 0 < result["p50_ms"] <= result["p99_ms"] < 5000
     assert result["learned"] is not None  # the timed selections went through the learned model
+
+
+def test_ceiling_keeps_the_selector_order_inside_the_gold_domain(tmp_path):
+    from evals.selection import _ceiling
+    from orchestrator.importers import cards_from_gorilla, read_gorilla
+
+    api, dev = write_fixture(tmp_path)
+    imported = cards_from_gorilla(read_gorilla(api))
+    queries = read_queries(dev)[:2]  # gold acme/asr-en (row 0), then acme/tts-en (row 1)
+    # Query 1: five wrong-domain cards ahead of the gold one, so plain top-5 misses it; with
+    # the other domains cut it is first. Query 2: its gold card is not ranked at all.
+    ranked = [[5, 4, 3, 2, 1, 0], [0, 2, 3]]
+    assert _ceiling(ranked, queries, imported) == {
+        "top1_in_gold_domain": 0.5,
+        "top5_in_gold_domain": 0.5,
+    }
+    ranked[1] = [1]
+    assert _ceiling(ranked, queries, imported)["top5_in_gold_domain"] == 1.0
