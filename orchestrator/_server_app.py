@@ -36,7 +36,9 @@ from orchestrator._server_files import (
     store_input,
 )
 from orchestrator._server_guard import Guard
+from orchestrator._server_retention import Claim, Retention
 from orchestrator._server_runs import LiveRun, RunJob, RunService
+from orchestrator.budget import Budget
 from orchestrator.config import Config
 from orchestrator.errors import UserError
 from orchestrator.llm_server import install_error_handlers
@@ -101,12 +103,42 @@ def _check_model(zoo: Zoo, model: str) -> str | None:
     return model
 
 
+def _upload(uploads: UploadStore, claim: Claim, file_id: str, param: str) -> Path:
+    """An uploaded file, held for the run; a swept one is a 404 saying it expired."""
+    retention = claim.retention
+    with retention.lock:  # a sweep deletes under this lock: the file stays until the run ends
+        try:
+            path = uploads.path(file_id, param)
+        except RequestRejected as exc:
+            if retention.swept(file_id):
+                what = f"the uploaded file '{file_id}'"
+                raise retention.expired(what, param=param, type_="not_found_error") from None
+            raise RequestRejected(
+                404,
+                f"{exc} ({retention.policy()})",
+                type_="not_found_error",
+                param=param,
+                code="file_not_found",
+            ) from None
+        claim.add(path)
+    return path
+
+
+def _hold(claim: Claim, files: list[Path]) -> None:
+    """Hold every file a run reads (earlier runs' files too); one swept meanwhile is a 404."""
+    for path in files:
+        if not claim.add(path):
+            raise claim.retention.expired(
+                f"the file '{path.name}'", param="messages", type_="not_found_error"
+            )
+
+
 def _attachments(
-    body: ChatRequest, index: int, run_dir: Path, uploads: UploadStore, limit: int
+    body: ChatRequest, index: int, claim: Claim, uploads: UploadStore, limit: int
 ) -> list[Path]:
-    """The files attached to message ``index``, stored for the run."""
+    """The files attached to message ``index``, stored for the run (uploads held for it)."""
     files: list[Path] = []
-    inputs = run_dir / "inputs"
+    inputs = claim.run_dir / "inputs"
     for number, part in body.messages[index].file_parts():
         param = f"messages.{index}.content.{number}"
         if isinstance(part, ImagePart):
@@ -116,13 +148,39 @@ def _attachments(
             data = decode_base64(part.input_audio.data, f"{param}.input_audio.data")
             name = f"audio-{number}.{part.input_audio.format}"
         elif part.file.file_id is not None:
-            files.append(uploads.path(part.file.file_id, f"{param}.file.file_id"))
+            files.append(_upload(uploads, claim, part.file.file_id, f"{param}.file.file_id"))
             continue
         else:
             data = decode_data_url(part.file.file_data or "", f"{param}.file.file_data")
             name = part.file.filename or f"file-{number}"
         files.append(store_input(data, name, inputs, limit=limit, param=param))
     return files
+
+
+def _inputs(
+    body: ChatRequest, index: int, claim: Claim, uploads: UploadStore, limit: int
+) -> tuple[str, list[Path]]:
+    """The run's prompt and files (attached now or earlier in the conversation), all held."""
+    files = _attachments(body, index, claim, uploads, limit)
+    prompt, files = _conversation_inputs(
+        body,
+        files,
+        claim.retention.runs_dir,
+        lambda i: _attachments(body, i, claim, uploads, limit),
+    )
+    _hold(claim, files)
+    return prompt, files
+
+
+def _produced(runs_dir: Path, retention: Retention, run_id: str, name: str) -> Path:
+    """A file a run made (see :func:`produced_file`); one a sweep deleted is a 404 saying so."""
+    try:
+        return produced_file(runs_dir, run_id, name)
+    except RequestRejected:
+        if retention.swept(run_id):
+            what = f"the file '{name}' of run '{run_id}'"
+            raise retention.expired(what, type_="not_found_error") from None
+        raise
 
 
 def _conversation_inputs(
@@ -254,6 +312,36 @@ class _Completion:
         }
 
 
+async def _queue_run(
+    body: ChatRequest,
+    card: str | None,
+    budget: Budget,
+    service: RunService,
+    uploads: UploadStore,
+    limit: int,
+) -> LiveRun:
+    """Store the request's files in a new run folder (held from sweeps) and queue its run."""
+    index, message = body.last_user()
+    if not message.text().strip():
+        raise RequestRejected(
+            400,
+            f"messages.{index} has no text: say what you want done with "
+            + ("the attached file" if message.file_parts() else "the model"),
+            param=f"messages.{index}.content",
+            code="empty_request",
+        )
+    run_id = uuid.uuid4().hex[:12]
+    run_dir = service.retention.runs_dir / run_id
+    claim = await asyncio.to_thread(service.retention.claim, run_dir)
+    try:
+        prompt, files = await asyncio.to_thread(_inputs, body, index, claim, uploads, limit)
+        job = RunJob(run_id, prompt, files, budget, run_dir, card=card, claim=claim)
+        return service.start(job, asyncio.get_running_loop())
+    except BaseException:
+        claim.abandon()  # refused before it ran: nothing of it is kept
+        raise
+
+
 async def _cancel_on_disconnect(request: Request, live: LiveRun) -> None:
     """Stop the run (before its next step) as soon as the client hangs up."""
     while live.future is not None and not live.future.done():
@@ -312,10 +400,13 @@ def build_app(config: Config, zoo: Zoo) -> Any:
     """The ASGI app: FastAPI routes behind the key and body-size guard."""
     limit = config.server.max_upload_bytes
     state: dict[str, Any] = {}
+    runs_dir = Path(config.runs_dir).resolve()
+    retention = Retention.from_config(runs_dir, config.server)
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
-        service = await asyncio.to_thread(RunService, config, zoo)
+        await asyncio.to_thread(retention.sweep_safely)
+        service = await asyncio.to_thread(RunService, config, zoo, retention=retention)
         state["service"] = service
         try:
             yield
@@ -324,7 +415,6 @@ def build_app(config: Config, zoo: Zoo) -> Any:
 
     app = fastapi.FastAPI(title="orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None)
     _install_error_handlers(app)
-    runs_dir = Path(config.runs_dir).resolve()
     uploads = UploadStore(runs_dir / "uploads", limit)
     created = int(time.time())
     models = _model_entries(zoo, created)
@@ -349,6 +439,7 @@ def build_app(config: Config, zoo: Zoo) -> Any:
     ) -> dict[str, Any]:
         data = await file.read(limit + 1)
         file_id, path = await asyncio.to_thread(uploads.save, data, file.filename)
+        retention.maybe_sweep()
         return {
             "id": file_id,
             "object": "file",
@@ -361,7 +452,7 @@ def build_app(config: Config, zoo: Zoo) -> Any:
 
     @app.get("/v1/files/{run_id}/{name:path}")
     def get_file(run_id: str, name: str) -> Any:
-        path = produced_file(runs_dir, run_id, name)
+        path = _produced(runs_dir, retention, run_id, name)
         media = MEDIA_TYPES[path.suffix.lstrip(".").lower()]
         return FileResponse(path, media_type=media)
 
@@ -373,27 +464,7 @@ def build_app(config: Config, zoo: Zoo) -> Any:
             if body.budget
             else config.budget.to_budget()
         )
-        index, message = body.last_user()
-        run_id = uuid.uuid4().hex[:12]
-        run_dir = runs_dir / run_id
-        if not message.text().strip():
-            raise RequestRejected(
-                400,
-                f"messages.{index} has no text: say what you want done with "
-                + ("the attached file" if message.file_parts() else "the model"),
-                param=f"messages.{index}.content",
-                code="empty_request",
-            )
-        files = await asyncio.to_thread(_attachments, body, index, run_dir, uploads, limit)
-        prompt, files = await asyncio.to_thread(
-            _conversation_inputs,
-            body,
-            files,
-            runs_dir,
-            lambda i: _attachments(body, i, run_dir, uploads, limit),
-        )
-        job = RunJob(run_id, prompt, files, budget, run_dir, card=card)
-        live = state["service"].start(job, asyncio.get_running_loop())
+        live = await _queue_run(body, card, budget, state["service"], uploads, limit)
         completion = _Completion(body.model)
         base_url = str(request.base_url)
         if body.stream:

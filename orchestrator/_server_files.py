@@ -5,7 +5,8 @@ most ``max_upload_bytes``; the type is read from the file's first bytes, not fro
 declared content type, and the stored file gets the matching extension. Uploads
 (``POST /v1/files``) are kept under ``RUNS/uploads/file-ID/``; files attached inline to a
 message are written into the run's own folder ``RUNS/RUN_ID/inputs/``. Produced files are served
-from ``GET /v1/files/RUN_ID/NAME`` (only media files inside that run's folder).
+from ``GET /v1/files/RUN_ID/NAME`` (only media files inside that run's folder). Both are deleted
+after a while (:mod:`orchestrator._server_retention`).
 """
 
 from __future__ import annotations

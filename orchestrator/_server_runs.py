@@ -12,6 +12,10 @@ that makes one subtask of the whole request (its text, and the attached file of 
 card takes), sharing the main worker pool. Plans may read files only inside the runs folder
 (the request's own attachments and earlier runs' files): a path elsewhere on the server is
 refused before anything runs.
+
+A job carries a claim (:mod:`orchestrator._server_retention`) that keeps its folder and the files
+it reads from retention sweeps; the service releases it when the run ends, then asks for a sweep
+(at most one a minute).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator._server_api import RequestRejected
+from orchestrator._server_retention import Claim, Retention
 from orchestrator.budget import Budget
 from orchestrator.cards import ToolCard
 from orchestrator.config import Config
@@ -106,6 +111,7 @@ class RunJob:
     budget: Budget
     run_dir: Path
     card: str | None = None  # run on this card alone
+    claim: Claim | None = None  # what the run uses, kept from sweeps until it ends
 
 
 @dataclass(eq=False)  # compared and hashed by identity: the service keeps a set of them
@@ -198,7 +204,14 @@ def _previews(outputs: dict[str, Any], limit: int = 300) -> dict[str, str]:
 class RunService:
     """Runs requests on one shared orchestrator, at most ``max_concurrent_runs`` at once."""
 
-    def __init__(self, config: Config, zoo: Zoo, *, orchestrator: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        zoo: Zoo,
+        *,
+        orchestrator: Any = None,
+        retention: Retention | None = None,
+    ) -> None:
         from orchestrator.run import Orchestrator
         from planners import planner_from_config
 
@@ -206,6 +219,7 @@ class RunService:
         self.zoo = zoo
         self.runs_dir = Path(config.runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.retention = retention or Retention.from_config(self.runs_dir, config.server)
         self._own = orchestrator is None
         if orchestrator is None:
             planner = ConfinedPlanner(planner_from_config(config), self.runs_dir)
@@ -225,7 +239,7 @@ class RunService:
             return len(self._live)
 
     def start(self, job: RunJob, loop: asyncio.AbstractEventLoop) -> LiveRun:
-        """Queue ``job``; a full queue is a 429."""
+        """Queue ``job``; a full queue is a 429. Its claim is released when the run ends."""
         live = LiveRun(job, loop)
         with self._lock:
             if len(self._live) >= self._capacity:
@@ -251,6 +265,9 @@ class RunService:
     def _release(self, live: LiveRun) -> None:
         with self._lock:
             self._live.discard(live)
+        if live.job.claim is not None:
+            live.job.claim.release()
+        self.retention.maybe_sweep()  # at most once a minute, in the background
 
     def _run(self, live: LiveRun) -> Any:
         job = live.job
@@ -295,6 +312,7 @@ class RunService:
             for live in self._live:
                 live.cancel.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self.retention.close()
         for single in self._single.values():
             single.close()
         if self._own:

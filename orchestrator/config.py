@@ -87,6 +87,15 @@ class ServerConfig(BaseModel):
     max_upload_bytes: int = Field(default=20_000_000, ge=1_000, description="per attached file")
     max_concurrent_runs: int = Field(default=4, ge=1, description="runs executing at once")
     max_queued_runs: int = Field(default=256, ge=0, description="runs waiting; more get a 429")
+    keep_files_hours: float = Field(
+        default=24.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="uploads and the server's run folders are deleted this long after last written",
+    )
+    max_stored_mb: int = Field(
+        default=2000, ge=1, description="above this total, the oldest stored files go first"
+    )
 
     def key(self) -> str | None:
         """The API key clients must send: ``api_key``, else the variable ``api_key_env``."""

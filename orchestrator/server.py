@@ -18,7 +18,9 @@ Endpoints:
 
 Limits: request bodies and attached files are capped (``[server] max_upload_bytes`` per file),
 file types are checked by content (see :mod:`orchestrator._server_files`), at most
-``max_concurrent_runs`` runs execute at once and ``max_queued_runs`` wait. Every error is a JSON
+``max_concurrent_runs`` runs execute at once and ``max_queued_runs`` wait. Uploads and the
+server's run folders are deleted ``keep_files_hours`` after they were last written, oldest first
+beyond ``max_stored_mb`` (see :mod:`orchestrator._server_retention`). Every error is a JSON
 body in OpenAI's shape with a 4xx status saying what is wrong (a 500 only for a bug, and never
 with a traceback). Bound to anything but a loopback address the server refuses to start without
 an API key, which clients then send as ``Authorization: Bearer KEY``.
@@ -27,6 +29,7 @@ an API key, which clients then send as ``Authorization: Bearer KEY``.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -67,6 +70,16 @@ def create_app(config: Config | None = None, *, zoo: Zoo | None = None) -> Any:
     return build_app(config, zoo if zoo is not None else Zoo.load(config.card_dirs))
 
 
+def _log_to_stderr() -> None:
+    """Show the server's own log lines (retention sweeps, failed runs) unless logging is set up."""
+    logger = logging.getLogger("orchestrator.server")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))  # as uvicorn
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def serve(config: Config, host: str, port: int) -> None:
     """Serve until interrupted; refuse a non-loopback address without an API key."""
     import uvicorn
@@ -78,6 +91,7 @@ def serve(config: Config, host: str, port: int) -> None:
             f"{config.server.api_key_env}=...` (or [server] api_key in the config file), "
             "or bind to 127.0.0.1"
         )
+    _log_to_stderr()
     app = create_app(config)
     shown = f"[{host}]" if ":" in host else host
     key = " (send the API key as 'Authorization: Bearer KEY')" if config.server.key() else ""

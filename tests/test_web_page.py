@@ -165,7 +165,8 @@ def keyed_server(tmp_path_factory):
 
 
 def test_page_asks_for_the_key_and_then_works(browser, keyed_server):
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
     try:
         page.goto(keyed_server.base_url + "/")
         error = page.locator("#error")
@@ -181,5 +182,18 @@ def test_page_asks_for_the_key_and_then_works(browser, keyed_server):
         audio = turn.locator(".media audio")
         audio.wait_for(timeout=TIMEOUT_MS)
         assert audio.get_attribute("src").startswith("blob:")  # fetched with the key
+        # The key lives in this tab's sessionStorage: kept on reload, gone in another tab.
+        stored = page.evaluate(
+            "[sessionStorage.getItem('orchestrator-api-key'),"
+            " localStorage.getItem('orchestrator-api-key')]"
+        )
+        assert stored == ["page-key", None]
+        page.reload()
+        assert page.input_value("#api-key") == "page-key"
+        other = context.new_page()
+        other.goto(keyed_server.base_url + "/")
+        assert other.input_value("#api-key") == ""
+        other.locator("#error").wait_for(timeout=TIMEOUT_MS)
+        assert "API key" in other.locator("#error").inner_text()
     finally:
-        page.close()
+        context.close()

@@ -11,7 +11,7 @@ const state = {
   busy: false,
 };
 
-function apiKey() { return localStorage.getItem("orchestrator-api-key") || ""; }
+function apiKey() { return sessionStorage.getItem("orchestrator-api-key") || ""; }
 
 function headers(extra) {
   const h = Object.assign({}, extra || {});
@@ -321,7 +321,7 @@ function setBusy(busy) {
 function init() {
   $("api-key").value = apiKey();
   $("api-key").addEventListener("change", () => {
-    localStorage.setItem("orchestrator-api-key", $("api-key").value.trim());
+    sessionStorage.setItem("orchestrator-api-key", $("api-key").value.trim());
     loadModels();
   });
   $("new-chat").addEventListener("click", () => {
