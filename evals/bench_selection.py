@@ -157,6 +157,10 @@ def bench_selection_command(
     if embedder not in ("minilm", "hashing"):
         typer.echo("error: --embedder must be minilm or hashing", err=True)
         raise typer.Exit(2)
+    for option, value in (("--cards", cards), ("--queries", queries)):
+        if value < 1:
+            typer.echo(f"error: {option} must be at least 1, got {value}", err=True)
+            raise typer.Exit(2)
     if fresh_cache:
         with tempfile.TemporaryDirectory() as folder:
             result = run_selection_bench(cards, queries, embedder, Path(folder) / "e.sqlite")

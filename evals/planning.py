@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from evals.cli import eval_app
+from orchestrator.errors import UserError
 from planners.toolset import Example, ToolSet, load_examples
 
 __all__ = ["PlanningScore", "evaluate_planning", "set_f1"]
@@ -137,12 +138,17 @@ def planning(
     from orchestrator.config import Config
     from planners import get_planner, planner_from_config
 
-    tool_set = ToolSet.from_taskbench(tools, graph)
-    examples = load_examples(requests)
-    if planner == "config":
-        chosen = planner_from_config(Config.load())
-    else:
-        chosen = get_planner(planner)
+    try:
+        tool_set = ToolSet.from_taskbench(tools, graph)
+        examples = load_examples(requests)
+        if planner == "config":
+            chosen = planner_from_config(Config.load())
+        else:
+            chosen = get_planner(planner)
+    except (UserError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2) from exc
     score = evaluate_planning(tool_set, examples, chosen, folds=folds, limit=limit)
     if as_json:
         typer.echo(json.dumps(score.to_json()))

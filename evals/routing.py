@@ -79,22 +79,39 @@ class Bench:
 def load_bench(path: Path) -> Bench:
     """Read a RouterBench CSV; rows with an empty score or cost cell are skipped."""
     csv.field_size_limit(sys.maxsize)
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise typer.BadParameter(f"cannot read {path} as a CSV file: {exc}") from exc
     if not rows:
         raise typer.BadParameter(f"{path} has no rows")
-    models = [c for c in rows[0] if c not in _NOT_MODELS and "|" not in c]
+    header = list(rows[0])
+    models = [c for c in header if c not in _NOT_MODELS and "|" not in c]
+    models = [m for m in models if f"{m}|total_cost" in header]
+    if "prompt" not in header or not models:
+        raise typer.BadParameter(
+            f"{path} is not in RouterBench's layout: it needs a 'prompt' column and, per model, "
+            "a '<model>' score column and a '<model>|total_cost' column"
+        )
     complete = [
         r
         for r in rows
         if all(r.get(m) not in ("", None) and r.get(f"{m}|total_cost") for m in models)
     ]
+    if not complete:
+        raise typer.BadParameter(f"{path}: no row has a score and a cost for every model")
+    try:
+        scores = {m: [float(r[m]) for r in complete] for m in models}
+        costs = {m: [float(r[f"{m}|total_cost"]) for r in complete] for m in models}
+    except ValueError as exc:
+        raise typer.BadParameter(f"{path}: scores and costs must be numbers ({exc})") from exc
     return Bench(
         path=path,
         models=models,
         prompts=[r["prompt"] for r in complete],
-        scores={m: [float(r[m]) for r in complete] for m in models},
-        costs={m: [float(r[f"{m}|total_cost"]) for r in complete] for m in models},
+        scores=scores,
+        costs=costs,
         responses={m: [r.get(f"{m}|model_response") or "" for r in complete] for m in models},
     )
 
@@ -434,6 +451,10 @@ def routing_split(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Split a RouterBench CSV into NAME_train.csv and NAME_test.csv (a held-out fold)."""
+    if not data.is_file():
+        raise typer.BadParameter(f"{data} not found")
+    if not 0 < test_share < 1:
+        raise typer.BadParameter(f"--test-share must be between 0 and 1, got {test_share}")
     csv.field_size_limit(sys.maxsize)
     with data.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)

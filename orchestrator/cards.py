@@ -35,6 +35,7 @@ __all__ = [
     "TransformersBackend",
     "card_from_yaml",
     "load_card",
+    "yaml_problem",
 ]
 
 IOType = Literal["text", "audio", "image", "json"]
@@ -195,6 +196,7 @@ class ProbeResult(_Strict):
     instruction: str
     score: float = Field(ge=0, le=1)
     seconds: float = Field(default=0, ge=0)
+    error: str | None = Field(default=None, description="why the probe failed (score 0)")
 
 
 class CapabilityProfile(_Strict):
@@ -269,21 +271,37 @@ class ToolCard(_Strict):
         return self.outputs[0]
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models a field's annotation allows (one, or the members of a union)."""
+    candidates = [annotation, *getattr(annotation, "__args__", ())]
+    return [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+
+
 def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The pydantic model that holds the field at ``loc`` (for suggestions)."""
-    model: type[BaseModel] | None = ToolCard
+    """The pydantic model that holds the field at ``loc`` (for suggestions).
+
+    In a tagged union (the backend) pydantic puts the tag in the location:
+    ``backend.python.optons`` is the field ``optons`` of the python backend.
+    """
+    models: list[type[BaseModel]] = [ToolCard]
     for part in loc[:-1]:
-        if model is None or isinstance(part, int):
+        if isinstance(part, int):
             continue
-        field = model.model_fields.get(str(part))
-        if field is None:
+        tagged = [m for m in models if _kind_of(m) == part]
+        if tagged:
+            models = tagged
+            continue
+        fields = [m.model_fields[str(part)] for m in models if str(part) in m.model_fields]
+        if not fields:
             return None
-        inner = field.annotation
-        candidates = [inner, *getattr(inner, "__args__", ())]
-        model = next(
-            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
-        )
-    return model
+        models = _models_in(fields[0].annotation)
+    return models[0] if len(models) == 1 else None
+
+
+def _kind_of(model: type[BaseModel]) -> str | None:
+    kind = model.model_fields.get("kind")
+    args = getattr(kind.annotation, "__args__", ()) if kind is not None else ()
+    return str(args[0]) if len(args) == 1 else None
 
 
 def _unknown_field_message(loc: tuple[int | str, ...]) -> str:
@@ -298,7 +316,12 @@ def _unknown_field_message(loc: tuple[int | str, ...]) -> str:
 def _defects_from(error: ValidationError, path: Path | None) -> list[CardDefect]:
     defects = []
     for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "<card>"
+        loc = item["loc"]
+        # The backend's kind is in pydantic's location (backend.python.entry): leave it out.
+        shown = [p for i, p in enumerate(loc) if not (i == 1 and loc[0] == "backend")]
+        if len(loc) < 2 or loc[1] not in BACKEND_KINDS:
+            shown = list(loc)
+        field = ".".join(str(part) for part in shown) or "<card>"
         kind = item["type"]
         if kind == "extra_forbidden":
             message = _unknown_field_message(item["loc"])
@@ -316,12 +339,31 @@ def _defects_from(error: ValidationError, path: Path | None) -> list[CardDefect]
     return defects
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line, with line and column (PyYAML's text names no file)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if not problem:
+        return "not valid YAML: " + " ".join(str(exc).replace('"<unicode string>", ', "").split())
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    text = f"not valid YAML: {problem}"
+    if mark is not None:
+        text += f" at line {mark.line + 1}, column {mark.column + 1}"
+    if context:
+        text += f" ({context}"
+        if context_mark is not None:
+            text += f" at line {context_mark.line + 1}, column {context_mark.column + 1}"
+        text += ")"
+    return text
+
+
 def card_from_yaml(text: str, path: Path | None = None) -> ToolCard:
     """Parse and validate one card; raise :class:`CardError` naming file, field and fix."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise CardError([CardDefect(path, "<yaml>", f"not valid YAML: {exc}")]) from exc
+        raise CardError([CardDefect(path, "<yaml>", yaml_problem(exc))]) from exc
     if not isinstance(data, dict):
         raise CardError([CardDefect(path, "<card>", "a card must be a YAML mapping of fields")])
     try:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orchestrator.errors import CardError, UserError
+
+if TYPE_CHECKING:
+    from orchestrator.execute import Executor
+    from orchestrator.zoo import Zoo
 
 __all__ = ["cards_new", "profile_command"]
 
@@ -21,42 +25,95 @@ def profile_command(
         list[Path] | None, typer.Option("--cards", help="extra folder of tool cards (repeatable)")
     ] = None,
 ) -> None:
-    """Run each card's model on its task's aptitude test; write <card>.profile.json next to it."""
-    from orchestrator.profile import card_digest, profile_card, read_profile, write_profile
+    """Run each card's model on its task's aptitude test; write <card>.profile.json next to it.
+
+    Cards come from the built-ins, the config's card_dirs, $ORCHESTRATOR_CARDS and --cards.
+    The models run in sandboxed workers, as in a run, with the cards' timeouts. Exit status 1
+    when a card could not be profiled, 2 for an unknown or unavailable card or a bad config.
+    """
+    from orchestrator.config import Config
+    from orchestrator.execute import WorkerPoolExecutor
     from orchestrator.zoo import Zoo
 
     try:
-        zoo = Zoo.load(cards or [])
+        config = Config.load()
+        if cards:
+            config = config.model_copy(update={"card_dirs": config.card_dirs + list(cards)})
+        zoo = Zoo.load(config.card_dirs)
     except CardError as exc:
         typer.echo(f"error: broken tool cards:\n{exc}", err=True)
         raise typer.Exit(2) from exc
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     names = [e.card.name for e in zoo if e.available] if card == ["all"] else card
     for name in names:
-        try:
-            entry = zoo.get(name)
-        except KeyError as exc:
-            typer.echo(f"error: {exc.args[0]}", err=True)
-            raise typer.Exit(2) from exc
-        if not entry.available or entry.path is None:
-            typer.echo(f"{name}: skipped ({entry.unavailable or 'not loaded from a file'})")
-            continue
-        current = read_profile(entry.path)
-        if not force and current and current.get("card_digest") == card_digest(entry.card):
-            typer.echo(f"{name}: profile is current (mean score {current.get('mean_score')})")
-            continue
-        typer.echo(f"{name}: profiling on the {entry.card.task} aptitude test")
-        try:
-            record = profile_card(
-                entry.card.model_copy(update={"profile": None}), progress=typer.echo
+        if name not in zoo:
+            known = ", ".join(sorted(e.card.name for e in zoo))
+            typer.echo(
+                f"error: no card named '{name}' (add its folder with --cards DIR or to "
+                f"card_dirs in orchestrator.toml); known cards: {known}",
+                err=True,
             )
-        except UserError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from exc
-        path = write_profile(entry.path, record)
-        typer.echo(
-            f"{name}: mean score {record['mean_score']}, latency {record['latency_s']} s, "
-            f"${record['usd_per_call']} per call -> {path}"
+            raise typer.Exit(2)
+        entry = zoo.get(name)
+        if not entry.available or entry.path is None:
+            why = entry.unavailable or "it was not loaded from a file"
+            typer.echo(
+                f"error: {name} cannot be profiled here: {why}. Make it available "
+                f"(see: orchestrator cards show {name}) and run the command again.",
+                err=True,
+            )
+            raise typer.Exit(2)
+    try:
+        pool = WorkerPoolExecutor.from_config(config)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    failed = 0
+    with pool as executor:
+        for name in names:
+            failed += not _profile_one(zoo, name, force=force, executor=executor, helpers=zoo)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _profile_one(zoo: Zoo, name: str, *, force: bool, executor: Executor, helpers: Zoo) -> bool:
+    """Profile one available card and write its profile; False when it could not be profiled."""
+    from orchestrator.profile import card_digest, profile_card, read_profile, write_profile
+
+    entry = zoo.get(name)
+    assert entry.path is not None
+    current = read_profile(entry.path)
+    if not force and current and current.get("card_digest") == card_digest(entry.card):
+        typer.echo(f"{name}: profile is current (mean score {current.get('mean_score')})")
+        return True
+    typer.echo(f"{name}: profiling on the {entry.card.task} aptitude test")
+    try:
+        record = profile_card(
+            entry.card.model_copy(update={"profile": None}),
+            executor=executor,
+            helpers=helpers,
+            progress=typer.echo,
         )
+    except UserError as exc:
+        typer.echo(f"error: {name}: {exc}", err=True)
+        return False
+    probes = record["probes"]
+    if probes and record["failed"] == len(probes):
+        reason = probes[0].get("error", "")
+        typer.echo(
+            f"error: {name} failed every probe, so no profile was written; first failure: {reason}",
+            err=True,
+        )
+        return False
+    path = write_profile(entry.path, record)
+    note = f" ({record['failed']} of {len(probes)} probes failed)" if record["failed"] else ""
+    typer.echo(
+        f"{name}: mean score {record['mean_score']}{note}, latency {record['latency_s']} s, "
+        f"${record['usd_per_call']} per call -> {path}"
+    )
+    return True
 
 
 def cards_new(
@@ -66,9 +123,14 @@ def cards_new(
     from_readme: Annotated[
         Path | None, typer.Option("--from-readme", help="a model card README.md")
     ] = None,
+    model_id: Annotated[
+        str | None,
+        typer.Option("--model-id", help="the model's hub id (with --from-readme, if not in it)"),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="write the draft here")
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="overwrite the --output file")] = False,
 ) -> None:
     """Draft a tool card from a Hugging Face model card (offline)."""
     from orchestrator.importers import draft_from_hub, draft_from_readme
@@ -76,13 +138,23 @@ def cards_new(
     if (from_hub is None) == (from_readme is None):
         typer.echo("error: give exactly one of --from-hub MODEL_ID or --from-readme PATH", err=True)
         raise typer.Exit(2)
+    if output is not None and output.exists() and not force:
+        typer.echo(f"error: {output} exists; pass --force to overwrite it", err=True)
+        raise typer.Exit(2)
     try:
-        draft = draft_from_hub(from_hub) if from_hub else draft_from_readme(Path(str(from_readme)))
+        if from_hub:
+            draft = draft_from_hub(from_hub)
+        else:
+            draft = draft_from_readme(Path(str(from_readme)), model_id)
     except (UserError, CardError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     if output is None:
         typer.echo(draft, nl=False)
-    else:
+        return
+    try:
         output.write_text(draft, encoding="utf-8")
-        typer.echo(f"wrote {output}")
+    except OSError as exc:
+        typer.echo(f"error: cannot write {output}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"wrote {output}")

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
-from orchestrator.cards import ToolCard
+from orchestrator.cards import ToolCard, yaml_problem
 from orchestrator.errors import UserError
 
 __all__ = [
@@ -172,21 +173,43 @@ def _first_paragraph(markdown: str) -> str:
     return ""
 
 
+def _model_name(meta: dict[str, Any]) -> str | None:
+    """The model id a model card's front matter gives (``model_name`` or ``model-index``)."""
+    name = meta.get("model_name")
+    if not name:
+        index = meta.get("model-index") or meta.get("model_index")
+        if isinstance(index, list) and index and isinstance(index[0], dict):
+            name = index[0].get("name")
+    return str(name).strip() if isinstance(name, str | int) and str(name).strip() else None
+
+
 def draft_from_readme(path: Path, model_id: str | None = None) -> str:
     """A drafted card YAML from a model card README.md (its front matter and first paragraph)."""
     from huggingface_hub import ModelCard
 
     if not path.is_file():
         raise UserError(f"no model card at {path}")
-    card = ModelCard.load(path)
+    try:
+        card = ModelCard.load(path)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: the front matter is {yaml_problem(exc)}; fix it") from exc
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a model card README ({exc})") from exc
     meta = card.data.to_dict()
-    model = model_id or meta.get("model_name") or path.parent.name
     task = meta.get("pipeline_tag")
     if not task:
         raise UserError(
             f"{path}: the front matter has no 'pipeline_tag'; add one (e.g. text-classification)"
         )
-    description = _first_paragraph(card.text) or f"{task.replace('-', ' ')} model {model}"
+    model = model_id or _model_name(meta)
+    if not model:
+        raise UserError(
+            f"{path}: the model card names no model id (no 'model_name' in its front matter); "
+            "pass it: orchestrator cards new --from-readme PATH --model-id ORG/NAME"
+        )
+    description = _first_paragraph(card.text)
+    if len(description) < 10:
+        description = f"{task.replace('-', ' ')} model {model}. {description}".strip()
     tags = [str(t) for t in meta.get("tags") or []]
     if meta.get("license"):
         tags.append(f"license:{meta['license']}")
@@ -203,7 +226,12 @@ def draft_from_readme(path: Path, model_id: str | None = None) -> str:
         "languages": [str(x) for x in languages if len(str(x)) == 2],
         "tags": tags,
     }
-    ToolCard.model_validate(draft)  # the draft must load as it is
+    try:
+        ToolCard.model_validate(draft)  # the draft must load as it is
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise UserError(f"{path}: the drafted card is not valid ({where}: {first['msg']})") from exc
     header = f"# Drafted from the model card of {model}; check description, inputs and cost.\n"
     return header + yaml.safe_dump(draft, sort_keys=False, allow_unicode=True, width=100)
 

@@ -3,7 +3,12 @@
 The tests ship with the project (``orchestrator/probes/<task>.yaml``): each probe is an
 instruction, an input made here (a literal text, text rendered into an image with PIL, a sample
 photo from scikit-image, or speech synthesized by the TTS card) and a check of the answer that
-gives a score in 0..1. The result is written next to the card as ``<name>.profile.json`` with
+gives a score in 0..1. The card's model runs through an :class:`~orchestrator.execute.Executor`
+(by default sandboxed worker processes, as in a run, with the card's timeouts): a probe whose
+call fails, crashes or times out scores 0 and records why; after two calls in a row that lost
+the worker (or a model that does not load) the remaining probes are not run.
+
+The result is written next to the card as ``<name>.profile.json`` with
 the per-probe scores and seconds, the median latency and the cost per call, and the digest of
 the card's content: a changed card no longer matches its profile and is profiled again. The zoo
 attaches a matching profile to its card when it loads (:func:`attach_profile`).
@@ -21,13 +26,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from orchestrator.backends import CallContext, Tool, load_tool
+from orchestrator.backends import CallContext
 from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
-from orchestrator.errors import UserError
+from orchestrator.errors import ToolFailed, UserError
+
+if TYPE_CHECKING:
+    from orchestrator.execute import CallOutcome, Executor
+    from orchestrator.zoo import Zoo
 
 __all__ = [
     "PROBES_DIR",
@@ -121,30 +130,31 @@ def word_recall(expected: str, got: str) -> float:
 
 @dataclass
 class _Workbench:
-    """Loaded tools and a scratch folder shared by the probes of one profiling run."""
+    """The executor, the helper cards and a scratch folder shared by one profiling run."""
 
     scratch: Path
-    tools: dict[str, Tool] = field(default_factory=dict)
-    cards: dict[str, ToolCard] = field(default_factory=dict)
+    executor: Executor
+    helpers: Zoo | None = None
+    timeout_s: float | None = None
 
-    def tool(self, card: ToolCard) -> Tool:
-        if card.name not in self.tools:
-            self.tools[card.name] = load_tool(card)
-            self.cards[card.name] = card
-        return self.tools[card.name]
-
-    def helper(self, name: str) -> Tool:
+    def helper(self, name: str) -> ToolCard:
+        """A built-in card the test needs besides the profiled one (the TTS, the listener)."""
         from orchestrator.zoo import Zoo
 
-        if name not in self.tools:
-            entry = Zoo.load().get(name)
-            if not entry.available:
-                raise UserError(f"the aptitude test needs card {name}: {entry.unavailable}")
-            return self.tool(entry.card)
-        return self.tools[name]
+        if self.helpers is None:
+            self.helpers = Zoo.load()
+        try:
+            entry = self.helpers.get(name)
+        except KeyError as exc:
+            raise UserError(f"the aptitude test needs card {name}, which is not loaded") from exc
+        if not entry.available:
+            raise UserError(f"the aptitude test needs card {name}: {entry.unavailable}")
+        return entry.card
 
-    def call(self, tool: Tool, inputs: dict[str, Any]) -> dict[str, Any]:
-        return tool(inputs, CallContext(scratch=self.scratch, max_tokens=64))
+    def call(self, card: ToolCard, inputs: dict[str, Any]) -> CallOutcome:
+        """One sandboxed call (by default with the card's timeouts); failures raise ToolFailed."""
+        ctx = CallContext(scratch=self.scratch, max_tokens=64, timeout_s=self.timeout_s)
+        return self.executor.call(card, inputs, ctx)
 
 
 def _render_text(text: str, scratch: Path) -> str:
@@ -182,7 +192,7 @@ def _make_input(probe: Probe, card: ToolCard, bench: _Workbench) -> dict[str, An
     elif "image_sample" in spec:
         value, io_type = _sample_image(spec["image_sample"], bench.scratch), "image"
     elif "speech" in spec:
-        spoken = bench.call(bench.helper(SPEAKER_CARD), {"text": spec["speech"]})
+        spoken = bench.call(bench.helper(SPEAKER_CARD), {"text": spec["speech"]}).outputs
         value, io_type = spoken["audio"], "audio"
     else:
         raise UserError(f"probe '{probe.instruction}': unknown input {sorted(spec)}")
@@ -207,9 +217,7 @@ def _count(outputs: dict[str, Any]) -> int:
     return len(lists[0]) if lists else 0
 
 
-def _check(
-    probe: Probe, card: ToolCard, tool: Tool, outputs: dict[str, Any], bench: _Workbench
-) -> float:
+def _check(probe: Probe, card: ToolCard, outputs: dict[str, Any], bench: _Workbench) -> float:
     """The probe's score in 0..1 for the tool's outputs."""
     expect = probe.expect
     primary = outputs.get(card.primary_output().name)
@@ -219,18 +227,16 @@ def _check(
     if "word_recall" in expect:
         return word_recall(expect["word_recall"], _as_text(primary))
     if "speech_recall" in expect:
-        heard = bench.call(bench.helper(LISTENER_CARD), {"audio": primary})
+        heard = bench.call(bench.helper(LISTENER_CARD), {"audio": primary}).outputs
         return word_recall(expect["speech_recall"], _as_text(heard.get("text", "")))
     if "count_at_least" in expect:
         return 1.0 if _count(outputs) >= int(expect["count_at_least"]) else 0.0
     if "count_equals" in expect:
         return 1.0 if _count(outputs) == int(expect["count_equals"]) else 0.0
     if "closer" in expect:
-        name = card.inputs[0].name
-        similar = bench.call(tool, {name: expect["closer"]["similar"]})[card.primary_output().name]
-        different = bench.call(tool, {name: expect["closer"]["different"]})[
-            card.primary_output().name
-        ]
+        name, out = card.inputs[0].name, card.primary_output().name
+        similar = bench.call(card, {name: expect["closer"]["similar"]}).outputs[out]
+        different = bench.call(card, {name: expect["closer"]["different"]}).outputs[out]
         return 1.0 if _cosine(primary, similar) > _cosine(primary, different) else 0.0
     if "is_image" in expect:
         from PIL import Image
@@ -243,42 +249,103 @@ def _check(
     raise UserError(f"probe '{probe.instruction}': unknown check {sorted(expect)}")
 
 
+_LOST_IN_A_ROW = 2  # calls in a row that lost the worker before the test is given up
+
+
+@dataclass
+class _Tally:
+    """What the probes measured so far, and why the rest are skipped (if they are)."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    load_s: float = 0.0
+    lost_in_a_row: int = 0
+    given_up: str | None = None
+
+    def add(self, probe: Probe, score: float, seconds: float, error: str | None) -> None:
+        row: dict[str, Any] = {
+            "instruction": probe.instruction,
+            "score": round(score, 4),
+            "seconds": round(seconds, 4),
+        }
+        if error is not None:
+            row["error"] = error
+        self.results.append(row)
+
+
+def _run_probe(probe: Probe, card: ToolCard, bench: _Workbench, tally: _Tally) -> str | None:
+    """Run one probe and add its row; return why it failed (None when it ran)."""
+    started = time.perf_counter()
+    try:
+        inputs = _make_input(probe, card, bench)
+        started = time.perf_counter()
+        outcome = bench.call(card, inputs)
+    except ToolFailed as exc:
+        tally.add(probe, 0.0, time.perf_counter() - started, str(exc))
+        if exc.card == card.name and not bench.executor.is_warm(card):
+            tally.lost_in_a_row += 1
+            if exc.reason.startswith("failed to load") or tally.lost_in_a_row >= _LOST_IN_A_ROW:
+                tally.given_up = f"not run: the tool failed before ({exc.reason})"
+        return str(exc)
+    tally.lost_in_a_row = 0
+    tally.load_s = max(tally.load_s, outcome.load_seconds)
+    try:
+        score, error = _check(probe, card, outcome.outputs, bench), None
+    except ToolFailed as exc:
+        score, error = 0.0, str(exc)
+    except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
+        score, error = 0.0, f"the output could not be checked: {type(exc).__name__}: {exc}"
+    tally.add(probe, score, outcome.seconds, error)
+    return error
+
+
 def profile_card(
     card: ToolCard,
     probes: list[Probe] | None = None,
     *,
+    executor: Executor | None = None,
+    helpers: Zoo | None = None,
+    timeout_s: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the card's model on its aptitude test; return the profile record (not yet written)."""
+    """Run the card's model on its aptitude test; return the profile record (not yet written).
+
+    ``executor`` runs the calls (default: a sandboxed worker pool, closed at the end, that
+    imports only installed modules: for a python card whose module lives beside it, pass one
+    with that folder on its ``extra_sys_path``, e.g. ``WorkerPoolExecutor.from_config``);
+    ``helpers`` is the zoo the test's helper cards come from (default: the built-in cards);
+    ``timeout_s`` caps each call (default: the card's own call timeout).
+    Each probe row has its score and seconds, and ``error`` when it failed.
+    """
+    from orchestrator.execute import WorkerPoolExecutor
+
     probes = probes if probes is not None else load_probes(card.task)
-    results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="orchestrator-profile-") as folder:
-        bench = _Workbench(Path(folder))
-        started = time.perf_counter()
-        tool = bench.tool(card)
-        load_s = time.perf_counter() - started
-        for probe in probes:
-            inputs = _make_input(probe, card, bench)
-            started = time.perf_counter()
-            try:
-                outputs = bench.call(tool, inputs)
-                seconds = time.perf_counter() - started
-                score = _check(probe, card, tool, outputs, bench)
-            except (ValueError, RuntimeError, OSError) as exc:  # the model failed this probe
-                seconds = time.perf_counter() - started
-                score = 0.0
-                if progress:
-                    progress(f"  {probe.instruction}: failed ({exc})")
-            results.append(
-                {
-                    "instruction": probe.instruction,
-                    "score": round(score, 4),
-                    "seconds": round(seconds, 4),
-                }
-            )
-            if progress:
-                progress(f"  {score:.2f}  {seconds:6.2f}s  {probe.instruction}")
-    latency = statistics.median(r["seconds"] for r in results) if results else 0.0
+    own = executor is None
+    pool: Executor = executor if executor is not None else WorkerPoolExecutor()
+    tally = _Tally()
+    try:
+        with tempfile.TemporaryDirectory(prefix="orchestrator-profile-") as folder:
+            bench = _Workbench(Path(folder), pool, helpers, timeout_s)
+            for probe in probes:
+                if tally.given_up is not None:
+                    tally.add(probe, 0.0, 0.0, tally.given_up)
+                    error: str | None = tally.given_up
+                else:
+                    error = _run_probe(probe, card, bench, tally)
+                if progress and error is not None:
+                    progress(f"  {probe.instruction}: failed ({error})")
+                elif progress:
+                    row = tally.results[-1]
+                    progress(f"  {row['score']:.2f}  {row['seconds']:6.2f}s  {probe.instruction}")
+    finally:
+        if own:
+            pool.close()
+    return _record(card, tally)
+
+
+def _record(card: ToolCard, tally: _Tally) -> dict[str, Any]:
+    results = tally.results
+    ran = [r["seconds"] for r in results if "error" not in r]
+    latency = statistics.median(ran) if ran else 0.0
     usd = card.cost.usd_per_call + card.cost.usd_per_second * Decimal(str(round(latency, 4)))
     return {
         "card": card.name,
@@ -286,8 +353,9 @@ def profile_card(
         "task": card.task,
         "probes": results,
         "mean_score": round(sum(r["score"] for r in results) / len(results), 4) if results else 0.0,
+        "failed": sum("error" in r for r in results),
         "latency_s": round(latency, 4),
-        "load_s": round(load_s, 2),
+        "load_s": round(tally.load_s, 2),
         "usd_per_call": f"{usd.normalize():f}",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

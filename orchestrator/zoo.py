@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -13,7 +14,15 @@ from orchestrator.cards import ToolCard, load_card
 from orchestrator.errors import CardDefect, CardError
 from orchestrator.profile import attach_profile
 
-__all__ = ["Zoo", "ZooEntry", "builtin_cards_dir", "card_code_dirs", "validate_paths"]
+__all__ = [
+    "Zoo",
+    "ZooEntry",
+    "builtin_cards_dir",
+    "card_code_dirs",
+    "code_clashes",
+    "missing_read_paths",
+    "validate_paths",
+]
 
 
 def builtin_cards_dir() -> Path:
@@ -35,13 +44,21 @@ class ZooEntry:
 
 
 def _card_files(paths: Iterable[Path]) -> list[Path]:
+    """The card files in ``paths``, each once (a folder given twice is read once)."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
             files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
         else:
             files.append(path)
-    return files
+    seen: set[Path] = set()
+    unique = []
+    for file in files:
+        key = file.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(file)
+    return unique
 
 
 def _load_all(files: list[Path]) -> tuple[list[tuple[ToolCard, Path]], list[CardDefect]]:
@@ -75,16 +92,101 @@ def card_code_dirs(paths: Iterable[Path]) -> list[str]:
     """The card folders that hold Python modules: a python card's entry may live beside it.
 
     They are importable in this process (for the availability check) and, read-only, in the
-    sandboxed workers.
+    sandboxed workers. Modules are imported by their bare names over all these folders, so
+    :func:`code_clashes` must find none for each card to get its own folder's code.
     """
     folders = [Path(p) if Path(p).is_dir() else Path(p).parent for p in paths]
-    return [str(f.resolve()) for f in dict.fromkeys(folders) if any(f.glob("*.py"))]
+    resolved = dict.fromkeys(f.resolve() for f in folders)
+    return [str(f) for f in resolved if any(f.glob("*.py"))]
 
 
-def validate_paths(paths: Iterable[Path]) -> list[CardDefect]:
-    """Every defect of the cards in ``paths`` (files or folders), duplicates included."""
-    _, defects = _load_all(_card_files(paths))
+# Names a card's module must not take: it would hide (or be hidden by) this code.
+_PROJECT_PACKAGES = frozenset({"orchestrator", "planners", "evals", "tool_cards"})
+
+
+def _modules_in(folder: Path) -> dict[str, Path]:
+    """The top-level modules a folder on sys.path provides (modules and packages), by name."""
+    found = {p.stem: p for p in folder.glob("*.py") if p.stem != "__init__"}
+    found.update({p.name: p for p in folder.iterdir() if (p / "__init__.py").is_file()})
+    return dict(sorted(found.items()))
+
+
+def code_clashes(paths: Iterable[Path]) -> list[CardDefect]:
+    """Python module names two card folders both provide, or that shadow a standard module.
+
+    A worker imports a card's ``entry`` module by its bare name over every card folder: with
+    ``tool.py`` in two folders, both cards would run the first folder's code.
+    """
+    owner: dict[str, str] = {}
+    defects: list[CardDefect] = []
+    for folder in card_code_dirs(paths):
+        for name, file in _modules_in(Path(folder)).items():
+            if name in owner:
+                defects.append(
+                    CardDefect(
+                        file,
+                        "python module",
+                        f"module '{name}' is in both {owner[name]} and {folder}; a card entry "
+                        f"'{name}:...' would run the code of one for both. Rename one of them "
+                        "(and its cards' entry)",
+                    )
+                )
+            elif name in sys.stdlib_module_names or name in _PROJECT_PACKAGES:
+                defects.append(
+                    CardDefect(
+                        file,
+                        "python module",
+                        f"module '{name}' in {folder} has the name of a module of Python or of "
+                        "this project and would shadow it or be shadowed; rename it",
+                    )
+                )
+            else:
+                owner[name] = folder
     return defects
+
+
+def validate_paths(
+    paths: Iterable[Path], *, builtin: bool = False, imports: bool = False
+) -> list[CardDefect]:
+    """Every defect of the cards in ``paths`` (files or folders).
+
+    Duplicate names (with the built-in cards too when ``builtin``), clashing Python modules,
+    folders without cards, missing ``permissions.read`` paths and, when ``imports``, python
+    entries that do not import (checked in the sandbox, see :mod:`orchestrator._entry_check`).
+    """
+    paths = [Path(p) for p in paths]
+    mine = {f.resolve() for f in _card_files(paths)}
+    roots = ([builtin_cards_dir()] if builtin else []) + paths
+    loaded, defects = _load_all(_card_files(roots))
+    existing = [p for p in paths if p.exists()]
+    defects += code_clashes(existing)
+    defects += [
+        CardDefect(p, "<folder>", f"no cards in {p} (card files end in .yaml or .yml)")
+        for p in existing
+        if p.is_dir() and not _card_files([p])
+    ]
+    own = [(card, path) for card, path in loaded if path.resolve() in mine]
+    for card, path in own:
+        missing = missing_read_paths(card)
+        if missing:
+            defects.append(
+                CardDefect(
+                    path,
+                    "permissions.read",
+                    f"no such file or folder: {', '.join(missing)}; create it or fix the path",
+                )
+            )
+    if imports and not defects:
+        from orchestrator._entry_check import entry_defects
+
+        defects += entry_defects(own, card_code_dirs(existing))
+    return defects
+
+
+def missing_read_paths(card: ToolCard) -> list[str]:
+    """The card's ``permissions.read`` paths that do not exist here (as the sandbox sees them)."""
+    paths = (os.path.abspath(os.path.expanduser(p)) for p in card.permissions.read)
+    return [p for p in paths if not os.path.exists(p)]
 
 
 @dataclass
@@ -97,13 +199,15 @@ class Zoo:
     @classmethod
     def load(cls, folders: Iterable[Path] = (), *, builtin: bool = True) -> Zoo:
         """Load the built-in cards and those in ``folders``; any broken card raises CardError."""
-        roots = ([builtin_cards_dir()] if builtin else []) + [Path(f) for f in folders]
+        folders = [Path(f) for f in folders]
+        roots = ([builtin_cards_dir()] if builtin else []) + folders
+        loaded, defects = _load_all(_card_files(roots))
+        defects += code_clashes(f for f in folders if f.exists())
+        if defects:
+            raise CardError(defects)
         for code_dir in card_code_dirs(folders):
             if code_dir not in sys.path:
                 sys.path.append(code_dir)
-        loaded, defects = _load_all(_card_files(roots))
-        if defects:
-            raise CardError(defects)
         return cls.from_cards(card for card, _ in loaded).with_paths(loaded)
 
     @classmethod
@@ -123,7 +227,11 @@ class Zoo:
         """Add one card; a name already in the zoo raises CardError."""
         if card.name in self.entries:
             raise CardError([CardDefect(path, "name", f"duplicate name '{card.name}'")])
-        self.entries[card.name] = ZooEntry(card, path, unavailable_reason(card))
+        reason = unavailable_reason(card)
+        missing = missing_read_paths(card)
+        if reason is None and missing:
+            reason = f"permissions.read names what does not exist here: {', '.join(missing)}"
+        self.entries[card.name] = ZooEntry(card, path, reason)
         self._by_task.setdefault(card.task, []).append(self.entries[card.name])
 
     def __iter__(self) -> Iterator[ZooEntry]:

@@ -126,3 +126,117 @@ def test_cli_list_and_show_report_unavailable_cards():
     shown = runner.invoke(app, ["cards", "show", "no-such-card"])
     assert shown.exit_code == 2
     assert "known cards" in shown.output
+
+
+PY_CARD = """\
+name: {name}
+task: summarization
+description: A test summarizer card for the validate command.
+inputs: [{{name: text, type: text}}]
+outputs: [{{name: summary, type: text}}]
+backend: {{kind: python, entry: "{entry}"}}
+cost: {{latency_s: 0.01, load_s: 0.1}}
+"""
+
+
+def py_card(folder: Path, name: str, entry: str, module_source: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if module_source is not None:
+        write(folder, entry.partition(":")[0] + ".py", module_source)
+    return write(folder, f"{name}.yaml", PY_CARD.format(name=name, entry=entry))
+
+
+def test_validate_refuses_a_duplicate_of_a_builtin_name_by_default(tmp_path):
+    write(tmp_path, "dupe.yaml", GOOD.replace("name: my-echo", "name: vader-sentiment"))
+    runner = CliRunner()
+    result = runner.invoke(app, ["cards", "validate", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "duplicate name 'vader-sentiment'" in result.output
+    assert "vader-sentiment.yaml" in result.output
+    alone = runner.invoke(app, ["cards", "validate", "--no-with-builtin", str(tmp_path)])
+    assert alone.exit_code == 0, alone.output
+    # The built-in folder itself is not a duplicate of itself.
+    assert runner.invoke(app, ["cards", "validate", str(builtin_cards_dir())]).exit_code == 0
+
+
+def test_validate_says_an_empty_folder_has_no_cards(tmp_path):
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    result = CliRunner().invoke(app, ["cards", "validate", str(empty)])
+    assert result.exit_code == 1
+    assert f"no cards in {empty}" in result.output
+
+
+def test_validate_imports_python_entries_in_the_sandbox(tmp_path):
+    runner = CliRunner()
+    py_card(tmp_path / "nomodule", "sum-nomod", "no_such_module_xyz:load")
+    result = runner.invoke(app, ["cards", "validate", str(tmp_path / "nomodule")])
+    assert result.exit_code == 1
+    assert "'no_such_module_xyz:load' cannot be imported" in result.output
+    assert "no_such_module_xyz.py beside the card" in result.output
+
+    py_card(tmp_path / "dep", "sum-dep", "sum_dep:load", "\n\nimport no_such_dependency_abc\n")
+    result = runner.invoke(app, ["cards", "validate", str(tmp_path / "dep")])
+    assert result.exit_code == 1
+    assert "No module named 'no_such_dependency_abc'" in result.output
+    assert f"{tmp_path / 'dep' / 'sum_dep.py'}:3" in result.output
+
+    py_card(tmp_path / "syntax", "sum-syn", "sum_syn:load", "def load(options)\n    pass\n")
+    result = runner.invoke(app, ["cards", "validate", str(tmp_path / "syntax")])
+    assert result.exit_code == 1 and "SyntaxError" in result.output
+    assert f"{tmp_path / 'syntax' / 'sum_syn.py'}:1" in result.output
+
+    py_card(tmp_path / "noattr", "sum-noattr", "sum_noattr:load", "VALUE = 1\n")
+    result = runner.invoke(app, ["cards", "validate", str(tmp_path / "noattr")])
+    assert result.exit_code == 1 and "has no 'load'" in result.output
+
+    # Importing runs in the sandbox: a module that writes on import leaves nothing on the host.
+    (tmp_path / "host").mkdir()
+    marker = tmp_path / "host" / "IMPORTED"
+    source = f"open({str(marker)!r}, 'w').write('x')\ndef load(options):\n    return None\n"
+    py_card(tmp_path / "writer", "sum-writer", "sum_writer:load", source)
+    result = runner.invoke(app, ["cards", "validate", str(tmp_path / "writer")])
+    assert result.exit_code == 1 and not marker.exists()
+
+    py_card(tmp_path / "fine", "sum-fine", "sum_fine:load", "def load(options):\n    return 1\n")
+    result = runner.invoke(app, ["cards", "validate", str(tmp_path / "fine")])
+    assert result.exit_code == 0, result.output
+
+
+def test_misspelt_backend_field_gets_a_suggestion_without_the_union_tag(tmp_path):
+    text = GOOD.replace('entry: "os.path:basename"', 'entry: "os.path:basename", optons: {}')
+    assert defects_of(text, tmp_path) == [
+        f"{tmp_path / 'card.yaml'}: backend.optons: unknown field; did you mean 'options'? "
+        "Allowed: entry, kind, options."
+    ]
+
+
+def test_yaml_errors_give_line_and_column_not_a_unicode_string(tmp_path):
+    text = GOOD.replace("Repeats the text", '"Repeats the text')
+    (message,) = defects_of(text, tmp_path)
+    assert message.startswith(f"{tmp_path / 'card.yaml'}: <yaml>: not valid YAML:")
+    assert "<unicode string>" not in message and "at line" in message
+
+
+def test_a_factory_that_returns_a_non_callable_is_named_as_such(tmp_path):
+    from orchestrator.backends import CallContext
+    from orchestrator.errors import ToolFailed
+    from orchestrator.execute import WorkerPoolExecutor
+
+    py_card(tmp_path, "sum-int", "sum_int:load", "def load(options):\n    return 42\n")
+    card = Zoo.load([tmp_path]).get("sum-int").card
+    with WorkerPoolExecutor(extra_sys_path=[str(tmp_path)]) as executor:
+        with pytest.raises(ToolFailed) as info:
+            executor.call(card, {"text": "a"}, CallContext(scratch=tmp_path / "out"))
+    assert "failed to load: TypeError: sum_int:load returned int 42, not a callable" in str(
+        info.value
+    )
+
+
+def test_an_entry_naming_a_missing_attribute_says_which_module_lacks_it():
+    from orchestrator._lazy import import_entry
+
+    with pytest.raises(
+        AttributeError, match=r"os\.path:no_such_factory: module os\.path .* has no"
+    ):
+        import_entry("os.path:no_such_factory")

@@ -122,8 +122,53 @@ def test_cards_new_cli_writes_the_draft(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(README)
     out = tmp_path / "card.yaml"
-    result = CliRunner().invoke(app, ["cards", "new", "--from-readme", str(readme), "-o", str(out)])
+    args = ["cards", "new", "--from-readme", str(readme), "--model-id", "org/opus", "-o", str(out)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert card_from_yaml(out.read_text()).task == "translation"
     both = CliRunner().invoke(app, ["cards", "new"])
     assert both.exit_code == 2
+
+
+def test_cards_new_refuses_to_overwrite_unless_forced(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    out = tmp_path / "precious.yaml"
+    out.write_text("precious\n")
+    args = ["cards", "new", "--from-readme", str(readme), "--model-id", "org/m", "-o", str(out)]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "exists; pass --force" in refused.output
+    assert out.read_text() == "precious\n"
+    forced = CliRunner().invoke(app, [*args, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert card_from_yaml(out.read_text()).backend.model == "org/m"
+
+
+def test_malformed_front_matter_is_a_user_error_naming_the_file(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("---\npipeline_tag: [translation\nlicense: mit\n---\nSome text.\n")
+    with pytest.raises(UserError) as info:
+        draft_from_readme(readme, "org/m")
+    message = str(info.value)
+    assert message.startswith(f"{readme}: the front matter is not valid YAML")
+    assert "at line" in message and "<unicode string>" not in message
+
+
+def test_a_model_id_is_required_from_the_argument_or_the_front_matter(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("---\npipeline_tag: translation\n---\nA model that translates text.\n")
+    with pytest.raises(UserError, match="--model-id ORG/NAME"):
+        draft_from_readme(readme)
+    named = readme.parent / "named.md"
+    named.write_text("---\nmodel_name: org/named\npipeline_tag: translation\n---\nText.\n")
+    assert yaml.safe_load(draft_from_readme(named))["backend"]["model"] == "org/named"
+    indexed = readme.parent / "indexed.md"
+    indexed.write_text(
+        "---\nmodel-index: [{name: org/indexed, results: []}]\n"
+        "pipeline_tag: translation\n---\nText.\n"
+    )
+    assert yaml.safe_load(draft_from_readme(indexed))["backend"]["model"] == "org/indexed"

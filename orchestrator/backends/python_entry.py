@@ -28,8 +28,22 @@ class PythonEntryBackend:
     def load(self, card: ToolCard) -> Tool:
         spec = _spec(card)
         factory = import_entry(spec.entry)
+        if not callable(factory):
+            raise TypeError(
+                f"entry {spec.entry} is a {type(factory).__name__}, not a factory function"
+            )
         tool: Tool = factory(dict(spec.options))
+        if not callable(tool):
+            raise TypeError(
+                f"{spec.entry} returned {_shown(tool)}, not a callable; the factory must return "
+                "a function (inputs, ctx) -> outputs"
+            )
         return tool
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def _spec(card: ToolCard) -> PythonBackend:
