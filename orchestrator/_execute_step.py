@@ -1,7 +1,8 @@
 """The execute node: one attempt at one subtask with one candidate card, paid from the budget.
 
-Resolving the subtask's arguments into the card's inputs, reserving the expected cost, capping
-the call (timeout, max_tokens) by what the budget has left, calling the executor, and settling
+Resolving the subtask's arguments into the card's inputs, reserving the expected cost (with a
+hold of at least its fair share of what its round of parallel steps started with), capping the
+whole call (loading included, and max_tokens) by that hold, calling the executor, and settling
 the real cost.
 """
 
@@ -15,9 +16,16 @@ from langgraph.runtime import Runtime
 
 from orchestrator.answer import StepResult, compose_answer
 from orchestrator.backends import CallContext
-from orchestrator.budget import Reservation, actual_cost, expected_cost
+from orchestrator.budget import (
+    Reservation,
+    actual_cost,
+    counts_tokens,
+    expected_cost,
+    raise_hint,
+)
 from orchestrator.cards import ToolCard
 from orchestrator.errors import BudgetExceeded, ToolFailed
+from orchestrator.execute import KILL_MARGIN_S, CallLimit
 from orchestrator.plan import ComposeArg, FileArg, Plan, RefArg, Subtask, TextArg
 
 if TYPE_CHECKING:
@@ -86,9 +94,9 @@ def _resolve_arg(
     return value
 
 
-HEADROOM = 4.0  # a call may take up to 4x its expected cost, within what is left
-_TIMEOUT_MARGIN_S = 0.05  # for killing and reaping a call that hit its timeout
+HEADROOM = 4.0  # a call may take at least 4x its expected cost, within what is left
 DEFAULT_MAX_TOKENS = 256
+AFTER_CALL_S = 0.05  # of a call's hold, kept for settling it, routing and answering after it
 
 
 def _call_caps(
@@ -121,16 +129,42 @@ def _in_token_usd(card: ToolCard, tokens: int) -> Decimal:
     return card.cost.usd_per_1k_input_tokens * tokens / 1000
 
 
-def _call_timeout(
-    ctx: RunContext, card: ToolCard, reservation: Reservation, money_s: float | None
-) -> float | None:
-    """Seconds a call may take: its hold of the seconds limit, and of the money limit."""
+def _call_limit(
+    ctx: RunContext, reservation: Reservation, money_s: float | None
+) -> tuple[CallLimit, str] | None:
+    """The cap on the whole call, loading included, and the limit that sets it.
+
+    Its hold of the seconds limit, and the seconds its hold of the money limit buys, less
+    :data:`AFTER_CALL_S`.
+    """
     limits = []
     if ctx.ledger.budget.seconds is not None:
-        limits.append(reservation.cap.seconds - _TIMEOUT_MARGIN_S)
+        limits.append((reservation.cap.seconds, "seconds"))
     if money_s is not None and ctx.ledger.budget.usd is not None:
-        limits.append(money_s - _TIMEOUT_MARGIN_S)
-    return min(limits) if limits else None
+        limits.append((money_s, "usd"))
+    if not limits:
+        return None
+    seconds, name = min(limits)
+    return CallLimit(seconds - AFTER_CALL_S, raise_hint(name)), name
+
+
+def _too_small(
+    card: ToolCard, capped: tuple[CallLimit, str] | None, max_tokens: int, counted: bool
+) -> str | None:
+    """Why the call cannot be capped safely within its hold, or None when it can."""
+    if capped is not None and capped[0].seconds <= KILL_MARGIN_S:
+        limit, name = capped
+        return (
+            f"budget limit '{name}' reached: a call needs more than {KILL_MARGIN_S:g} s "
+            f"(to be stopped in time), the budget leaves {max(limit.seconds, 0.0):.3f} s "
+            f"for this one; {limit.hint}"
+        )
+    if max_tokens <= 0 and counted:
+        return (
+            f"budget limit 'usd' reached: the money left buys no output token of {card.name}; "
+            f"{raise_hint('usd')}"
+        )
+    return None
 
 
 def _billed(outputs: dict[str, Any]) -> Decimal | None:
@@ -175,29 +209,36 @@ def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[
         inputs = _resolve_inputs(ctx, subtask, card, plan, payload["results"])
         prompt_tokens = sum(len(str(v).split()) for v in inputs.values()) * 2
         cold = not ctx.executor.is_warm(card)
+        together = payload.get("round") or {}  # the steps starting in this round
         reservation = ctx.ledger.reserve(
             expected_cost(
                 card,
                 input_tokens=prompt_tokens,
                 max_output_tokens=DEFAULT_MAX_TOKENS,
                 cold=cold,
-                count_tokens=ctx.ledger.budget.tokens is not None,
             ),
             headroom=HEADROOM,
+            round_key=together.get("id"),
+            peers=int(together.get("size", 1)),
         )
     except BudgetExceeded as exc:
-        return finish("over_budget", error=str(exc))
+        return finish("over_budget", error=f"{exc}; {raise_hint(exc.limit)}")
     except ToolFailed as exc:
         return finish("failed", error=exc.reason)
     money_s, max_tokens = _call_caps(card, reservation, prompt_tokens)
-    timeout = _call_timeout(ctx, card, reservation, money_s)
-    if (timeout is not None and timeout <= 0) or (max_tokens <= 0 and _counts_tokens(ctx, card)):
+    capped = _call_limit(ctx, reservation, money_s)
+    counted = counts_tokens(card) and (
+        ctx.ledger.budget.tokens is not None or card.cost.usd_per_1k_output_tokens > 0
+    )
+    refusal = _too_small(card, capped, max_tokens, counted)
+    if refusal is not None:
         ctx.ledger.release(reservation)
-        return finish("over_budget", error="budget left is too small to cap this call safely")
-    call = CallContext(scratch=ctx.run_dir, max_tokens=max_tokens, timeout_s=timeout)
+        return finish("over_budget", error=refusal)
+    # No timeout of its own: the executor's default for the card, cut by the budget's cap.
+    call = CallContext(scratch=ctx.run_dir, max_tokens=max_tokens)
     started = ctx.ledger.clock()
     try:
-        outcome = ctx.executor.call(card, inputs, call)
+        outcome = ctx.executor.call(card, inputs, call, limit=None if capped is None else capped[0])
     except ToolFailed as exc:
         seconds = ctx.ledger.clock() - started
         spent = actual_cost(card, seconds=seconds, input_tokens=0, output_tokens=0)
@@ -222,7 +263,3 @@ def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[
         calls=1,
         outputs=outcome.outputs,
     )
-
-
-def _counts_tokens(ctx: RunContext, card: ToolCard) -> bool:
-    return ctx.ledger.budget.tokens is not None or card.cost.usd_per_1k_output_tokens > 0

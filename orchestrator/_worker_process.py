@@ -64,8 +64,11 @@ class Worker:
             return False
         return True
 
-    def start(self, launch: Launch, timeout: float) -> float:
-        """Start the sandboxed process and load the model; return the seconds it took."""
+    def start(self, launch: Launch, timeout: float, overrun: str | None = None) -> float:
+        """Start the sandboxed process and load the model; return the seconds it took.
+
+        ``overrun`` is the reason given when loading takes longer than ``timeout``.
+        """
         started = time.monotonic()
         fd, log_name = tempfile.mkstemp(prefix=f"orchestrator-worker-{self.name}-", suffix=".log")
         self.log_path = Path(log_name)
@@ -96,7 +99,7 @@ class Worker:
         deadline = started + timeout
         reply = self._exchange(self.card.model_dump(mode="json"), deadline, "while loading")
         if reply is None:
-            self._fail(f"loading took longer than {timeout:g} s; worker killed")
+            self._fail(overrun or f"loading took longer than {timeout:g} s; worker killed")
         if not reply.get("ok"):
             detail = _join(str(reply.get("traceback", "")), self.log_tail())
             self.discard()
@@ -104,16 +107,23 @@ class Worker:
         return time.monotonic() - started
 
     def request(
-        self, request: dict[str, Any], file_inputs: list[str], timeout: float
+        self,
+        request: dict[str, Any],
+        file_inputs: list[str],
+        timeout: float,
+        overrun: str | None = None,
     ) -> tuple[dict[str, Any], float]:
-        """Send one call and return the worker's successful reply and the call's wall time."""
+        """Send one call and return the worker's successful reply and the call's wall time.
+
+        ``overrun`` is the reason given when the call takes longer than ``timeout``.
+        """
         started = time.monotonic()
         scratch = Path(request["scratch"])
         message = self._staged(request, file_inputs)
         reply = self._exchange(message, started + timeout, "during the call")
         seconds = time.monotonic() - started
         if reply is None:
-            self._fail(f"timed out after {timeout:g} s; worker killed")
+            self._fail(overrun or f"timed out after {timeout:g} s; worker killed")
         copied = self._collect(scratch)
         measured = self.launch.memory_mb() if self.launch is not None else None
         if measured:

@@ -8,22 +8,93 @@ expected cost (raising :class:`~orchestrator.errors.BudgetExceeded` if it cannot
 
 from __future__ import annotations
 
+import math
+import numbers
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from orchestrator.cards import ToolCard
-from orchestrator.errors import BudgetExceeded
+from orchestrator.errors import BudgetExceeded, UserError
 
-__all__ = ["Budget", "Cost", "Ledger", "Reservation", "actual_cost", "expected_cost"]
+__all__ = [
+    "Budget",
+    "Cost",
+    "InvalidBudget",
+    "Ledger",
+    "Reservation",
+    "actual_cost",
+    "counts_tokens",
+    "expected_cost",
+    "raise_hint",
+]
+
+# How a user raises each limit: the command-line option and the Python API field.
+_RAISE = {
+    "usd": ("--budget-usd", "Budget(usd=...)"),
+    "seconds": ("--max-seconds", "Budget(seconds=...)"),
+    "tokens": ("--max-tokens", "Budget(tokens=...)"),
+    "calls": ("--max-calls", "Budget(calls=...)"),
+}
+
+
+def raise_hint(limit: str) -> str:
+    """What to raise to allow more of ``limit``: ``raise --max-seconds or Budget(seconds=...)``."""
+    option, api = _RAISE[limit]
+    return f"raise {option} or {api}"
+
+
+class InvalidBudget(UserError, ValueError):
+    """A budget limit that is not a finite, non-negative value of the right type."""
+
+
+def _checked_usd(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, Decimal | numbers.Real | str):
+        raise InvalidBudget(_bad("usd", value, "an amount of US dollars like 0.05"))
+    try:
+        amount = Decimal(value if isinstance(value, Decimal) else str(value).strip())
+    except (InvalidOperation, ValueError) as exc:
+        raise InvalidBudget(_bad("usd", value, "an amount of US dollars like 0.05")) from exc
+    if not amount.is_finite() or amount < 0:
+        raise InvalidBudget(_bad("usd", value, "a finite amount of US dollars >= 0, like 0.05"))
+    return amount
+
+
+def _checked_seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidBudget(_bad("seconds", value, "a number of seconds like 60"))
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise InvalidBudget(_bad("seconds", value, "a finite number of seconds >= 0, like 60"))
+    return seconds
+
+
+def _checked_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise InvalidBudget(_bad(name, value, f"a whole number of {name} >= 0, like 10"))
+    return int(value)
+
+
+def _bad(name: str, value: Any, allowed: str) -> str:
+    option, api = _RAISE[name]
+    shown = repr(value) if isinstance(value, str) else str(value)
+    return (
+        f"budget limit '{name}' must be {allowed} (or unset for no limit), "
+        f"got {shown} ({type(value).__name__}); set it with {option} or {api}"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
 class Budget:
-    """Optional hard limits for one run."""
+    """Optional hard limits for one run, checked when made (else :class:`InvalidBudget`).
+
+    ``usd`` takes a Decimal, a number or a string like ``"0.05"``; ``seconds`` a number;
+    ``tokens`` and ``calls`` whole numbers. Each must be finite and not negative; ``None``
+    means no limit.
+    """
 
     usd: Decimal | None = None
     seconds: float | None = None
@@ -32,11 +103,12 @@ class Budget:
 
     def __post_init__(self) -> None:
         if self.usd is not None:
-            object.__setattr__(self, "usd", Decimal(str(self.usd)))
-        for name in ("usd", "seconds", "tokens", "calls"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"budget {name} must not be negative, got {value}")
+            object.__setattr__(self, "usd", _checked_usd(self.usd))
+        if self.seconds is not None:
+            object.__setattr__(self, "seconds", _checked_seconds(self.seconds))
+        for name in ("tokens", "calls"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _checked_count(name, getattr(self, name)))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +184,7 @@ class Ledger:
     _held: dict[int, Cost] = field(default_factory=dict)
     _next_id: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _round: tuple[object, _Left] | None = None  # the current round and what it started with
 
     def __post_init__(self) -> None:
         if self.started is None:
@@ -148,54 +221,52 @@ class Ledger:
             total = total + cost
         return total
 
-    def _check(self, cost: Cost) -> None:
+    def _left(self) -> _Left:
+        """What is left of each limit now, after what is spent and held (lock held)."""
         held = self._held_total()
-        limits = self.budget
-        if limits.usd is not None:
-            left = limits.usd - self.spent.usd - held.usd
-            if cost.usd > left:
-                raise BudgetExceeded("usd", f"${cost.usd:.6f}", f"${max(left, Decimal(0)):.6f}")
-        if limits.seconds is not None:
-            left_s = limits.seconds - self.elapsed() - held.seconds
-            if cost.seconds > left_s:
-                raise BudgetExceeded("seconds", f"{cost.seconds:.1f} s", f"{max(left_s, 0):.1f} s")
-        if limits.tokens is not None:
-            left_t = limits.tokens - self.spent.tokens - held.tokens
-            if cost.tokens > left_t:
-                raise BudgetExceeded("tokens", cost.tokens, max(left_t, 0))
-        if limits.calls is not None:
-            left_c = limits.calls - self.spent.calls - held.calls
-            if cost.calls > left_c:
-                raise BudgetExceeded("calls", cost.calls, max(left_c, 0))
+        b = self.budget
+        return _Left(
+            None if b.usd is None else b.usd - self.spent.usd - held.usd,
+            None if b.seconds is None else b.seconds - self.elapsed() - held.seconds,
+            None if b.tokens is None else b.tokens - self.spent.tokens - held.tokens,
+            None if b.calls is None else b.calls - self.spent.calls - held.calls,
+        )
 
-    def reserve(self, cost: Cost, *, headroom: float = 1.0) -> Reservation:
+    def _check(self, cost: Cost, left: _Left) -> None:
+        if left.usd is not None and cost.usd > left.usd:
+            raise BudgetExceeded("usd", *_usd_amounts(cost.usd, left.usd))
+        if left.seconds is not None and cost.seconds > left.seconds:
+            raise BudgetExceeded("seconds", *_seconds_amounts(cost.seconds, left.seconds))
+        if left.tokens is not None and cost.tokens > left.tokens:
+            raise BudgetExceeded("tokens", cost.tokens, max(left.tokens, 0))
+        if left.calls is not None and cost.calls > left.calls:
+            raise BudgetExceeded("calls", cost.calls, max(left.calls, 0))
+
+    def reserve(
+        self, cost: Cost, *, headroom: float = 1.0, round_key: object = None, peers: int = 1
+    ) -> Reservation:
         """Hold ``cost`` for a call about to be made, or raise BudgetExceeded.
 
-        With ``headroom`` > 1 the hold is ``cost`` x ``headroom`` on each limited resource,
-        clipped to what is left (never below ``cost``): room for a call that runs longer or
-        writes more than expected, still within the budget, and capped at that hold.
+        With ``headroom`` > 1 the hold is larger than ``cost`` on each limited resource the
+        call uses: ``cost`` x ``headroom``, or, for a call that is one of ``peers`` calls
+        starting together in the round ``round_key``, its fair share of what was left when the
+        round's first call reserved (that left / ``peers``) if that is more. The hold is clipped
+        to what is left now (never below ``cost``), so the holds of one round together never
+        exceed what the round started with: room for a call that runs longer or writes more
+        than expected, still within the budget, and capped at that hold.
         """
         with self._lock:
-            self._check(cost)
-            hold = cost if headroom <= 1.0 else self._grown(cost, headroom)
+            left = self._left()
+            self._check(cost, left)
+            if round_key is not None and (self._round is None or self._round[0] != round_key):
+                self._round = (round_key, left)
+            base = self._round[1] if round_key is not None and self._round else None
+            hold = cost
+            if headroom > 1.0:
+                hold = _grown(cost, headroom, left, base, max(1, peers))
             self._next_id += 1
             self._held[self._next_id] = hold
             return Reservation(self._next_id, cost, hold)
-
-    def _grown(self, cost: Cost, factor: float) -> Cost:
-        """``cost`` x ``factor``, clipped to what is left of each limit (lock held)."""
-        held = self._held_total()
-        b = self.budget
-        usd = cost.usd * Decimal(str(factor))
-        if b.usd is not None:
-            usd = max(cost.usd, min(usd, b.usd - self.spent.usd - held.usd))
-        seconds = cost.seconds * factor
-        if b.seconds is not None:
-            seconds = max(cost.seconds, min(seconds, b.seconds - self.elapsed() - held.seconds))
-        tokens = int(cost.tokens * factor)
-        if b.tokens is not None:
-            tokens = max(cost.tokens, min(tokens, b.tokens - self.spent.tokens - held.tokens))
-        return Cost(usd, seconds, tokens, cost.calls)
 
     def settle(self, reservation: Reservation, actual: Cost) -> None:
         """Replace a reservation by what the call really cost."""
@@ -239,6 +310,57 @@ class Ledger:
             return self.budget.usd - self.spent.usd - self._held_total().usd
 
 
+@dataclass(frozen=True)
+class _Left:
+    """What is left of each limit (None: no limit)."""
+
+    usd: Decimal | None
+    seconds: float | None
+    tokens: int | None
+    calls: int | None
+
+
+def _grown(cost: Cost, factor: float, left: _Left, base: _Left | None, peers: int) -> Cost:
+    """The hold of a call expected to cost ``cost`` (see :meth:`Ledger.reserve`)."""
+    usd = cost.usd * Decimal(str(factor))
+    if left.usd is not None and cost.usd > 0:
+        if base is not None and base.usd is not None:
+            usd = max(usd, base.usd / peers)
+        usd = max(cost.usd, min(usd, left.usd))
+    seconds = cost.seconds * factor
+    if left.seconds is not None and cost.seconds > 0:
+        if base is not None and base.seconds is not None:
+            seconds = max(seconds, base.seconds / peers)
+        seconds = max(cost.seconds, min(seconds, left.seconds))
+    tokens = int(cost.tokens * factor)
+    if left.tokens is not None and cost.tokens > 0:
+        if base is not None and base.tokens is not None:
+            tokens = max(tokens, base.tokens // peers)
+        tokens = max(cost.tokens, min(tokens, left.tokens))
+    return Cost(usd, seconds, tokens, cost.calls)
+
+
+def _usd_amounts(needed: Decimal, left: Decimal) -> tuple[str, str]:
+    """Both amounts rounded to just enough digits (at least 6 places) to tell them apart."""
+    left = max(left, Decimal(0))
+    for places in range(6, 19):
+        quantum = Decimal(1).scaleb(-places)
+        shown_needed = needed.quantize(quantum, ROUND_HALF_UP)
+        shown_left = left.quantize(quantum, ROUND_HALF_UP)
+        if shown_needed != shown_left:
+            break
+    return f"${shown_needed:f}", f"${shown_left:f}"
+
+
+def _seconds_amounts(needed: float, left: float) -> tuple[str, str]:
+    """Both durations rounded to just enough digits (at least one) to tell them apart."""
+    left = max(left, 0.0)
+    for digits in range(1, 7):
+        if f"{needed:.{digits}f}" != f"{left:.{digits}f}":
+            break
+    return f"{needed:.{digits}f} s", f"{left:.{digits}f} s"
+
+
 def _token_usd(card: ToolCard, input_tokens: int, output_tokens: int) -> Decimal:
     return (
         card.cost.usd_per_1k_input_tokens * input_tokens
@@ -252,25 +374,35 @@ call's round trip to its worker process costs this much at worst under load, and
 is a few multiples of a 1 ms latency would leave a timeout too short to make the call at all."""
 
 
-def expected_cost(
-    card: ToolCard,
-    *,
-    input_tokens: int,
-    max_output_tokens: int,
-    cold: bool,
-    count_tokens: bool = False,
-) -> Cost:
+_TOKEN_BACKENDS = ("openai", "replay")
+_TOKEN_TASKS = ("text-generation", "text2text-generation", "summarization", "translation")
+
+
+def counts_tokens(card: ToolCard) -> bool:
+    """Whether calls to ``card`` spend tokens that a token limit must hold.
+
+    True for a card priced by tokens, and for backends that generate and count tokens (an
+    OpenAI-compatible chat model, recorded answers, a transformers text generator, summarizer
+    or translator). Other cards (a classifier, a speech model, a Python tool with no token
+    prices) are expected to use none.
+    """
+    if card.cost.usd_per_1k_input_tokens or card.cost.usd_per_1k_output_tokens:
+        return True
+    backend = card.backend
+    if backend.kind in _TOKEN_BACKENDS:
+        return True
+    task = getattr(backend, "task", "") if backend.kind == "transformers" else ""
+    return task.partition("_")[0] in _TOKEN_TASKS
+
+
+def expected_cost(card: ToolCard, *, input_tokens: int, max_output_tokens: int, cold: bool) -> Cost:
     """What a call to ``card`` is expected to cost, from its prices and measured latency.
 
-    Its seconds are at least :data:`MIN_CALL_S`. Tokens are counted for a card priced by
-    tokens, or for any card with ``count_tokens``
-    (a budget that limits tokens holds them for every call).
+    Its seconds are at least :data:`MIN_CALL_S`, plus the card's ``load_s`` when ``cold``.
+    Tokens are counted only for a card that :func:`counts_tokens`.
     """
     seconds = max(card.cost.latency_s, MIN_CALL_S) + (card.cost.load_s if cold else 0.0)
-    counts_tokens = (
-        count_tokens or card.cost.usd_per_1k_input_tokens or card.cost.usd_per_1k_output_tokens
-    )
-    tokens = input_tokens + max_output_tokens if counts_tokens else 0
+    tokens = input_tokens + max_output_tokens if counts_tokens(card) else 0
     usd = (
         card.cost.usd_per_call
         + card.cost.usd_per_second * Decimal(str(round(seconds, 6)))

@@ -13,7 +13,10 @@ tail of the worker's stderr log).
 Timeouts: a call gets ``ctx.timeout_s`` seconds, or :func:`default_timeout_s` of the card when
 unset (30 s plus 20 times the card's expected latency). Starting a worker and loading the model
 gets ``start_timeout_s``, or three times the card's declared ``load_s`` when that is longer.
-A worker that exceeds either is killed together with its whole process group.
+A worker that exceeds either is killed together with its whole process group. A
+:class:`CallLimit` (set from a budget) caps the whole call, waiting for the worker, starting it
+and loading the model included: every one of those timeouts is cut to what is left of it, less
+:data:`KILL_MARGIN_S` for killing and reaping, so the call returns within the limit.
 
 Sandbox: every worker runs under :mod:`orchestrator.sandbox` with its card's policy
 (:func:`~orchestrator.sandbox.policy_for_card`). The command run inside is
@@ -39,6 +42,8 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,6 +62,8 @@ from orchestrator.sandbox.bwrap import package_dirs
 from orchestrator.sandbox.policy import DEFAULT_ENV, model_read_paths
 
 __all__ = [
+    "KILL_MARGIN_S",
+    "CallLimit",
     "CallOutcome",
     "Executor",
     "WorkerPoolExecutor",
@@ -65,6 +72,31 @@ __all__ = [
 ]
 
 _FILE_TYPES = ("audio", "image")
+
+KILL_MARGIN_S = 0.2
+"""Seconds of a :class:`CallLimit` kept back for killing and reaping a worker that reaches it
+(measured here at about 15 ms idle; the rest is slack for a loaded machine)."""
+
+
+@dataclass(frozen=True)
+class CallLimit:
+    """The most wall seconds one whole call may take, set by a budget.
+
+    The whole call: waiting for its worker, starting it and loading the model, and the call
+    itself. The executor returns within ``seconds``, killing the worker if it must. ``hint``
+    says how to allow more (e.g. ``raise --max-seconds or Budget(seconds=...)``); it ends the
+    reason of a call that was stopped at the limit.
+    """
+
+    seconds: float
+    hint: str = ""
+
+    def reason(self, what: str, seconds: float, *, killed: bool = True) -> str:
+        """``what`` (e.g. "loading took longer than") the seconds the budget leaves, and why."""
+        text = f"{what} the {seconds:.3g} s the budget leaves" + (
+            "; worker killed" if killed else ""
+        )
+        return f"{text}; {self.hint}" if self.hint else text
 
 
 @dataclass
@@ -80,8 +112,17 @@ class CallOutcome:
 class Executor(Protocol):
     """Runs one tool call for a card; raises :class:`ToolFailed` when the call fails."""
 
-    def call(self, card: ToolCard, inputs: dict[str, Any], ctx: CallContext) -> CallOutcome:
-        """Run the tool of ``card`` on ``inputs`` and return its validated outputs."""
+    def call(
+        self,
+        card: ToolCard,
+        inputs: dict[str, Any],
+        ctx: CallContext,
+        limit: CallLimit | None = None,
+    ) -> CallOutcome:
+        """Run the tool of ``card`` on ``inputs`` and return its validated outputs.
+
+        With a ``limit`` the whole call (loading the model included) returns within it.
+        """
         ...
 
     def is_warm(self, card: ToolCard) -> bool:
@@ -180,23 +221,47 @@ class WorkerPoolExecutor:
             env = dict(self._env)
         return self.sandbox.prepare(policy, self.worker_command(card), env, self._code_paths)
 
-    def call(self, card: ToolCard, inputs: dict[str, Any], ctx: CallContext) -> CallOutcome:
-        """Run the tool of ``card`` in its warm worker; raise :class:`ToolFailed` on failure."""
+    def call(
+        self,
+        card: ToolCard,
+        inputs: dict[str, Any],
+        ctx: CallContext,
+        limit: CallLimit | None = None,
+    ) -> CallOutcome:
+        """Run the tool of ``card`` in its warm worker; raise :class:`ToolFailed` on failure.
+
+        With a ``limit`` the whole call returns within ``limit.seconds`` (see the module).
+        """
+        deadline = None
+        if limit is not None:
+            deadline = time.monotonic() + limit.seconds - KILL_MARGIN_S
         request, file_inputs = _request(card, inputs, ctx)
         worker, evicted = self._checkout(card)
         stop_in_background(evicted)
         try:
-            with worker.lock, self._slots:
+            with (
+                _waited(worker.lock, card, deadline, limit),
+                _waited(self._slots, card, deadline, limit),
+            ):
                 load_seconds = 0.0
                 if not worker.running():
-                    load_seconds = worker.start(self.worker_launch(card), self._start_timeout(card))
+                    load_seconds = self._start(worker, card, deadline, limit)
                 timeout = ctx.timeout_s if ctx.timeout_s is not None else default_timeout_s(card)
-                reply, seconds = worker.request(request, file_inputs, timeout)
+                timeout, overrun = _within(card, timeout, deadline, limit, "the call")
+                request["timeout_s"] = timeout
+                reply, seconds = worker.request(request, file_inputs, timeout, overrun)
         finally:
             self._checkin(worker)
         outputs = _validated_outputs(card, reply.get("outputs"), Path(ctx.scratch))
         usage = _usage(reply.get("usage"))
         return CallOutcome(outputs, seconds, load_seconds, usage)
+
+    def _start(
+        self, worker: Worker, card: ToolCard, deadline: float | None, limit: CallLimit | None
+    ) -> float:
+        """Start the worker and load its model, within the start timeout and the limit."""
+        timeout, overrun = _within(card, self._start_timeout(card), deadline, limit, "loading")
+        return worker.start(self.worker_launch(card), timeout, overrun)
 
     def is_warm(self, card: ToolCard) -> bool:
         """Whether a worker for ``card`` (this exact version) is running, model loaded."""
@@ -277,6 +342,44 @@ class WorkerPoolExecutor:
         for worker in workers:
             del self._workers[worker.key]
         return workers
+
+
+def _within(
+    card: ToolCard, timeout: float, deadline: float | None, limit: CallLimit | None, what: str
+) -> tuple[float, str | None]:
+    """``timeout`` cut to the ``deadline`` of a limit, with the reason to give if it is reached.
+
+    Raises ToolFailed when the deadline has already passed (nothing is started then).
+    """
+    if deadline is None or limit is None:
+        return timeout, None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise ToolFailed(card.name, limit.reason(f"no time for {what} in", 0.0, killed=False))
+    if left >= timeout:
+        return timeout, None
+    return left, limit.reason(f"{what} took longer than", left)
+
+
+@contextmanager
+def _waited(
+    lock: Any, card: ToolCard, deadline: float | None, limit: CallLimit | None
+) -> Iterator[None]:
+    """Hold ``lock`` (a worker's lock or a call slot), waiting no later than ``deadline``."""
+    if deadline is None or limit is None:
+        acquired = lock.acquire()
+    else:
+        acquired = lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+    if not acquired:
+        assert limit is not None
+        waited = limit.seconds - KILL_MARGIN_S
+        raise ToolFailed(
+            card.name, limit.reason("waiting for a free worker took", waited, killed=False)
+        )
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _code_paths(extra_sys_path: list[str]) -> list[str]:

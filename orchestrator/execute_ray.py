@@ -25,6 +25,7 @@ from orchestrator.backends import CallContext, Usage
 from orchestrator.cards import ToolCard
 from orchestrator.errors import ToolFailed
 from orchestrator.execute import (
+    CallLimit,
     CallOutcome,
     _request,
     _usage,
@@ -71,6 +72,7 @@ class _CardActor:
         files: dict[str, tuple[str, bytes]],
         max_tokens: int | None,
         timeout_s: float | None,
+        limit: tuple[float, str] | None = None,
     ) -> dict[str, Any]:
         card = ToolCard.model_validate(card_json)
         work = Path(tempfile.mkdtemp(dir=self.root))
@@ -83,7 +85,9 @@ class _CardActor:
             scratch = work / "out"
             ctx = CallContext(scratch=scratch, max_tokens=max_tokens, timeout_s=timeout_s)
             try:
-                outcome = self.pool.call(card, inputs, ctx)
+                outcome = self.pool.call(
+                    card, inputs, ctx, None if limit is None else CallLimit(*limit)
+                )
             except ToolFailed as exc:
                 return {"ok": False, "reason": exc.reason, "detail": exc.detail}
             outputs = {
@@ -176,8 +180,17 @@ class RayExecutor:
         except Exception:  # already gone: nothing left to release
             pass
 
-    def call(self, card: ToolCard, inputs: dict[str, Any], ctx: CallContext) -> CallOutcome:
-        """Run the tool of ``card`` on the cluster; raise :class:`ToolFailed` on failure."""
+    def call(
+        self,
+        card: ToolCard,
+        inputs: dict[str, Any],
+        ctx: CallContext,
+        limit: CallLimit | None = None,
+    ) -> CallOutcome:
+        """Run the tool of ``card`` on the cluster; raise :class:`ToolFailed` on failure.
+
+        A ``limit`` is enforced by the actor's worker pool (from when the actor starts the call).
+        """
         request, file_inputs = _request(card, inputs, ctx)
         values = dict(request["inputs"])
         files = {}
@@ -188,11 +201,14 @@ class RayExecutor:
         actor = self._actor(card)
         cold = not self.is_warm(card)
         started = time.monotonic()
+        capped = None if limit is None else (limit.seconds, limit.hint)
         ref = actor.call.remote(
-            card.model_dump(mode="json"), values, files, ctx.max_tokens, timeout
+            card.model_dump(mode="json"), values, files, ctx.max_tokens, timeout, capped
         )
         # The actor enforces the call timeout itself; this bound covers a lost or stuck actor.
         bound = timeout + (self.start_timeout_s if cold else 0) + 30
+        if limit is not None:
+            bound = min(bound, limit.seconds + 30)
         try:
             reply = self._ray.get(ref, timeout=bound)
         except self._ray.exceptions.GetTimeoutError as exc:

@@ -1,11 +1,22 @@
+import subprocess
+import sys
 import threading
 from decimal import Decimal
 
 import pytest
 
-from orchestrator.budget import Budget, Cost, Ledger, actual_cost, expected_cost
+from orchestrator.budget import (
+    Budget,
+    Cost,
+    InvalidBudget,
+    Ledger,
+    actual_cost,
+    counts_tokens,
+    expected_cost,
+    raise_hint,
+)
 from orchestrator.cards import ToolCard
-from orchestrator.errors import BudgetExceeded
+from orchestrator.errors import BudgetExceeded, UserError
 
 
 def card(**cost) -> ToolCard:
@@ -141,10 +152,135 @@ def test_billed_cost_is_what_the_provider_charged():
     assert billed.usd == Decimal("0.0042") and billed.tokens == 505 and billed.calls == 1
 
 
-def test_a_token_limit_holds_tokens_for_every_call():
+def test_only_cards_that_use_tokens_expect_tokens():
+    # a Python tool without token prices (an offline classifier) uses none: a token limit
+    # must not refuse it (it used to hold input + 256 output tokens for every call)
     free = card(latency_s=1.0)
+    assert not counts_tokens(free)
     assert expected_cost(free, input_tokens=10, max_output_tokens=20, cold=False).tokens == 0
-    counted = expected_cost(
-        free, input_tokens=10, max_output_tokens=20, cold=False, count_tokens=True
+    priced = card(usd_per_1k_output_tokens="0.5")
+    assert counts_tokens(priced)
+    assert expected_cost(priced, input_tokens=10, max_output_tokens=20, cold=False).tokens == 30
+    chat = ToolCard.model_validate(
+        {
+            "name": "chat",
+            "task": "text-generation",
+            "description": "a chat model behind an API",
+            "inputs": [{"name": "prompt", "type": "text"}],
+            "outputs": [{"name": "text", "type": "text"}],
+            "backend": {"kind": "openai", "model": "m"},
+        }
     )
-    assert counted.tokens == 30
+    assert counts_tokens(chat)
+    for task, counted in (
+        ("summarization", True),
+        ("translation_en_to_fr", True),
+        ("text-classification", False),
+    ):
+        model = ToolCard.model_validate(
+            {
+                "name": "hf",
+                "task": "summarization",
+                "description": "a transformers model",
+                "inputs": [{"name": "text", "type": "text"}],
+                "outputs": [{"name": "text", "type": "text"}],
+                "backend": {"kind": "transformers", "task": task, "model": "m"},
+            }
+        )
+        assert counts_tokens(model) is counted, task
+
+
+@pytest.mark.parametrize(
+    ("limits", "name"),
+    [
+        ({"usd": "nan"}, "usd"),
+        ({"usd": Decimal("NaN")}, "usd"),
+        ({"usd": "inf"}, "usd"),
+        ({"usd": "abc"}, "usd"),
+        ({"usd": -0.01}, "usd"),
+        ({"usd": [1]}, "usd"),
+        ({"seconds": float("nan")}, "seconds"),
+        ({"seconds": float("inf")}, "seconds"),
+        ({"seconds": "60"}, "seconds"),
+        ({"seconds": -1}, "seconds"),
+        ({"calls": "3"}, "calls"),
+        ({"calls": 2.5}, "calls"),
+        ({"calls": True}, "calls"),
+        ({"tokens": -5}, "tokens"),
+    ],
+)
+def test_a_bad_limit_is_a_user_error_naming_it(limits, name):
+    with pytest.raises(InvalidBudget) as info:
+        Budget(**limits)
+    assert isinstance(info.value, UserError)
+    message = str(info.value)
+    assert f"'{name}'" in message and "set it with --" in message and f"Budget({name}=" in message
+
+
+def test_good_limits_are_normalised():
+    budget = Budget(usd="0.05", seconds=3, tokens=10, calls=0)
+    assert budget.usd == Decimal("0.05") and budget.seconds == 3.0
+    assert isinstance(budget.seconds, float) and budget.calls == 0
+    assert Budget(usd=1).usd == Decimal(1) and Budget(usd=0.1).usd == Decimal("0.1")
+
+
+def test_a_refusal_shows_amounts_that_differ():
+    ledger = Ledger(Budget(usd=Decimal("0.00001")))
+    with pytest.raises(BudgetExceeded) as info:
+        ledger.reserve(Cost(usd=Decimal("0.0000100004"), calls=1))
+    assert "needs $0.0000100004, $0.0000100000 left" in str(info.value)
+    now = [0.0]
+    timed = Ledger(Budget(seconds=2.0), clock=lambda: now[0])
+    now[0] = 0.1
+    with pytest.raises(BudgetExceeded) as info:
+        timed.reserve(Cost(seconds=1.91, calls=1))
+    assert "needs 1.91 s, 1.90 s left" in str(info.value)
+    assert raise_hint("seconds") == "raise --max-seconds or Budget(seconds=...)"
+
+
+def test_the_calls_of_one_round_share_what_the_round_started_with():
+    ledger = Ledger(Budget(usd=Decimal("1.00"), seconds=60, tokens=1000))
+    expected = Cost(usd=Decimal("0.01"), seconds=0.5, tokens=50, calls=1)
+    first = ledger.reserve(expected, headroom=4, round_key=7, peers=3)
+    second = ledger.reserve(expected, headroom=4, round_key=7, peers=3)
+    third = ledger.reserve(expected, headroom=4, round_key=7, peers=3)
+    for held in (first, second, third):
+        # far more than 4x the expected cost: a third of what the round started with
+        assert held.cap.usd == Decimal("1.00") / 3
+        assert 19.9 < held.cap.seconds <= 20 and held.cap.tokens == 333
+    # together they hold no more than was left
+    total = ledger.held()
+    assert total.usd <= Decimal("1.00") and total.seconds <= 60 and total.tokens <= 1000
+    for held in (first, second, third):
+        ledger.settle(held, expected)
+    # a lone call in the next round may hold everything left
+    alone = ledger.reserve(expected, headroom=4, round_key=8, peers=1)
+    assert alone.cap.usd == Decimal("0.97") and alone.cap.tokens == 850
+
+
+def test_a_round_share_never_starves_a_call_that_needs_more():
+    ledger = Ledger(Budget(usd=Decimal("1.00")))
+    big = ledger.reserve(Cost(usd=Decimal("0.30"), calls=1), headroom=4, round_key=1, peers=2)
+    assert big.cap.usd == Decimal("1.00")  # 4 x 0.30 clipped to what is left
+    with pytest.raises(BudgetExceeded):
+        ledger.reserve(Cost(usd=Decimal("0.01"), calls=1), headroom=4, round_key=1, peers=2)
+    # a call that uses no money holds none, whatever its share
+    free = Ledger(Budget(usd=Decimal("1.00")))
+    held = free.reserve(Cost(seconds=1, calls=1), headroom=4, round_key=1, peers=1)
+    assert held.cap.usd == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--budget-usd", "nan"), ("--max-seconds", "nan"), ("--budget-usd", "-1")]
+)
+def test_the_cli_refuses_a_bad_limit_with_exit_code_2(tmp_path, option, value):
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", "Say 'hi' aloud", option, value],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert option in " ".join(done.stderr.split())  # the message names the option to fix

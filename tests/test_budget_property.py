@@ -1,11 +1,12 @@
 """Property: whatever the plan, prices, latencies and failures, a run never overspends a limit.
 
 Each example builds random tool cards (prices per call, per second and per output token;
-a declared latency and a real one up to 10x off; some that fail), a random DAG plan, and a
-random budget with any subset of the four limits, then runs it through the real graph
-(plan -> select -> route <-> execute -> answer, the default router policy). The tools run
-in-process on a virtual clock (see tests/_budget_tools.py), so 1,000 runs take seconds and
-wall time is exact; the ledger, the caps and the router are the production ones.
+a declared latency and a real one up to 10x off; a declared load time and a real one up to 10x
+off; some that fail), a random DAG plan, and a random budget with any subset of the four
+limits, then runs it through the real graph (plan -> select -> route <-> execute -> answer,
+the default router policy; independent steps start together and share what is left). The
+tools run in-process on a virtual clock (see tests/_budget_tools.py), so 1,000 runs take
+seconds and wall time is exact; the ledger, the caps and the router are the production ones.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from _budget_tools import CLOCK
+from _budget_tools import CLOCK, SimExecutor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator import Budget, Config, Orchestrator, Zoo
 from orchestrator.cards import ToolCard
-from orchestrator.execute_inprocess import InProcessExecutor
 from orchestrator.plan import Plan, Subtask, TextArg
 
 RUNS = 1000
@@ -36,6 +36,8 @@ card_spec = st.fixed_dictionaries(
         "usd_per_1k_output_tokens": st.sampled_from([Decimal(0), Decimal("0.01"), Decimal("0.5")]),
         "latency_s": st.floats(min_value=0.05, max_value=3.0),
         "real_factor": st.floats(min_value=0.1, max_value=10.0),
+        "load_s": st.sampled_from([0.0, 0.5, 2.0]),
+        "load_factor": st.floats(min_value=0.1, max_value=10.0),
         "fails": st.booleans(),
         "out_tokens": st.integers(min_value=0, max_value=600),
         "strength": st.floats(min_value=0.1, max_value=0.95),
@@ -74,6 +76,8 @@ def _card(i: int, spec: dict) -> ToolCard:
                     "latency": spec["latency_s"] * spec["real_factor"],
                     "fails": spec["fails"],
                     "out_tokens": spec["out_tokens"],
+                    "load": spec["load_s"] * spec["load_factor"],
+                    "llm": spec["usd_per_1k_output_tokens"] > 0,
                 },
             },
             "cost": {
@@ -81,7 +85,7 @@ def _card(i: int, spec: dict) -> ToolCard:
                 "usd_per_second": str(spec["usd_per_second"]),
                 "usd_per_1k_output_tokens": str(spec["usd_per_1k_output_tokens"]),
                 "latency_s": spec["latency_s"],
-                "load_s": 0,
+                "load_s": spec["load_s"],
             },
             "strength": spec["strength"],
         }
@@ -122,6 +126,7 @@ def stats():
         assert STATS[f"stopped_by_{limit}"] > 0, limit
     assert STATS["status_ok"] > 0 and STATS["status_budget_exhausted"] > 0
     assert STATS["attempts_failed"] > 0
+    assert STATS["load_stopped"] > 0 and STATS["load_seconds"] > 0
 
 
 @settings(
@@ -139,7 +144,7 @@ def test_spent_never_exceeds_any_limit(stats, tmp_path_factory, cards, steps, li
         Config(runs_dir=Path(runs)),
         zoo=zoo,
         planner=FixedPlanner(steps),
-        executor=InProcessExecutor(clock=CLOCK),
+        executor=SimExecutor(),
         durable=False,
         clock=CLOCK,
     ) as orch:
@@ -159,6 +164,9 @@ def test_spent_never_exceeds_any_limit(stats, tmp_path_factory, cards, steps, li
     for step in result.steps:
         for attempt in step.attempts:
             stats[f"attempts_{attempt['status']}"] += 1
+            stats["load_seconds"] += attempt.get("load_seconds", 0.0)
+            if "loading took longer" in (attempt.get("error") or ""):
+                stats["load_stopped"] += 1
             if attempt["status"] == "over_budget":
                 limit = attempt["error"].split("'")[1] if "'" in attempt["error"] else "cap"
                 stats[f"stopped_by_{limit}"] += 1

@@ -15,7 +15,7 @@ import pytest
 from orchestrator.backends import CallContext, Usage
 from orchestrator.cards import ToolCard
 from orchestrator.errors import ToolFailed
-from orchestrator.execute import CallOutcome, WorkerPoolExecutor, default_timeout_s
+from orchestrator.execute import CallLimit, CallOutcome, WorkerPoolExecutor, default_timeout_s
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
 
@@ -429,3 +429,42 @@ def test_worker_environment(tmp_path: Path) -> None:
 
 def test_default_timeout_grows_with_expected_latency() -> None:
     assert default_timeout_s(make_card("fast")) == pytest.approx(30.2)
+
+
+def test_a_call_limit_stops_a_slow_load_in_time(ctx: CallContext) -> None:
+    card = make_card("limited-loader", options={"load_sleep": 30})
+    with WorkerPoolExecutor(extra_sys_path=[TESTS_DIR]) as pool:
+        started = time.monotonic()
+        with pytest.raises(ToolFailed) as failed:
+            pool.call(card, {"text": "echo"}, ctx, limit=CallLimit(1.0, "raise it"))
+        assert time.monotonic() - started <= 1.0  # the whole call, start-up and kill included
+        assert failed.value.reason.startswith("loading took longer than the")
+        assert failed.value.reason.endswith("s the budget leaves; worker killed; raise it")
+
+
+def test_a_call_limit_cuts_the_call_timeout(executor: WorkerPoolExecutor, tmp_path: Path) -> None:
+    card = make_card("limited-caller")
+    ctx = CallContext(scratch=tmp_path / "scratch")  # no timeout: the card's default, 30.2 s
+    outcome = executor.call(card, {"text": "echo"}, ctx, limit=CallLimit(10.0))
+    assert 0 < outcome.outputs["info"]["timeout_s"] <= 10.0  # the tool is told the cut timeout
+    assert outcome.seconds + outcome.load_seconds <= 10.0
+    started = time.monotonic()
+    with pytest.raises(ToolFailed, match="the call took longer than the .* budget leaves"):
+        executor.call(card, {"text": "sleep 10"}, ctx, limit=CallLimit(1.5))
+    assert time.monotonic() - started <= 1.5
+
+
+def test_waiting_for_a_busy_worker_counts_against_the_limit(
+    executor: WorkerPoolExecutor, ctx: CallContext
+) -> None:
+    card = make_card("busy")
+    call(executor, card, "echo", ctx)  # warm
+    first = threading.Thread(target=call, args=(executor, card, "sleep 3", ctx))
+    first.start()
+    time.sleep(0.5)  # the first call holds the worker for 3 s
+    started = time.monotonic()
+    with pytest.raises(ToolFailed) as failed:
+        executor.call(card, {"text": "echo"}, ctx, limit=CallLimit(1.0, "raise it"))
+    assert time.monotonic() - started <= 1.0
+    assert failed.value.reason.startswith("waiting for a free worker took the")
+    first.join()
