@@ -259,11 +259,15 @@ def chat_command(
 ) -> None:
     """Talk to the orchestrator: follow-ups can refer to earlier results and files."""
     from orchestrator.chat import ChatSession
-    from orchestrator.cli import _budget, _config, _zoo
+    from orchestrator.cli import _budget, _config, _fail, _zoo
     from orchestrator.run import Orchestrator
 
     console = Console()
     config = _config(cards)
     budget = _budget(budget_usd, max_seconds, max_calls, None, config)
-    with Orchestrator(config, zoo=_zoo(config)) as orchestrator:
+    try:
+        orchestrator = Orchestrator(config, zoo=_zoo(config))
+    except UserError as exc:  # a bad planner, router or option in the configuration
+        raise _fail(str(exc)) from exc
+    with orchestrator:
         chat_loop(console, ChatSession(orchestrator, budget))

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from evals.cli import bench_app, eval_app
 from orchestrator import cli_selection
@@ -19,7 +25,7 @@ from orchestrator.errors import CardError, UserError
 from orchestrator.runs_cli import runs_app as _runs_app
 from orchestrator.sandbox.cli import sandbox_app
 from orchestrator.server import serve_command
-from orchestrator.zoo import Zoo, builtin_cards_dir, validate_paths
+from orchestrator.zoo import Zoo, validate_paths
 
 __all__ = ["app"]
 
@@ -49,7 +55,7 @@ CardsOption = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -101,7 +107,11 @@ def run(
     out: Annotated[Path | None, typer.Option(help="folder for the files the run makes")] = None,
     cards: CardsOption = None,
 ) -> None:
-    """Run one request and print the plan, the models chosen, the outputs and the answer."""
+    """Run one request and print the plan, the models chosen, the outputs and the answer.
+
+    Ctrl-C cancels the run once the steps already running finish (a second Ctrl-C stops them
+    at once); the run is kept and ``orchestrator runs resume ID`` continues it.
+    """
     from orchestrator.report import EventPrinter, print_result
     from orchestrator.run import Orchestrator
 
@@ -110,24 +120,67 @@ def run(
     for path in files or []:
         if not path.is_file():
             raise _fail(f"attached file {path} not found")
-    with Orchestrator(config, zoo=_zoo(config)) as orchestrator:
-        result = orchestrator.run(
-            prompt,
-            budget=budget,
-            files=files or [],
-            out_dir=out,
-            on_event=None if as_json else EventPrinter(console),
-        )
+    zoo = _zoo(config)
+    try:
+        with Orchestrator(config, zoo=zoo) as orchestrator, _ctrl_c_cancels(orchestrator) as stop:
+            result = orchestrator.run(
+                prompt,
+                budget=budget,
+                files=files or [],
+                out_dir=out,
+                on_event=None if as_json else EventPrinter(console),
+                cancel=stop,
+            )
+    except UserError as exc:
+        raise _fail(str(exc)) from exc
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         print_result(console, result)
     if result.status in ("rejected", "unservable"):
         if not as_json:
-            err.print(f"[red]error:[/red] {result.message}", highlight=False)
+            err.print(f"[red]error:[/red] {escape(result.message)}", highlight=False)
         raise typer.Exit(2)
+    if result.status == "cancelled":
+        raise typer.Exit(130)
     if result.status == "failed":
         raise typer.Exit(1)
+
+
+@contextmanager
+def _ctrl_c_cancels(orchestrator: Any) -> Iterator[threading.Event]:
+    """While the block runs, Ctrl-C sets the event it yields (the run's ``cancel``).
+
+    The first Ctrl-C lets the steps already running finish; the second stops their workers
+    (those steps are not recorded and run again on resume); a third interrupts as usual.
+    """
+    cancel = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield cancel
+        return
+    presses = []
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        presses.append(signum)
+        if len(presses) == 1:
+            cancel.set()
+            _say("Cancelling... steps already running finish first (Ctrl-C again stops them).")
+        elif len(presses) == 2:
+            _say("Stopping the running steps now.")
+            threading.Thread(target=orchestrator.executor.close, daemon=True).start()
+        else:
+            signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _say(text: str) -> None:
+    # os.write, not the console: a signal handler may interrupt the console mid-print.
+    os.write(2, f"\n{text}\n".encode())
 
 
 @app.command()
@@ -139,7 +192,10 @@ def demo(
     """Make demo inputs with the offline models and run real multi-model requests on them."""
     from orchestrator.demo import run_demo
 
-    results = run_demo(out, console)
+    try:
+        results = run_demo(out, console)
+    except UserError as exc:  # a broken configuration or card folder
+        raise _fail(str(exc)) from exc
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 
@@ -187,14 +243,16 @@ def cards_validate(
     paths: Annotated[list[Path], typer.Argument(help="card files or folders")],
     with_builtin: Annotated[
         bool, typer.Option(help="also check name clashes with the built-in cards")
-    ] = False,
+    ] = True,
+    imports: Annotated[
+        bool, typer.Option(help="import python cards' entries (in the sandbox) to check them")
+    ] = True,
 ) -> None:
     """Validate card files; exit non-zero on any defect, naming the file, the field and the fix."""
-    roots = ([builtin_cards_dir()] if with_builtin else []) + list(paths)
-    defects = validate_paths(roots)
+    defects = validate_paths(paths, builtin=with_builtin, imports=imports)
     if defects:
         for defect in defects:
-            err.print(str(defect), markup=False, highlight=False)
+            err.print(str(defect), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"ok: {', '.join(str(p) for p in paths)}", markup=False)
 

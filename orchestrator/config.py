@@ -118,6 +118,9 @@ class Config(BaseModel):
         default_factory=dict, description="options of the routing policy, e.g. cost_weight"
     )
     max_workers: int = Field(default=6, ge=1, description="warm worker processes kept at once")
+    max_prompt_chars: int = Field(
+        default=20_000, ge=1, description="longer requests are refused (attach long text as a file)"
+    )
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)

@@ -12,6 +12,7 @@ run context; the state stays JSON (with what was spent) so a checkpointer can st
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from orchestrator._execute_step import _attempts_of, _step_result, execute_node
+from orchestrator._run_checks import ECHO_CHARS, short
 from orchestrator.answer import compose_answer
 from orchestrator.budget import Ledger, expected_cost
 from orchestrator.cards import ToolCard
@@ -97,7 +99,14 @@ class RunContext:
     policy: RouterPolicy = field(default_factory=DefaultPolicy)
 
     def card(self, name: str) -> ToolCard:
-        return self.zoo.get(name).card
+        """The loaded card ``name`` (a run needing a card not loaded is the user's mistake)."""
+        try:
+            return self.zoo.get(name).card
+        except KeyError:
+            raise UserError(
+                f"this run needs the card {name}, which is not loaded; pass the folder of its "
+                "card with --cards DIR (or add it to card_dirs in the config)"
+            ) from None
 
 
 # ----------------------------------------------------------------------------- nodes
@@ -112,13 +121,22 @@ def plan_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         )
         validate_plan(plan, ctx.zoo, base_dir=ctx.base_dir)
     except UserError as exc:
-        ctx.emit({"type": "rejected", "message": str(exc)})
-        return {"plan": None, "outcome": "rejected", "message": str(exc)}
+        message = _clip_quotes(str(exc))
+        ctx.emit({"type": "rejected", "message": message})
+        return {"plan": None, "outcome": "rejected", "message": message}
     dumped = plan.model_dump(mode="json")
     ctx.emit({"type": "plan", "plan": dumped})
     if not state.get("replanning"):
         return {"plan": dumped}
     return {"plan": dumped, **_replanned(state, plan)}
+
+
+_QUOTED = re.compile("'([^']{" + str(ECHO_CHARS + 1) + ",})'")
+
+
+def _clip_quotes(message: str) -> str:
+    """``message`` with each long quoted part cut (a message never echoes a long prompt)."""
+    return _QUOTED.sub(lambda m: repr(short(m.group(1))), message)
 
 
 def _replanned(state: RunState, plan: Plan) -> dict[str, Any]:
@@ -394,6 +412,8 @@ def fan_out(state: RunState) -> list[Send] | str:
                 "results": state.get("results", {}),
                 "selections": state["selections"],
                 "seq": 1 + len(_attempts_of(state, a["step"])),
+                # the steps starting together share what is left (see Ledger.reserve)
+                "round": {"id": len(state.get("attempts", [])), "size": len(pending)},
             },
         )
         for a in pending
@@ -449,7 +469,7 @@ def _problems(plan: Plan, status: dict[str, str], decisions: list[dict[str, Any]
         if status[subtask.id] != "done":
             reason = last_reason.get(subtask.id, status[subtask.id])
             problems.append(
-                f"Step {subtask.id} ('{subtask.instruction}') did not finish: {reason}."
+                f"Step {subtask.id} ('{short(subtask.instruction)}') did not finish: {reason}."
             )
     return problems
 

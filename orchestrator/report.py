@@ -6,13 +6,14 @@ from decimal import Decimal
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.answer import render_value
 from orchestrator.run import RunResult
 from orchestrator.zoo import Zoo, ZooEntry
 
-__all__ = ["EventPrinter", "print_card", "print_cards", "print_result", "usd"]
+__all__ = ["EventPrinter", "print_card", "print_cards", "print_result", "print_run", "usd"]
 
 
 def usd(amount: object) -> str:
@@ -44,11 +45,7 @@ class EventPrinter:
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["type"]
         if kind == "plan":
-            self.console.print("[bold]Plan[/bold]")
-            for s in event["plan"]["subtasks"]:
-                deps = f" after {', '.join(s['deps'])}" if s["deps"] else ""
-                line = f"  {s['id']}: {s['task']} - {s['instruction']!r}{deps}"
-                self.console.print(f"{line}  [{_args_text(s['args'])}]", markup=False)
+            _print_plan(self.console, event["plan"])
         elif kind == "select":
             self.console.print("[bold]Selection[/bold] (top candidates, best first)")
             for step, record in event["selections"].items():
@@ -79,9 +76,26 @@ class EventPrinter:
                 self.console.print(f"      {name}: {text[:300]}", markup=False)
         else:
             self.console.print(
-                f"  [red]{event['status']}[/red] {event['step']} {event['card']}: {event['error']}",
-                markup=False,
+                f"  [red]{escape(str(event['status']))}[/red] "
+                + escape(f"{event['step']} {event['card']}: {event['error']}"),
+                highlight=False,
             )
+
+
+def _print_plan(console: Console, plan: dict[str, Any]) -> None:
+    """The subtasks of a plan, and the planner's notes (e.g. that it fell back)."""
+    planner = f" (planner: {plan['planner']})" if plan.get("planner") else ""
+    console.print(f"[bold]Plan[/bold]{escape(planner)}")
+    for s in plan["subtasks"]:
+        deps = f" after {', '.join(s['deps'])}" if s["deps"] else ""
+        line = f"  {s['id']}: {s['task']} - {_clip(s['instruction'])!r}{deps}"
+        console.print(f"{line}  [{_clip(_args_text(s['args']))}]", markup=False)
+    for note in plan.get("notes") or []:
+        console.print("  [yellow]note[/yellow] " + escape(str(note)), highlight=False)
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def print_result(console: Console, result: RunResult) -> None:
@@ -89,7 +103,11 @@ def print_result(console: Console, result: RunResult) -> None:
     console.print()
     colour = "green" if result.ok else "yellow"
     console.print(f"[bold]Answer[/bold] [{colour}]({result.status})[/{colour}]")
-    console.print(result.answer or result.message, markup=False)
+    text = result.answer or result.message
+    if not text and result.status == "unfinished":
+        text = "No answer yet: the run did not finish. Resume: orchestrator runs resume "
+        text += result.run_id
+    console.print(text, markup=False)
     if result.artifacts:
         console.print("[bold]Files[/bold]")
         for path in result.artifacts:
@@ -102,6 +120,36 @@ def print_result(console: Console, result: RunResult) -> None:
     left = {k: v for k, v in result.budget_left.items() if v is not None}
     if left:
         console.print("[bold]Budget left[/bold] " + ", ".join(f"{k} {v}" for k, v in left.items()))
+
+
+def print_run(console: Console, result: RunResult) -> None:
+    """A stored run in full: the plan, each step, the router's decisions, the answer, the cost."""
+    console.print(f"[bold]Run {escape(result.run_id)}[/bold] ({escape(result.status)})")
+    console.print(f"Request: {_clip(result.request)!r}", markup=False, highlight=False)
+    if result.plan is not None:
+        _print_plan(console, result.plan.model_dump(mode="json"))
+    if result.steps:
+        console.print("[bold]Steps[/bold]")
+    for step in result.steps:
+        line = (
+            f"  {step.step} {step.status:<11} {step.card or '-'}  {step.seconds:.2f} s  "
+            f"{usd(step.usd)}  {len(step.attempts)} attempt(s)"
+        )
+        console.print(line, markup=False, highlight=False)
+        for name, value in (step.outputs or {}).items():
+            text = value if isinstance(value, str) else render_value("json", value)
+            console.print(f"      {name}: {_clip(text)}", markup=False, highlight=False)
+        last = step.attempts[-1] if step.attempts else None
+        if step.status != "done" and last and last.get("error"):
+            console.print(f"      error: {_clip(str(last['error']))}", markup=False)
+    if result.decisions:
+        console.print("[bold]Router decisions[/bold]")
+    for d in result.decisions:
+        on = f" {d['card']}" if d.get("card") else ""
+        console.print(
+            f"  {d['step']}: {d['action']}{on} - {d['reason']}", markup=False, highlight=False
+        )
+    print_result(console, result)
 
 
 def print_cards(console: Console, zoo: Zoo) -> None:

@@ -189,5 +189,3 @@ class LLMPolicy:
 
     def decide(self, view: StepView) -> Decision:
         return self._route(view, started=True)
-
-

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -13,18 +11,43 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from orchestrator.budget import Budget, Cost, Ledger
+from orchestrator._run_checks import (
+    checked_prompt,
+    configured_planner,
+    configured_policy,
+    prepare_run_dir,
+    short,
+)
+from orchestrator._run_store import (
+    carried_spend,
+    checkpoints_path,
+    finished,
+    open_checkpointer,
+    run_lock,
+    stored_run_ids,
+    with_pending,
+)
+from orchestrator.answer import StepResult, compose_answer
+from orchestrator.budget import Budget, Ledger
 from orchestrator.config import Config
 from orchestrator.errors import RunCancelled, UserError
 from orchestrator.execute import Executor, WorkerPoolExecutor
 from orchestrator.graph import RunContext, build_graph
 from orchestrator.plan import Plan
-from orchestrator.route import RouterPolicy, get_policy
+from orchestrator.route import RouterPolicy
 from orchestrator.select import EvidenceScorer, Scorer
 from orchestrator.zoo import Zoo
-from planners import Planner, planner_from_config
+from planners import Planner
 
-__all__ = ["Orchestrator", "RunResult", "StepRecord"]
+__all__ = [
+    "Orchestrator",
+    "RunResult",
+    "StepRecord",
+    "carried_spend",
+    "checkpoints_path",
+    "open_checkpointer",
+    "stored_run_ids",
+]
 
 
 @dataclass
@@ -51,7 +74,8 @@ class RunResult:
     ``status`` is one of: ``ok`` (every step finished), ``partial`` (some did), ``failed``
     (none did), ``budget_exhausted`` (the budget stopped some steps), ``rejected`` (the request
     or plan was malformed: ``message`` says what to fix), ``unservable`` (no available card can do
-    a needed step: ``message`` names it), ``cancelled`` (stopped by the caller; resumable).
+    a needed step: ``message`` names it), ``cancelled`` (stopped by the caller; resumable),
+    ``unfinished`` (a stored run that did not end: its process died or was cancelled).
     """
 
     run_id: str
@@ -107,9 +131,10 @@ class Orchestrator:
     ) -> None:
         self.config = config or Config.load()
         self.zoo = zoo if zoo is not None else Zoo.load(self.config.card_dirs)
-        self.planner = planner or planner_from_config(self.config)
+        # A misnamed planner or router, or a bad router option, is refused here, not mid-run.
+        self.planner = planner or configured_planner(self.config)
         self.scorer = scorer or EvidenceScorer()
-        self.policy = policy or _configured_policy(self.config)
+        self.policy = policy or configured_policy(self.config)
         self.clock = clock  # what the budget's wall seconds are measured by
         self._own_executor = executor is None
         self.executor = executor or WorkerPoolExecutor.from_config(self.config)
@@ -138,12 +163,41 @@ class Orchestrator:
         ``base_dir`` (default: the current folder). Outputs go to ``out_dir`` (default: a new
         folder under the configured runs folder). ``on_event`` receives progress events.
         Setting ``cancel`` stops the run before its next step starts (a step already running
-        finishes and is kept): the result's status is ``cancelled`` and, if the orchestrator
-        is durable, ``resume(run_id)`` continues it.
+        finishes and is kept; one that fails after the cancel, e.g. because its worker was
+        stopped, is not recorded and runs again on resume): the result's status is
+        ``cancelled`` and, if the orchestrator is durable, ``resume(run_id)`` continues it.
+
+        A prompt that is not a string raises ``TypeError``; one longer than the config's
+        ``max_prompt_chars`` is ``rejected``. Neither is stored. A ``run_id`` already in the
+        store is refused (:class:`UserError`): use :meth:`resume` or another id.
         """
+        refused = checked_prompt(prompt, self.config.max_prompt_chars)
         run_id = run_id or uuid.uuid4().hex[:12]
+        if refused is not None:
+            return _rejected(run_id, prompt, refused, budget or self.config.budget.to_budget())
+        if self.checkpoint_path is None:
+            return self._run(prompt, run_id, budget, files, base_dir, out_dir, on_event, cancel)
+        with run_lock(self.checkpoint_path, run_id):
+            if self._saver.get_tuple(self._config(run_id)) is not None:
+                raise UserError(
+                    f"run {run_id} already exists in {self.checkpoint_path}; continue it with "
+                    f"resume({run_id!r}) (orchestrator runs resume {run_id}), or use another run_id"
+                )
+            return self._run(prompt, run_id, budget, files, base_dir, out_dir, on_event, cancel)
+
+    def _run(
+        self,
+        prompt: str,
+        run_id: str,
+        budget: Budget | None,
+        files: Sequence[str | Path],
+        base_dir: str | Path | None,
+        out_dir: str | Path | None,
+        on_event: Callable[[dict[str, Any]], None] | None,
+        cancel: threading.Event | None,
+    ) -> RunResult:
         run_dir = (Path(out_dir) if out_dir else self.config.runs_dir / run_id).resolve()
-        run_dir.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(run_dir, chosen=out_dir is not None)
         budget = budget or self.config.budget.to_budget()
         ledger = Ledger(budget, clock=self.clock)
         events = _cancellable(on_event, cancel) if cancel is not None else on_event
@@ -163,80 +217,152 @@ class Orchestrator:
             )
         except RunCancelled:
             return self._cancelled(run_id, prompt, ledger, run_dir)
+        except Exception:
+            # Stopping a run's workers to cancel it can fail a call in flight in other ways.
+            if cancel is not None and cancel.is_set():
+                return self._cancelled(run_id, prompt, ledger, run_dir)
+            raise
         return _result(run_id, prompt, state, ledger, run_dir)
 
     def _cancelled(self, run_id: str, prompt: str, ledger: Ledger, run_dir: Path) -> RunResult:
         values: dict[str, Any] = {}
         if self._saver is not None:
-            values = _with_pending(self._graph.get_state(self._config(run_id)))
+            values = with_pending(self._graph.get_state(self._config(run_id)))
         values = {k: v for k, v in values.items() if k not in ("outcome", "answer")}
-        result = _result(run_id, prompt, values, ledger, run_dir)
-        result.status = "cancelled"
-        for step in result.steps:
-            last = step.attempts[-1] if step.attempts else None
-            if step.status != "done" and last is not None and last.get("status") == "ok":
-                step.status, step.outputs = "done", last.get("outputs")
-        finished = [s.step for s in result.steps if s.status == "done"]
+        result = _unfinished(_result(run_id, prompt, values, ledger, run_dir), "cancelled")
+        finished_steps = [s.step for s in result.steps if s.status == "done"]
         result.message = "Cancelled before every step ran" + (
-            f"; finished: {', '.join(finished)}." if finished else "."
+            f"; finished: {', '.join(finished_steps)}." if finished_steps else "."
         )
         if self._saver is not None:
             result.message += f" Resume with: orchestrator runs resume {run_id}"
-        result.answer = result.message
+        partial = self._partial_answer(result)
+        result.answer = (partial + "\n" + result.message).strip()
         return result
 
+    def _partial_answer(self, result: RunResult) -> str:
+        """The answer the finished steps make (steps whose card is not loaded are left out)."""
+        done = [
+            StepResult(s.step, s.instruction, self.zoo.get(s.card).card, s.outputs)
+            for s in result.steps
+            if s.status == "done" and s.outputs is not None and s.card in self.zoo
+        ]
+        return compose_answer(done)
+
     def resume(
-        self, run_id: str, *, on_event: Callable[[dict[str, Any]], None] | None = None
+        self,
+        run_id: str,
+        *,
+        on_event: Callable[[dict[str, Any]], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> RunResult:
         """Continue a stored run that did not finish (e.g. its process was killed).
 
         Subtasks that finished are not run again; the budget already spent is carried over
         (money, tokens and calls from every settled attempt; wall seconds from the last
-        routing round). A run that had finished is returned as it was.
+        routing round). A run that had finished is returned as it was. A run being run or
+        resumed by another process is refused (:class:`UserError`), as is one that needs a
+        card this orchestrator has not loaded. ``cancel`` works as in :meth:`run`.
         """
-        snapshot = self._snapshot(run_id)
-        values = snapshot.values
-        budget = _budget_from(values.get("budget") or {})
-        ledger = Ledger.resumed(budget, carried_spend(snapshot), clock=self.clock)
-        run_dir = Path(values.get("run_dir") or self.config.runs_dir / run_id)
-        base_dir = Path(values.get("base_dir") or Path.cwd())
-        if snapshot.next:
-            context = self._context(ledger, run_dir, base_dir, on_event)
-            values = self._graph.invoke(
-                None, context=context, config=self._config(run_id), **self._durability()
-            )
+        self._snapshot(run_id)
+        assert self.checkpoint_path is not None
+        with run_lock(self.checkpoint_path, run_id):
+            snapshot = self._snapshot(run_id)
+            values = with_pending(snapshot)
+            budget = _budget_from(values.get("budget") or {})
+            ledger = Ledger.resumed(budget, carried_spend(snapshot), clock=self.clock)
+            run_dir = Path(values.get("run_dir") or self.config.runs_dir / run_id)
+            base_dir = Path(values.get("base_dir") or Path.cwd())
+            if finished(values):
+                return _result(run_id, values.get("request", ""), values, ledger, run_dir)
+            self._check_resumable(run_id, values)
+            events = _cancellable(on_event, cancel) if cancel is not None else on_event
+            context = self._context(ledger, run_dir, base_dir, events)
+            try:
+                values = self._graph.invoke(
+                    None, context=context, config=self._config(run_id), **self._durability()
+                )
+            except Exception as exc:
+                if isinstance(exc, RunCancelled) or (cancel is not None and cancel.is_set()):
+                    return self._cancelled(run_id, values["request"], ledger, run_dir)
+                raise
         return _result(run_id, values.get("request", ""), values, ledger, run_dir)
 
+    def _check_resumable(self, run_id: str, values: dict[str, Any]) -> None:
+        if not isinstance(values.get("request"), str):
+            raise UserError(f"run {run_id} has no request stored; it cannot be resumed")
+        try:
+            _result(run_id, values["request"], values, Ledger(Budget()), Path("."))
+        except Exception as exc:  # noqa: BLE001 - an odd stored entry is reported, not run
+            raise UserError(f"run {run_id} {_unreadable(exc)}") from exc
+        missing = sorted(_cards_named(values) - {e.card.name for e in self.zoo})
+        if missing:
+            names = ", ".join(missing)
+            raise UserError(
+                f"run {run_id} needs the card(s) {names}, which are not loaded; pass the folder "
+                "of each with --cards DIR (or add it to card_dirs in the config) and resume again"
+            )
+
     def runs(self) -> list[dict[str, Any]]:
-        """Every stored run: id, request, outcome (or ``unfinished``) and what it spent."""
+        """Every stored run: id, request, outcome (or ``unfinished``) and what it spent.
+
+        A stored entry that cannot be read is listed with status ``unreadable``.
+        """
         if self.checkpoint_path is None or not self.checkpoint_path.exists():
             return []
         rows = []
         for run_id in stored_run_ids(self.checkpoint_path):
-            snapshot = self._graph.get_state(self._config(run_id))
-            values = snapshot.values
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "request": values.get("request", ""),
-                    "status": "unfinished" if snapshot.next else values.get("outcome", "ok"),
-                    "next": list(snapshot.next),
-                    "spent": carried_spend(snapshot),
-                    "updated": snapshot.created_at,
-                }
-            )
+            try:
+                rows.append(self._row(run_id))
+            except Exception as exc:  # noqa: BLE001 - one odd entry must not hide the others
+                rows.append(
+                    {
+                        "run_id": run_id,
+                        "request": "",
+                        "status": "unreadable",
+                        "next": [],
+                        "spent": carried_spend(_Empty()),
+                        "updated": None,
+                        "error": f"{type(exc).__name__}: {short(str(exc))}",
+                    }
+                )
         return rows
 
+    def _row(self, run_id: str) -> dict[str, Any]:
+        snapshot = self._graph.get_state(self._config(run_id))
+        values = snapshot.values or {}
+        request = values.get("request")
+        done = finished(values)
+        return {
+            "run_id": run_id,
+            "request": request if isinstance(request, str) else "",
+            "status": str(values.get("outcome") or "ok") if done else "unfinished",
+            "next": list(snapshot.next) if not done else [],
+            "spent": carried_spend(snapshot),
+            "updated": snapshot.created_at,
+        }
+
     def show(self, run_id: str) -> RunResult:
-        """The stored run as a RunResult (``status`` is ``unfinished`` if it did not end)."""
+        """The stored run as a RunResult (``status`` is ``unfinished`` if it did not end).
+
+        Of an unfinished run, the steps that finished show their outputs (status ``done``).
+        """
         snapshot = self._snapshot(run_id)
-        values = snapshot.values
+        values = with_pending(snapshot)
         ledger = Ledger.resumed(_budget_from(values.get("budget") or {}), carried_spend(snapshot))
-        result = _result(
-            run_id, values.get("request", ""), values, ledger, Path(values.get("run_dir", "."))
-        )
-        if snapshot.next:
-            result.status = "unfinished"
+        request = values.get("request")
+        try:
+            result = _result(
+                run_id,
+                request if isinstance(request, str) else "",
+                values,
+                ledger,
+                Path(values.get("run_dir") or "."),
+            )
+        except Exception as exc:  # noqa: BLE001 - an odd stored entry is reported, not raised
+            raise UserError(f"run {run_id} {_unreadable(exc)}") from exc
+        if not finished(values):
+            _unfinished(result, "unfinished")
         return result
 
     def _snapshot(self, run_id: str) -> Any:
@@ -261,7 +387,7 @@ class Orchestrator:
         base_dir: Path,
         on_event: Callable[[dict[str, Any]], None] | None,
     ) -> RunContext:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(run_dir, chosen=False)
         return RunContext(
             zoo=self.zoo,
             planner=self.planner,
@@ -316,7 +442,7 @@ def _result(
     return RunResult(
         run_id=run_id,
         request=prompt,
-        status=state.get("outcome", "ok"),
+        status=str(state.get("outcome") or "ok") if finished(state) else "unfinished",
         answer=state.get("answer", ""),
         message=state.get("message", ""),
         plan=plan,
@@ -339,11 +465,16 @@ def _cancellable(
 
     A step that finished is never thrown away: its ``step_finished`` event does not stop the
     run (the step's result is then stored), the next ``step_started`` or routing event does.
+    A step that did not succeed after the cancel (its worker may have been stopped to cancel
+    it) stops the run without being recorded: it runs again on resume.
     """
 
     def emit(event: dict[str, Any]) -> None:
-        if cancel.is_set() and event.get("type") not in _UNSTOPPABLE:
-            raise RunCancelled("cancelled by the user")
+        if cancel.is_set():
+            kind = event.get("type")
+            failed = kind == "step_finished" and event.get("status") != "ok"
+            if kind not in _UNSTOPPABLE or failed:
+                raise RunCancelled("cancelled by the user")
         if on_event is not None:
             on_event(event)
 
@@ -352,77 +483,6 @@ def _cancellable(
 
 def _dec(value: str) -> Any:
     return Decimal(value)
-
-
-def checkpoints_path(config: Config) -> Path:
-    """Where runs are stored.
-
-    ``$ORCHESTRATOR_CHECKPOINTS``, the config's ``checkpoints``, else ``checkpoints.sqlite`` in
-    the runs folder.
-    """
-    named = os.environ.get("ORCHESTRATOR_CHECKPOINTS") or config.checkpoints
-    return Path(named) if named else config.runs_dir / "checkpoints.sqlite"
-
-
-def open_checkpointer(path: Path) -> Any:
-    """A LangGraph SQLite checkpointer on ``path`` (created with its folder if missing)."""
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    saver = SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))
-    saver.setup()
-    return saver
-
-
-def stored_run_ids(path: Path) -> list[str]:
-    """The ids of the runs stored in a checkpoint database, oldest first."""
-    with sqlite3.connect(str(path)) as conn:
-        rows = conn.execute(
-            "SELECT thread_id, MIN(rowid) FROM checkpoints GROUP BY thread_id ORDER BY 2"
-        ).fetchall()
-    return [str(r[0]) for r in rows]
-
-
-def _with_pending(snapshot: Any) -> dict[str, Any]:
-    """A stored run's values with the writes of its interrupted round merged in.
-
-    Steps that finished in the round a cancel or a crash cut short are kept by the
-    checkpointer as pending writes; this shows them as the resumed run will.
-    """
-    values = dict(snapshot.values or {})
-    for task in getattr(snapshot, "tasks", ()) or ():
-        result = getattr(task, "result", None)
-        if not isinstance(result, dict):
-            continue
-        for key, value in result.items():
-            if isinstance(value, list):
-                values[key] = [*values.get(key, []), *value]
-            elif isinstance(value, dict):
-                values[key] = {**values.get(key, {}), **value}
-    return values
-
-
-def carried_spend(snapshot: Any) -> dict[str, Any]:
-    """What a stored run spent.
-
-    Every settled attempt counts (including those of a round that was interrupted, which the
-    checkpointer keeps as pending writes), and the last wall-clock reading.
-    """
-    attempts = list(snapshot.values.get("attempts", []))
-    for task in getattr(snapshot, "tasks", ()) or ():
-        result = getattr(task, "result", None)
-        if isinstance(result, dict):
-            attempts.extend(result.get("attempts", []))
-    total = Cost()
-    for a in attempts:
-        total = total + Cost(
-            Decimal(str(a.get("usd", "0"))),
-            float(a.get("seconds", 0.0)) + float(a.get("load_seconds", 0.0)),
-            int(a.get("tokens", 0)),
-            int(a.get("calls", 0)),
-        )
-    wall = float((snapshot.values.get("spent") or {}).get("wall_seconds", 0.0))
-    return {**total.as_dict(), "wall_seconds": max(wall, total.seconds)}
 
 
 def _budget_from(data: dict[str, Any]) -> Budget:
@@ -434,11 +494,52 @@ def _budget_from(data: dict[str, Any]) -> Budget:
     )
 
 
-def _configured_policy(config: Config) -> RouterPolicy:
-    """The router policy the configuration names.
+def _unfinished(result: RunResult, status: str) -> RunResult:
+    """``result`` of a run that did not end: a step whose last attempt succeeded shows it."""
+    result.status = status
+    for step in result.steps:
+        last = step.attempts[-1] if step.attempts else None
+        if step.status != "done" and last is not None and last.get("status") == "ok":
+            step.status, step.outputs = "done", last.get("outputs")
+            step.card = last.get("card")
+    return result
 
-    ``$ORCHESTRATOR_ROUTER`` if set, else the config's ``router`` (``default`` unless changed).
-    """
-    name = os.environ.get("ORCHESTRATOR_ROUTER") or config.router
-    options = dict(config.router_options)
-    return get_policy(str(name), **options)
+
+def _rejected(run_id: str, prompt: str, message: str, budget: Budget) -> RunResult:
+    """A request refused before anything ran or was stored."""
+    return RunResult(
+        run_id=run_id,
+        request=short(prompt),
+        status="rejected",
+        answer=message,
+        message=message,
+        plan=None,
+        steps=[],
+        artifacts=[],
+        spent={**Ledger(budget).spent.as_dict(), "wall_seconds": 0.0},
+        budget_left=Ledger(budget).left(),
+    )
+
+
+def _cards_named(values: dict[str, Any]) -> set[str]:
+    """Every card a stored run's routing may look up: candidates, attempts, results."""
+    names: set[str] = set()
+    for selection in (values.get("selections") or {}).values():
+        names.update(c["card"] for c in selection.get("candidates", []) if c.get("card"))
+    names.update(a["card"] for a in values.get("attempts") or [] if a.get("card"))
+    names.update(r["card"] for r in (values.get("results") or {}).values() if r.get("card"))
+    return names
+
+
+def _unreadable(exc: Exception) -> str:
+    return (
+        f"is stored in a form that cannot be read ({type(exc).__name__}: "
+        f"{short(str(exc).splitlines()[0] if str(exc) else '')})"
+    )
+
+
+class _Empty:
+    """A snapshot of nothing (for a stored entry that cannot be read)."""
+
+    values: dict[str, Any] = {}
+    tasks: tuple[Any, ...] = ()

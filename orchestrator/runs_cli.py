@@ -28,19 +28,22 @@ CardsOption = Annotated[
 
 
 def _orchestrator(cards: list[Path] | None, *, resume: bool = False):  # noqa: ANN202
-    from orchestrator.cli import _config, _zoo
+    from orchestrator.cli import _config, _fail, _zoo
     from orchestrator.run import Orchestrator, checkpoints_path
 
     config = _config(cards)
-    if not resume:
-        if not checkpoints_path(config).exists():
-            return None
-        # Listing and showing read the store only: no model is loaded, no worker started.
-        from orchestrator.execute_inprocess import InProcessExecutor
-        from orchestrator.zoo import Zoo
+    try:
+        if not resume:
+            if not checkpoints_path(config).is_file():
+                return None
+            # Listing and showing read the store only: no model is loaded, no worker started.
+            from orchestrator.execute_inprocess import InProcessExecutor
+            from orchestrator.zoo import Zoo
 
-        return Orchestrator(config, zoo=Zoo(), executor=InProcessExecutor())
-    return Orchestrator(config, zoo=_zoo(config))
+            return Orchestrator(config, zoo=Zoo(), executor=InProcessExecutor())
+        return Orchestrator(config, zoo=_zoo(config))
+    except UserError as exc:
+        raise _fail(str(exc)) from exc
 
 
 @runs_app.command("list")
@@ -56,10 +59,14 @@ def runs_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if not rows:
         console.print("no stored runs")
     for row in rows:
-        spent = row["spent"]
+        spent = row.get("spent") or {}
+        request = row.get("request")
+        text = repr(request[:60]) if isinstance(request, str) else ""
+        if row.get("error"):
+            text = f"cannot be read: {row['error']}"
         console.print(
-            f"{row['run_id']}  {row['status']:<16} ${spent['usd']} {spent['calls']} calls  "
-            f"{row['request'][:60]!r}",
+            f"{row['run_id']}  {row['status']:<16} ${spent.get('usd', '?')} "
+            f"{spent.get('calls', '?')} calls  {text}",
             markup=False,
             highlight=False,
         )
@@ -68,7 +75,7 @@ def runs_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 @runs_app.command("show")
 def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """One stored run: plan, steps, decisions, answer, spent."""
-    from orchestrator.report import print_result
+    from orchestrator.report import print_run
 
     orch = _orchestrator(None)
     if orch is None:
@@ -84,8 +91,7 @@ def runs_show(run_id: str, as_json: Annotated[bool, typer.Option("--json")] = Fa
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
-        console.print(f"run {run_id}: {result.status}", markup=False)
-        print_result(console, result)
+        print_run(console, result)
 
 
 @runs_app.command("resume")
@@ -94,12 +100,19 @@ def runs_resume(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     cards: CardsOption = None,
 ) -> None:
-    """Resume a stored run that did not finish; finished subtasks are not run again."""
-    from orchestrator.report import print_result
+    """Resume a stored run that did not finish; finished subtasks are not run again.
 
-    with _orchestrator(cards, resume=True) as orch:
+    Ctrl-C cancels it as it does ``orchestrator run``. A run another process is running or
+    resuming is refused; a run whose cards are not loaded says which, and to pass their folder
+    with ``--cards``.
+    """
+    from orchestrator.cli import _ctrl_c_cancels
+    from orchestrator.report import EventPrinter, print_result
+
+    with _orchestrator(cards, resume=True) as orch, _ctrl_c_cancels(orch) as stop:
         try:
-            result = orch.resume(run_id)
+            printer = None if as_json else EventPrinter(console)
+            result = orch.resume(run_id, on_event=printer, cancel=stop)
         except UserError as exc:
             err.print(f"error: {exc}", markup=False)
             raise typer.Exit(2) from exc
@@ -107,5 +120,7 @@ def runs_resume(
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         print_result(console, result)
+    if result.status == "cancelled":
+        raise typer.Exit(130)
     if result.status == "failed":
         raise typer.Exit(1)

@@ -1,0 +1,176 @@
+"""The run store: where runs are checkpointed, what a stored run spent, and the per-run lock.
+
+Every run is stored by a LangGraph SQLite checkpointer under its run id. A stored snapshot is
+"live": its values already include the writes of the tasks that finished in a round a cancel or
+a crash cut short, and its ``next`` lists only the tasks still to run, so an empty ``next`` does
+not mean the run ended (the answer node, which always writes ``answer``, does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from orchestrator.budget import Cost
+from orchestrator.config import Config
+from orchestrator.errors import UserError
+
+__all__ = [
+    "RunInProgress",
+    "carried_spend",
+    "checkpoints_path",
+    "finished",
+    "open_checkpointer",
+    "run_lock",
+    "settled_attempts",
+    "stored_run_ids",
+    "with_pending",
+]
+
+
+def checkpoints_path(config: Config) -> Path:
+    """Where runs are stored.
+
+    ``$ORCHESTRATOR_CHECKPOINTS``, the config's ``checkpoints``, else ``checkpoints.sqlite`` in
+    the runs folder.
+    """
+    named = os.environ.get("ORCHESTRATOR_CHECKPOINTS") or config.checkpoints
+    return Path(named) if named else config.runs_dir / "checkpoints.sqlite"
+
+
+def open_checkpointer(path: Path) -> Any:
+    """A LangGraph SQLite checkpointer on ``path`` (created with its folder if missing)."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), check_same_thread=False)
+        saver = SqliteSaver(conn)
+        saver.setup()
+    except (OSError, sqlite3.Error) as exc:
+        raise UserError(
+            f"cannot open the run store {path}: {_reason(exc)}; set runs_dir (or "
+            "$ORCHESTRATOR_RUNS_DIR, or checkpoints / $ORCHESTRATOR_CHECKPOINTS) to a folder "
+            "you can write to"
+        ) from exc
+    return saver
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return "a part of that path is a file, not a folder"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc)
+
+
+def stored_run_ids(path: Path) -> list[str]:
+    """The ids of the runs stored in a checkpoint database, oldest first."""
+    with contextlib.closing(sqlite3.connect(str(path))) as conn:
+        rows = conn.execute(
+            "SELECT thread_id, MIN(rowid) FROM checkpoints GROUP BY thread_id ORDER BY 2"
+        ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def finished(values: dict[str, Any]) -> bool:
+    """Whether a stored run reached its answer (the answer node always writes ``answer``)."""
+    return "answer" in values
+
+
+def with_pending(snapshot: Any) -> dict[str, Any]:
+    """A stored run's values with the writes of its interrupted round merged in (once).
+
+    Steps that finished in the round a cancel or a crash cut short are kept by the
+    checkpointer as pending writes; this shows them as the resumed run will. A write the
+    snapshot's values already hold is not added again.
+    """
+    values = dict(snapshot.values or {})
+    for task in getattr(snapshot, "tasks", ()) or ():
+        result = getattr(task, "result", None)
+        if not isinstance(result, dict):
+            continue
+        for key, value in result.items():
+            if isinstance(value, list):
+                have = list(values.get(key) or [])
+                values[key] = have + [item for item in value if item not in have]
+            elif isinstance(value, dict):
+                values[key] = {**(values.get(key) or {}), **value}
+    return values
+
+
+def settled_attempts(snapshot: Any) -> list[dict[str, Any]]:
+    """Every attempt a stored run made, each once (pending writes included)."""
+    attempts = with_pending(snapshot).get("attempts") or []
+    return [a for a in attempts if isinstance(a, dict)]
+
+
+def carried_spend(snapshot: Any) -> dict[str, Any]:
+    """What a stored run spent.
+
+    Every settled attempt counts once (including those of a round that was interrupted, which
+    the checkpointer keeps as pending writes), and the last wall-clock reading.
+    """
+    total = Cost()
+    for a in settled_attempts(snapshot):
+        total = total + Cost(
+            Decimal(str(a.get("usd", "0"))),
+            float(a.get("seconds", 0.0)) + float(a.get("load_seconds", 0.0)),
+            int(a.get("tokens", 0)),
+            int(a.get("calls", 0)),
+        )
+    values = snapshot.values or {}
+    spent = values.get("spent") if isinstance(values.get("spent"), dict) else {}
+    wall = float(spent.get("wall_seconds", 0.0))
+    return {**total.as_dict(), "wall_seconds": max(wall, total.seconds)}
+
+
+class RunInProgress(UserError):
+    """Another process is running or resuming this run."""
+
+
+def _lock_file(store: Path, run_id: str) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)[:80]
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:10]
+    return store.parent / f".{store.name}.locks" / f"{safe}-{digest}.lock"
+
+
+@contextlib.contextmanager
+def run_lock(store: Path, run_id: str) -> Iterator[None]:
+    """Hold the exclusive lock of one run (an ``flock`` on a file next to the run store).
+
+    A second holder, in this process or another, gets :class:`RunInProgress` naming the pid
+    of the first. The lock is released when the block ends or the process dies.
+    """
+    path = _lock_file(store, run_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UserError(f"cannot create the lock file {path}: {_reason(exc)}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise RunInProgress(
+                f"run {run_id} is in progress in another process (pid {holder}); wait for it "
+                f"to end, then see it with: orchestrator runs show {run_id}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

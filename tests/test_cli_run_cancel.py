@@ -1,0 +1,161 @@
+"""Ctrl-C on ``orchestrator run``: a real SIGINT to a real subprocess, then ``runs`` commands.
+
+The request has two independent steps: a summary on a test card whose first call takes a minute,
+and a language label from the offline lingua-langid card, which finishes early.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _run_tools import calls, write_cards  # noqa: E402
+
+REQUEST = (
+    'Summarize "The storm hit the coast at dawn. Thousands lost power." and tell me which '
+    'language "Guten Morgen, wie geht es dir" is in'
+)
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
+    env["ORCHESTRATOR_RUNS_DIR"] = str(tmp_path / "runs")
+    env["ORCHESTRATOR_CHECKPOINTS"] = str(tmp_path / "store.sqlite")
+    env["COLUMNS"] = "200"  # rich wraps at the terminal width
+    return env
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+    )
+
+
+def _wait(condition, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        assert proc.poll() is None, f"the run ended before {what}"
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_ctrl_c_twice_cancels_keeps_the_finished_step_and_resume_finishes(tmp_path):
+    shared = tmp_path / "shared"
+    cards = write_cards(tmp_path / "cards", shared, labeller=False, first_sleep=60)
+    out = tmp_path / "run.out"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "run", REQUEST, "--cards", str(cards)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=_env(tmp_path),
+        )
+    try:
+        lingua_done = lambda: any(  # noqa: E731
+            line.strip().startswith("ok ") and "lingua-langid" in line
+            for line in out.read_text().splitlines()
+        )
+        _wait(lambda: "sum-steady start" in calls(shared) and lingua_done(), proc, "s2 finished")
+
+        # While it runs: the run is listed as unfinished, and a resume elsewhere is refused.
+        listed = _cli(tmp_path, "runs", "list", "--json")
+        [row] = json.loads(listed.stdout)
+        run_id = row["run_id"]
+        assert row["status"] == "unfinished"
+        busy = _cli(tmp_path, "runs", "resume", run_id, "--cards", str(cards))
+        assert busy.returncode == 2
+        assert f"run {run_id} is in progress in another process (pid {proc.pid})" in busy.stderr
+
+        proc.send_signal(signal.SIGINT)
+        _wait(lambda: "Cancelling" in out.read_text(), proc, "the cancel message", 30)
+        time.sleep(1.0)
+        assert proc.poll() is None  # the first Ctrl-C lets the running step go on
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)  # the second stops it now
+        rc = proc.wait(timeout=30)
+        assert time.monotonic() - started < 20  # not the minute the step would take
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = out.read_text()
+    assert rc == 130, text
+    assert "Traceback" not in text
+    assert "(cancelled)" in text and "finished: s2" in text
+    assert f"orchestrator runs resume {run_id}" in text
+    assert "Language: German" in text  # the finished step's answer is kept and shown
+    assert calls(shared) == ["sum-steady start"]
+
+    shown = json.loads(_cli(tmp_path, "runs", "show", run_id, "--json").stdout)
+    assert shown["status"] == "unfinished"
+    by_card = {s["card"]: s for s in shown["steps"]}
+    assert by_card["lingua-langid"]["status"] == "done"
+    assert by_card["lingua-langid"]["outputs"]["label"] == "German"
+    assert shown["spent"]["calls"] == 1
+    shown_text = _cli(tmp_path, "runs", "show", run_id).stdout
+    for expected in ("Plan", "Steps", "lingua-langid", "label: German", "Router decisions"):
+        assert expected in shown_text
+
+    resumed = _cli(tmp_path, "runs", "resume", run_id, "--cards", str(cards), "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert result["status"] == "ok"
+    assert "Summary: The storm hit the coast at dawn." in result["answer"]
+    assert "Language: German" in result["answer"]
+    assert result["spent"]["calls"] == 2  # lingua's call carried over, not made again
+    assert calls(shared) == ["sum-steady start", "sum-steady start", "sum-steady done"]
+    [row] = json.loads(_cli(tmp_path, "runs", "list", "--json").stdout)
+    assert row["status"] == "ok" and row["spent"]["calls"] == 2
+
+
+def test_one_ctrl_c_lets_the_running_step_finish_and_keeps_it(tmp_path):
+    shared = tmp_path / "shared"
+    cards = write_cards(tmp_path / "cards", shared, labeller=False, first_sleep=4)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", REQUEST, "--cards", str(cards), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+    )
+    try:
+        _wait(lambda: "sum-steady start" in calls(shared), proc, "the summary started")
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "Cancelling" in stderr and "Traceback" not in stderr
+    result = json.loads(stdout)
+    assert result["status"] == "cancelled"
+    summary = next(s for s in result["steps"] if s["card"] == "sum-steady")
+    assert summary["status"] == "done"
+    assert summary["outputs"]["summary"] == "The storm hit the coast at dawn."
+    assert calls(shared) == ["sum-steady start", "sum-steady done"]
+
+    # Without the card folder the resume names the card and the option that adds it.
+    missing = _cli(tmp_path, "runs", "resume", result["run_id"])
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "sum-steady" in missing.stderr and "--cards DIR" in missing.stderr
+    resumed = _cli(tmp_path, "runs", "resume", result["run_id"], "--cards", str(cards), "--json")
+    resumed = json.loads(resumed.stdout)
+    assert resumed["status"] == "ok"
+    assert "Summary: The storm hit the coast at dawn." in resumed["answer"]
+    assert calls(shared) == ["sum-steady start", "sum-steady done"]  # not run again
