@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli_tools import cli_env, run_cli  # noqa: E402
 
 
 def orchestrator(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-    )
+    return run_cli(*args, cwd=cwd)
 
 
 def test_run_json_is_machine_readable(tmp_path):
@@ -69,24 +67,6 @@ def test_broken_user_card_folder_is_reported(tmp_path):
     assert "x.yaml" in done.stderr and "description" in done.stderr
 
 
-def _env(**extra: str) -> dict[str, str]:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
-    return {**env, "COLUMNS": "200", **extra}
-
-
-def _run_cli(*args: str, cwd, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=env,
-    )
-
-
 def test_bad_config_and_output_folders_are_one_line_errors(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
@@ -101,21 +81,21 @@ def test_bad_config_and_output_folders_are_one_line_errors(tmp_path):
     ]
     for toml, extra, expected in cases:
         (tmp_path / "orchestrator.toml").write_text(toml)
-        env = _env(**{"ORCHESTRATOR_RUNS_DIR": str(tmp_path / "runs"), **extra})
-        done = _run_cli("run", "Say 'hi' aloud", cwd=tmp_path, env=env)
+        env = cli_env(**{"ORCHESTRATOR_RUNS_DIR": str(tmp_path / "runs"), **extra})
+        done = run_cli("run", "Say 'hi' aloud", cwd=tmp_path, env=env)
         assert done.returncode == 2, done.stdout
         assert expected in done.stderr and "Traceback" not in done.stderr
-    env = _env(ORCHESTRATOR_RUNS_DIR=str(tmp_path / "runs"))
-    done = _run_cli("run", "Say 'hi' aloud", "--out", str(afile), cwd=tmp_path, env=env)
+    env = cli_env(ORCHESTRATOR_RUNS_DIR=str(tmp_path / "runs"))
+    done = run_cli("run", "Say 'hi' aloud", "--out", str(afile), cwd=tmp_path, env=env)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"cannot use {afile} as the output folder" in done.stderr and "--out" in done.stderr
 
 
 def test_chat_and_demo_refuse_a_bad_router_in_one_line(tmp_path):
     (tmp_path / "orchestrator.toml").write_text('router = "nonsense"\n')
-    env = _env(ORCHESTRATOR_RUNS_DIR=str(tmp_path / "runs"))
+    env = cli_env(ORCHESTRATOR_RUNS_DIR=str(tmp_path / "runs"))
     for args in (("chat",), ("demo", "--out", str(tmp_path / "demo"))):
-        done = _run_cli(*args, cwd=tmp_path, env=env)
+        done = run_cli(*args, cwd=tmp_path, env=env)
         assert done.returncode == 2, done.stdout
         assert "unknown router policy 'nonsense'" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
@@ -123,12 +103,12 @@ def test_chat_and_demo_refuse_a_bad_router_in_one_line(tmp_path):
 
 
 def test_a_huge_prompt_is_refused_without_being_echoed(tmp_path):
-    env = _env(ORCHESTRATOR_RUNS_DIR=str(tmp_path / "runs"))
+    env = cli_env(ORCHESTRATOR_RUNS_DIR=str(tmp_path / "runs"))
     prompt = 'Is "' + "good " * 10_000 + '" positive?'
-    done = _run_cli("run", prompt, cwd=tmp_path, env=env)
+    done = run_cli("run", prompt, cwd=tmp_path, env=env)
     assert done.returncode == 2
     assert "50,015 characters long; the limit is 20,000" in done.stderr
     assert len(done.stdout) + len(done.stderr) < 2_000
-    listed = _run_cli("runs", "list", "--json", cwd=tmp_path, env=env)
+    listed = run_cli("runs", "list", "--json", cwd=tmp_path, env=env)
     assert json.loads(listed.stdout) == []  # nothing stored
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["checkpoints.sqlite"]

@@ -7,7 +7,6 @@ and a language label from the offline lingua-langid card, which finishes early.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli_tools import cli_env, run_cli  # noqa: E402
 from _run_tools import calls, write_cards  # noqa: E402
 
 REQUEST = (
@@ -23,23 +23,8 @@ REQUEST = (
 )
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
-    env["ORCHESTRATOR_RUNS_DIR"] = str(tmp_path / "runs")
-    env["ORCHESTRATOR_CHECKPOINTS"] = str(tmp_path / "store.sqlite")
-    env["COLUMNS"] = "200"  # rich wraps at the terminal width
-    return env
-
-
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env=_env(tmp_path),
-    )
+    return run_cli(*args, cwd=tmp_path, env=cli_env(tmp_path))
 
 
 def _wait(condition, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
@@ -62,7 +47,7 @@ def test_ctrl_c_twice_cancels_keeps_the_finished_step_and_resume_finishes(tmp_pa
             stdout=sink,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
-            env=_env(tmp_path),
+            env=cli_env(tmp_path),
         )
     try:
         lingua_done = lambda: any(  # noqa: E731
@@ -131,7 +116,7 @@ def test_one_ctrl_c_lets_the_running_step_finish_and_keeps_it(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
-        env=_env(tmp_path),
+        env=cli_env(tmp_path),
     )
     try:
         _wait(lambda: "sum-steady start" in calls(shared), proc, "the summary started")

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli_tools import cli_env, run_cli  # noqa: E402
 
 from orchestrator import Config, Orchestrator, Zoo
 from orchestrator.execute_inprocess import InProcessExecutor
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRATOR_")}
-    env["ORCHESTRATOR_CHECKPOINTS"] = str(tmp_path / "store.sqlite")
-    env["ORCHESTRATOR_RUNS_DIR"] = str(tmp_path / "runs")
-    env["COLUMNS"] = "200"
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env=env,
-    )
+    return run_cli(*args, cwd=tmp_path, env=cli_env(tmp_path))
 
 
 def _store_odd_entries(tmp_path: Path) -> None:
