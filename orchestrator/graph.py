@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -439,7 +439,7 @@ def answer_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
         if io.type in ("audio", "image") and io.name in results[s]["outputs"]
     ]
     status = state["status"]
-    problems = _problems(plan, status, state.get("decisions", []))
+    problems = _problems(plan, status, state.get("decisions", []), state.get("attempts", []))
     outcome = "ok"
     if any(v == "over_budget" for v in status.values()):
         outcome = "budget_exhausted"
@@ -462,8 +462,17 @@ def answer_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
     }
 
 
-def _problems(plan: Plan, status: dict[str, str], decisions: list[dict[str, Any]]) -> list[str]:
+def _problems(
+    plan: Plan,
+    status: dict[str, str],
+    decisions: list[dict[str, Any]],
+    attempts: Sequence[dict[str, Any]] = (),
+) -> list[str]:
     last_reason = {d["step"]: d["reason"] for d in decisions if d["action"] in ("give_up", "skip")}
+    # A step the budget stopped says which limit and what to raise (its last refusal).
+    last_reason.update(
+        {a["step"]: a["error"] for a in attempts if a["status"] == "over_budget" and a.get("error")}
+    )
     problems = []
     for subtask in plan.subtasks:
         if status[subtask.id] != "done":

@@ -180,3 +180,5 @@ def test_a_budget_refusal_names_the_limit_and_what_to_raise(tools_dir: Path, tmp
     assert attempt["status"] == "over_budget"
     assert "'usd'" in attempt["error"] and "--budget-usd or Budget(usd=...)" in attempt["error"]
     assert "needs $0.0000100, $0.0000099 left" in attempt["error"]
+    # The answer itself says what to raise, not only the attempt record.
+    assert "did not finish" in result.message and "--budget-usd" in result.message, result.message
