@@ -11,6 +11,7 @@ import difflib
 import os
 import types
 import typing
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from orchestrator.config import Config
 from orchestrator.errors import ConfigError, UserError
 
 __all__ = [
+    "checked_files",
     "checked_prompt",
     "configured_planner",
     "configured_policy",
@@ -155,6 +157,17 @@ def checked_prompt(prompt: object, limit: int) -> str | None:
             f"(max_prompt_chars in the config). Shorten it, or attach the text as a file. "
             f"It starts: {prompt[:ECHO_CHARS]!r}..."
         )
+    return None
+
+
+def checked_files(files: Sequence[str | Path]) -> str | None:
+    """The reason attached ``files`` are refused (``None`` if each is a readable file)."""
+    for name in files:
+        path = Path(name)
+        if path.is_dir():
+            return f"attached {path} is a folder; attach the files in it one by one"
+        if not path.is_file():
+            return f"attached file {path} does not exist; check the path"
     return None
 
 

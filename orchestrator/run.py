@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator._run_checks import (
+    checked_files,
     checked_prompt,
     configured_planner,
     configured_policy,
@@ -168,10 +169,11 @@ class Orchestrator:
         ``cancelled`` and, if the orchestrator is durable, ``resume(run_id)`` continues it.
 
         A prompt that is not a string raises ``TypeError``; one longer than the config's
-        ``max_prompt_chars`` is ``rejected``. Neither is stored. A ``run_id`` already in the
+        ``max_prompt_chars`` is ``rejected``, as is an attached file that is missing or a folder.
+        None of them is stored. A ``run_id`` already in the
         store is refused (:class:`UserError`): use :meth:`resume` or another id.
         """
-        refused = checked_prompt(prompt, self.config.max_prompt_chars)
+        refused = checked_prompt(prompt, self.config.max_prompt_chars) or checked_files(files)
         run_id = run_id or uuid.uuid4().hex[:12]
         if refused is not None:
             return _rejected(run_id, prompt, refused, budget or self.config.budget.to_budget())

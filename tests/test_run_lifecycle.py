@@ -163,6 +163,18 @@ def test_a_too_long_prompt_is_rejected_without_echoing_it(tmp_path):
         assert orch.run("ten chars!").status == "ok"
 
 
+def test_an_attached_folder_or_missing_file_is_rejected_and_not_stored(tmp_path):
+    cards = write_cards(tmp_path / "cards", tmp_path / "shared")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    with _orchestrator(tmp_path, cards) as orch:
+        result = orch.run("Describe the photos", files=[folder])
+        assert result.status == "rejected" and "is a folder" in result.message
+        result = orch.run("Describe the photo", files=[folder / "gone.png"])
+        assert result.status == "rejected" and "gone.png does not exist" in result.message
+        assert orch.runs() == []
+
+
 @pytest.mark.parametrize(
     ("update", "expected"),
     [
