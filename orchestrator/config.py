@@ -10,6 +10,7 @@ Where it comes from, later winning:
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from decimal import Decimal
@@ -143,8 +144,22 @@ class Config(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+            hint = _unknown_key_hint(cls, first) if first["type"] == "extra_forbidden" else ""
+            raise ConfigError(f"{path}: {where}: {first['msg']}{hint}") from exc
+        if path is not None:
+            config = config._relative_to(path.resolve().parent, data)
         return config.with_environment()
+
+    def _relative_to(self, folder: Path, data: dict[str, object]) -> Config:
+        """Relative paths the file sets are read from the file's folder, not the working one."""
+        update: dict[str, object] = {}
+        for key in _PATH_KEYS:
+            value = getattr(self, key, None)
+            if key in data and isinstance(value, Path) and not value.is_absolute():
+                update[key] = folder / value
+        if "card_dirs" in data:
+            update["card_dirs"] = [p if p.is_absolute() else folder / p for p in self.card_dirs]
+        return self.model_copy(update=update)
 
     def with_environment(self) -> Config:
         """This config with the environment variables applied."""
@@ -167,6 +182,23 @@ class Config(BaseModel):
         if llm:
             update["llm"] = self.llm.model_copy(update=llm)
         return self.model_copy(update=update)
+
+
+_PATH_KEYS = ("runs_dir", "checkpoints", "selection_encoder")
+
+
+def _unknown_key_hint(model: type[BaseModel], error: Any) -> str:
+    """' (did you mean ...?; allowed: ...)' for an unknown key at ``error['loc']``."""
+    for part in error["loc"][:-1]:
+        field = model.model_fields.get(str(part))
+        inner = field.annotation if field is not None else None
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return ""
+        model = inner
+    allowed = sorted(model.model_fields)
+    close = difflib.get_close_matches(str(error["loc"][-1]), allowed, n=1)
+    guess = f"did you mean '{close[0]}'? " if close else ""
+    return f" ({guess}allowed: {', '.join(allowed)})"
 
 
 def _default_path() -> Path | None:

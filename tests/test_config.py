@@ -13,7 +13,8 @@ def test_toml_file_and_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("ORCHESTRATOR_CONFIG", str(path))
     monkeypatch.setenv("ORCHESTRATOR_CARDS", f"b{__import__('os').pathsep}c")
     config = Config.load()
-    assert config.card_dirs == [Path("a"), Path("b"), Path("c")]
+    # Relative folders in the file are read from the file's folder; the environment's as given.
+    assert config.card_dirs == [tmp_path / "a", Path("b"), Path("c")]
     assert config.max_workers == 3
     budget = config.budget.to_budget()
     assert budget.usd == Decimal("0.05") and budget.calls == 7 and budget.seconds is None
@@ -22,8 +23,23 @@ def test_toml_file_and_environment(tmp_path, monkeypatch):
 def test_unknown_setting_names_the_file_and_key(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("planer = 'embedded'\n")
-    with pytest.raises(ConfigError, match="bad.toml: planer"):
+    with pytest.raises(ConfigError, match=r"bad.toml: planer.*did you mean 'planner'\?"):
         Config.load(path)
+    path.write_text("[budget]\nusdd = '1'\n")
+    with pytest.raises(ConfigError, match=r"budget.usdd.*allowed: calls, seconds, tokens, usd"):
+        Config.load(path)
+
+
+def test_relative_paths_in_a_config_file_are_read_from_its_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "orchestrator.toml").write_text('runs_dir = "out"\ncard_dirs = ["/abs", "mine"]\n')
+    monkeypatch.chdir(tmp_path)
+    config = Config.load(folder / "orchestrator.toml")
+    assert config.runs_dir == folder.resolve() / "out"
+    assert config.card_dirs == [Path("/abs"), folder.resolve() / "mine"]
+    (folder / "orchestrator.toml").write_text("max_workers = 2\n")
+    assert Config.load(folder / "orchestrator.toml").runs_dir == Path("runs")  # the default
 
 
 def test_broken_toml_is_reported(tmp_path):
