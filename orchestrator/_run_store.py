@@ -83,7 +83,7 @@ def stored_run_ids(path: Path) -> list[str]:
 
 def finished(values: dict[str, Any]) -> bool:
     """Whether a stored run reached its answer (the answer node always writes ``answer``)."""
-    return "answer" in values
+    return values.get("answer") is not None
 
 
 def with_pending(snapshot: Any) -> dict[str, Any]:

@@ -141,9 +141,15 @@ def run(
         if not as_json:
             err.print(f"[red]error:[/red] {escape(result.message)}", highlight=False)
         raise typer.Exit(2)
+    exit_for(result)
+
+
+def exit_for(result: Any) -> None:
+    """Exit 130 for a cancelled run, 1 for one that produced nothing; else return (exit 0)."""
     if result.status == "cancelled":
         raise typer.Exit(130)
-    if result.status == "failed":
+    nothing = not any(step.status == "done" for step in result.steps)
+    if result.status == "failed" or (result.status == "budget_exhausted" and nothing):
         raise typer.Exit(1)
 
 

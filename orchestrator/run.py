@@ -257,6 +257,7 @@ class Orchestrator:
         *,
         on_event: Callable[[dict[str, Any]], None] | None = None,
         cancel: threading.Event | None = None,
+        budget: Budget | None = None,
     ) -> RunResult:
         """Continue a stored run that did not finish (e.g. its process was killed).
 
@@ -265,13 +266,19 @@ class Orchestrator:
         routing round). A run that had finished is returned as it was. A run being run or
         resumed by another process is refused (:class:`UserError`), as is one that needs a
         card this orchestrator has not loaded. ``cancel`` works as in :meth:`run`.
+
+        ``budget`` replaces the run's limits (what was spent still counts against them). A run
+        that ended ``budget_exhausted`` is then continued: the steps the budget stopped, and
+        those waiting on them, run under the new limits; the finished ones are kept.
         """
         self._snapshot(run_id)
         assert self.checkpoint_path is not None
         with run_lock(self.checkpoint_path, run_id):
             snapshot = self._snapshot(run_id)
             values = with_pending(snapshot)
-            budget = _budget_from(values.get("budget") or {})
+            if budget is not None and self._reopened(run_id, values, budget):
+                values = with_pending(self._graph.get_state(self._config(run_id)))
+            budget = budget or _budget_from(values.get("budget") or {})
             ledger = Ledger.resumed(budget, carried_spend(snapshot), clock=self.clock)
             run_dir = Path(values.get("run_dir") or self.config.runs_dir / run_id)
             base_dir = Path(values.get("base_dir") or Path.cwd())
@@ -289,6 +296,21 @@ class Orchestrator:
                     return self._cancelled(run_id, values["request"], ledger, run_dir)
                 raise
         return _result(run_id, values.get("request", ""), values, ledger, run_dir)
+
+    def _reopened(self, run_id: str, values: dict[str, Any], budget: Budget) -> bool:
+        """Reopen a run that ended ``budget_exhausted``, under ``budget``; False if it did not."""
+        if not finished(values) or values.get("outcome") != "budget_exhausted":
+            return False
+        status = values.get("status", {})
+        again = {s: "waiting" for s, v in status.items() if v in ("over_budget", "skipped")}
+        update = {
+            "budget": budget.as_dict(),
+            "status": {**status, **again},
+            **{"answer": None, "outcome": "", "message": "", "finished": ""},
+        }
+        # Written as the select node's output, so the run goes on at the router.
+        self._graph.update_state(self._config(run_id), update, as_node="select")
+        return True
 
     def _check_resumable(self, run_id: str, values: dict[str, Any]) -> None:
         if not isinstance(values.get("request"), str):

@@ -99,20 +99,29 @@ def runs_resume(
     run_id: str,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     cards: CardsOption = None,
+    budget_usd: Annotated[str | None, typer.Option(help="new money limit in US dollars")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="new wall-clock limit")] = None,
+    max_calls: Annotated[int | None, typer.Option(help="new limit on model calls")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="new limit on tokens")] = None,
 ) -> None:
     """Resume a stored run that did not finish; finished subtasks are not run again.
 
     Ctrl-C cancels it as it does ``orchestrator run``. A run another process is running or
     resuming is refused; a run whose cards are not loaded says which, and to pass their folder
-    with ``--cards``.
+    with ``--cards``. Any budget option sets new limits (unset ones come from the config; what
+    was spent still counts), and a run the budget stopped goes on with the steps it stopped.
     """
-    from orchestrator.cli import _ctrl_c_cancels
+    from orchestrator.cli import _budget, _config, _ctrl_c_cancels, exit_for
     from orchestrator.report import EventPrinter, print_result
 
+    limits = (budget_usd, max_seconds, max_calls, max_tokens)
+    budget = None
+    if any(v is not None for v in limits):
+        budget = _budget(budget_usd, max_seconds, max_calls, max_tokens, _config(cards))
     with _orchestrator(cards, resume=True) as orch, _ctrl_c_cancels(orch) as stop:
         try:
             printer = None if as_json else EventPrinter(console)
-            result = orch.resume(run_id, on_event=printer, cancel=stop)
+            result = orch.resume(run_id, on_event=printer, cancel=stop, budget=budget)
         except UserError as exc:
             err.print(f"error: {exc}", markup=False)
             raise typer.Exit(2) from exc
@@ -120,7 +129,4 @@ def runs_resume(
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         print_result(console, result)
-    if result.status == "cancelled":
-        raise typer.Exit(130)
-    if result.status == "failed":
-        raise typer.Exit(1)
+    exit_for(result)

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from orchestrator import Config, Orchestrator, Zoo
+from orchestrator import Budget, Config, Orchestrator, Zoo
 from orchestrator._run_store import carried_spend, with_pending
 from orchestrator.errors import ConfigError, UserError
 from orchestrator.execute_inprocess import InProcessExecutor
@@ -314,3 +314,27 @@ def test_a_run_interrupted_by_keyboard_interrupt_is_unfinished_and_counted_once(
     log = calls(shared)
     assert log.count("lang-quick done") == 1
     assert resumed.spent["calls"] == sum(1 for line in log if line.endswith(" done"))
+
+
+def test_a_run_the_budget_stopped_goes_on_under_a_bigger_budget(tmp_path):
+    shared = tmp_path / "shared"
+    cards = write_cards(tmp_path / "cards", shared)
+    with _orchestrator(tmp_path, cards) as orch:
+        stopped = orch.run("two steps", budget=Budget(calls=1))
+        assert stopped.status == "budget_exhausted", stopped.message
+        done = [s.step for s in stopped.steps if s.status == "done"]
+        assert len(done) == 1 and "--max-calls" in stopped.message
+        # Without a new budget nothing changes; with one, only the stopped step runs.
+        assert orch.resume(stopped.run_id).status == "budget_exhausted"
+        before = list(calls(shared))
+        resumed = orch.resume(stopped.run_id, budget=Budget(calls=5))
+        assert resumed.status == "ok", resumed.message
+        assert {s.step: s.status for s in resumed.steps} == {"s1": "done", "s2": "done"}
+        card_of = {"s1": "sum-steady", "s2": "lang-quick"}
+        (other,) = set(card_of) - set(done)
+        new_calls = calls(shared)[len(before) :]
+        assert any(card_of[other] in line for line in new_calls), new_calls
+        assert not any(card_of[done[0]] in line for line in new_calls), new_calls
+        assert resumed.spent["calls"] == 2  # the finished step was not run again
+        assert "German" in resumed.answer and "Summary" in resumed.answer
+        assert orch.show(stopped.run_id).status == "ok"

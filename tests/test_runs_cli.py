@@ -78,3 +78,16 @@ def test_show_prints_plan_steps_decisions_answer_and_cost(tmp_path):
         "Cost",
     ):
         assert expected in out, expected
+
+
+def test_resume_with_a_bigger_budget_finishes_a_run_the_budget_stopped(tmp_path: Path):
+    request = 'Is "I love it" positive or negative?'
+    done = _cli(tmp_path, "run", request, "--json", "--max-calls", "0")
+    stopped = json.loads(done.stdout)
+    assert done.returncode == 1  # nothing ran
+    assert stopped["status"] == "budget_exhausted" and "--max-calls" in stopped["message"]
+    resumed = _cli(tmp_path, "runs", "resume", stopped["run_id"], "--max-calls", "2", "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    assert result["status"] == "ok" and "positive" in result["answer"].lower()
+    assert result["spent"]["calls"] == 1
