@@ -198,7 +198,6 @@ def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[
         "calls": 0,
         "error": None,
     }
-    ctx.emit({"type": "step_started", "step": step, "card": card.name, "task": subtask.task})
 
     def finish(status: str, **fields: Any) -> dict[str, Any]:
         record.update(status=status, **fields)
@@ -234,6 +233,8 @@ def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[
     if refusal is not None:
         ctx.ledger.release(reservation)
         return finish("over_budget", error=refusal)
+    # Started only now: a step refused before its call never shows as running.
+    ctx.emit({"type": "step_started", "step": step, "card": card.name, "task": subtask.task})
     # No timeout of its own: the executor's default for the card, cut by the budget's cap.
     call = CallContext(scratch=ctx.run_dir, max_tokens=max_tokens)
     started = ctx.ledger.clock()

@@ -83,7 +83,14 @@ def tools_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     sys.path.remove(str(folder))
 
 
-def run(tools_dir: Path, tmp: Path, cards: list[ToolCard], budget: Budget, steps: int = 1):
+def run(
+    tools_dir: Path,
+    tmp: Path,
+    cards: list[ToolCard],
+    budget: Budget,
+    steps: int = 1,
+    events: list[dict[str, Any]] | None = None,
+):
     zoo = Zoo.from_cards(cards)
     with (
         WorkerPoolExecutor(extra_sys_path=[str(tools_dir)]) as pool,
@@ -96,7 +103,12 @@ def run(tools_dir: Path, tmp: Path, cards: list[ToolCard], budget: Budget, steps
         ) as orch,
     ):
         started = time.monotonic()
-        result = orch.run("summarize", budget=budget, out_dir=tmp / "out")
+        result = orch.run(
+            "summarize",
+            budget=budget,
+            out_dir=tmp / "out",
+            on_event=None if events is None else events.append,
+        )
         return result, time.monotonic() - started
 
 
@@ -174,8 +186,12 @@ def test_a_token_limit_does_not_refuse_tools_that_use_no_tokens(tools_dir: Path,
 
 def test_a_budget_refusal_names_the_limit_and_what_to_raise(tools_dir: Path, tmp_path: Path):
     card = tool_card("refused")
-    result, _ = run(tools_dir, tmp_path, [card], Budget(usd=Decimal("0.0000099")))
+    events: list[dict[str, Any]] = []
+    result, _ = run(tools_dir, tmp_path, [card], Budget(usd=Decimal("0.0000099")), events=events)
     assert result.status == "budget_exhausted"
+    # Refused before its call: it never shows as running, only as refused.
+    kinds = [e["type"] for e in events if e.get("step") == "s0"]
+    assert "step_started" not in kinds and "step_finished" in kinds
     (attempt,) = attempts(result)
     assert attempt["status"] == "over_budget"
     assert "'usd'" in attempt["error"] and "--budget-usd or Budget(usd=...)" in attempt["error"]
