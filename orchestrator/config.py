@@ -119,6 +119,9 @@ class Config(BaseModel):
         default_factory=dict, description="options of the routing policy, e.g. cost_weight"
     )
     max_workers: int = Field(default=6, ge=1, description="warm worker processes kept at once")
+    selection_encoder: Path | None = Field(
+        default=None, description="tuned encoder folder (orchestrator cards tune-encoder)"
+    )
     max_prompt_chars: int = Field(
         default=20_000, ge=1, description="longer requests are refused (attach long text as a file)"
     )

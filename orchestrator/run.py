@@ -134,7 +134,7 @@ class Orchestrator:
         self.zoo = zoo if zoo is not None else Zoo.load(self.config.card_dirs)
         # A misnamed planner or router, or a bad router option, is refused here, not mid-run.
         self.planner = planner or configured_planner(self.config)
-        self.scorer = scorer or EvidenceScorer()
+        self.scorer = scorer or EvidenceScorer(encoder=self.config.selection_encoder)
         self.policy = policy or configured_policy(self.config)
         self.clock = clock  # what the budget's wall seconds are measured by
         self._own_executor = executor is None

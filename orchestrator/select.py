@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -115,6 +116,11 @@ class CapabilityScorer:
     task classifier learned from the cards' own text and their passed probes gives the task fit,
     and a pair ranker learned from the probes weighs task fit, embedding and TF-IDF match and
     probe evidence in place of the fixed weights (its terms are listed in each card's ``why``).
+
+    ``encoder`` (opt-in) is a folder made by ``orchestrator cards tune-encoder``: a MiniLM
+    fine-tuned on the zoo's own cards and probes, used in place of the base model (embeddings
+    are then on at any zoo size; a ``cache`` given as well keeps its own embedder). A folder
+    that is not a tuned encoder is refused here, when the scorer is made.
     """
 
     w_relevance: float = 0.35
@@ -129,10 +135,19 @@ class CapabilityScorer:
     cache: EmbeddingCache | None = None
     learn: bool | None = None  # None: learn whenever embeddings are used
     w_ranked: float = 0.9  # weight of the learned ranker's probability in the total
+    encoder: Path | None = None  # a tuned encoder folder; None: the base MiniLM
     _indexes: dict[tuple[int, ...], CardIndex] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.encoder is not None and self.cache is None:
+            from orchestrator._embed_tune import TunedEmbedder
+
+            self.cache = EmbeddingCache(TunedEmbedder(self.encoder))
+
     def _uses_embeddings(self, n_cards: int) -> bool:
-        return self.embed if self.embed is not None else n_cards >= self.embed_min_cards
+        if self.embed is not None:
+            return self.embed
+        return self.encoder is not None or n_cards >= self.embed_min_cards
 
     def index(self, cards: list[ToolCard]) -> CardIndex:
         """The evidence index of ``cards`` (kept while the same card objects are scored)."""

@@ -8,7 +8,8 @@ import numpy as np
 from typer.testing import CliRunner
 
 from evals.selection import bm25_scores, read_queries, run_selection_eval
-from orchestrator._embed import HashingEmbedder
+from orchestrator._embed import HashingEmbedder, MiniLMEmbedder
+from orchestrator._embed_tune import TuneOptions
 from orchestrator._select_learn import FEATURES
 
 API = [
@@ -151,3 +152,31 @@ def test_ceiling_keeps_the_selector_order_inside_the_gold_domain(tmp_path):
     }
     ranked[1] = [1]
     assert _ceiling(ranked, queries, imported)["top5_in_gold_domain"] == 1.0
+
+
+def test_eval_tunes_one_encoder_per_fold_on_the_other_folds_and_reuses_it(tmp_path):
+    api, dev = write_fixture(tmp_path)
+    options = TuneOptions(epochs=1, min_pairs=5)  # the fixture is far below the default 20
+    result = run_selection_eval(api, dev, folds=2, cache_path=tmp_path / "e.sqlite", tune=options)
+    # Per fold: 6 card -> label pairs and the other fold's 4 queries, never its own 4.
+    assert result["encoder"] == "tuned per fold (10 pairs, 1 epoch)"
+    assert result["tuning"]["pairs"] == [10, 10] and result["tuning"]["reused"] == [False, False]
+    assert result["tuning_seconds"] > 0 and len(result["learned"]) == 2
+    assert result["embedder"] == MiniLMEmbedder.name  # the baselines stay on the base model
+    assert result["n"] == len(QUERIES) and result["top5"] == 1.0
+    assert result["domain_at_1"] >= 0.75 and result["embedding"]["n"] == len(QUERIES)
+    assert len(list((tmp_path / "encoders").iterdir())) == 2
+    again = run_selection_eval(api, dev, folds=2, cache_path=tmp_path / "e.sqlite", tune=options)
+    assert again["tuning"]["reused"] == [True, True] and again["tuning_seconds"] == 0
+    assert (again["top1"], again["top5"]) == (result["top1"], result["top5"])
+
+
+def test_eval_command_refuses_tuning_it_cannot_do(tmp_path):
+    from orchestrator.cli import app
+
+    api, dev = write_fixture(tmp_path)
+    base = ["eval", "selection", "--zoo", str(api), "--queries", str(dev), "--tune-encoder"]
+    one_fold = CliRunner().invoke(app, [*base, "--folds", "1"])
+    assert one_fold.exit_code == 2 and "at least 2 folds" in one_fold.output
+    too_few = CliRunner().invoke(app, [*base, "--folds", "2"])
+    assert too_few.exit_code == 2 and "at least 20 needed" in too_few.output
