@@ -13,6 +13,7 @@ import typer
 from orchestrator.errors import CardError, UserError
 
 if TYPE_CHECKING:
+    from orchestrator.config import Config
     from orchestrator.execute import Executor
     from orchestrator.zoo import Zoo
 
@@ -34,21 +35,9 @@ def profile_command(
     The models run in sandboxed workers, as in a run, with the cards' timeouts. Exit status 1
     when a card could not be profiled, 2 for an unknown or unavailable card or a bad config.
     """
-    from orchestrator.config import Config
     from orchestrator.execute import WorkerPoolExecutor
-    from orchestrator.zoo import Zoo
 
-    try:
-        config = Config.load()
-        if cards:
-            config = config.model_copy(update={"card_dirs": config.card_dirs + list(cards)})
-        zoo = Zoo.load(config.card_dirs)
-    except CardError as exc:
-        typer.echo(f"error: broken tool cards:\n{exc}", err=True)
-        raise typer.Exit(2) from exc
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    config, zoo = _config_and_zoo(cards)
     names = [e.card.name for e in zoo if e.available] if card == ["all"] else card
     for name in names:
         if name not in zoo:
@@ -182,18 +171,8 @@ def cards_tune_encoder(
     """
     from orchestrator._embed import MiniLMEmbedder, cache_dir
     from orchestrator._embed_tune import TuneOptions, tune_encoder, tuning_digest, tuning_pairs
-    from orchestrator.config import Config
-    from orchestrator.zoo import Zoo
 
-    try:
-        config = Config.load()
-        zoo = Zoo.load(config.card_dirs + list(cards or []))
-    except CardError as exc:
-        typer.echo(f"error: broken tool cards:\n{exc}", err=True)
-        raise typer.Exit(2) from exc
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    config, zoo = _config_and_zoo(cards)
     zoo_cards = [entry.card for entry in zoo]
     if out is None:
         pairs = tuning_pairs(zoo_cards)
@@ -207,3 +186,21 @@ def cards_tune_encoder(
         raise typer.Exit(2) from exc
     typer.echo(f"tuned on {tuned.pairs} pairs in {tuned.seconds:.1f} s -> {tuned.path}")
     typer.echo(f'use it in orchestrator.toml: selection_encoder = "{tuned.path}"')
+
+
+def _config_and_zoo(cards: list[Path] | None) -> tuple[Config, Zoo]:
+    """The config and the zoo with ``cards`` folders added; exit 2 with the reason if broken."""
+    from orchestrator.config import Config
+    from orchestrator.zoo import Zoo
+
+    try:
+        config = Config.load()
+        if cards:
+            config = config.model_copy(update={"card_dirs": config.card_dirs + list(cards)})
+        return config, Zoo.load(config.card_dirs)
+    except CardError as exc:
+        typer.echo(f"error: broken tool cards:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
