@@ -295,6 +295,7 @@ def run_selection_eval(
         result["learned"] = learned
     if tune is not None:
         result.update(_tuning_summary(tuned, tune))
+        result["embedder"] += " (the selector's: tuned per fold; the baselines': as named)"
     result["zero_shot"] = _metrics(_selector_ranks(imported, queries, 0, scorer), queries, imported)
 
     texts = [_baseline_text(r) for r in records]
