@@ -18,6 +18,9 @@ model sees, never the fold's own queries - and ranks the fold with it. The tuned
 under the cache folder by the digest of what they were tuned on, so a re-run does not tune again.
 "zero_shot" and the baselines stay on the base MiniLM.
 
+``--encoder PATH`` ranks with another sentence-transformers model (or a tuned encoder folder)
+in place of MiniLM: the selector and "zero_shot" use it, the baselines stay on MiniLM.
+
 Two baselines run in the same pass: "bm25" (Okapi BM25 over domain, functionality, api_name and
 description) and "embedding" (cosine of MiniLM embeddings of the same text).
 """
@@ -39,7 +42,13 @@ import typer
 
 from evals.cli import eval_app
 from orchestrator._embed import Embedder, EmbeddingCache, cache_dir, default_embedder
-from orchestrator._embed_tune import TunedEmbedder, TunedModel, TuneOptions, cached_encoder
+from orchestrator._embed_tune import (
+    TunedEmbedder,
+    TunedModel,
+    TuneOptions,
+    cached_encoder,
+    encoder_embedder,
+)
 from orchestrator._text import tokens
 from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
 from orchestrator.errors import UserError
@@ -256,14 +265,19 @@ def run_selection_eval(
     cache_path: Path | None = None,
     tune: TuneOptions | None = None,
     progress: Callable[[str], None] | None = None,
+    encoder: Path | None = None,
 ) -> dict[str, Any]:
     """The selector's (cross-validated) figures and the two baselines', in one JSON-able dict.
 
     ``embedder`` defaults to MiniLM; the embedding baseline uses the same one. With ``tune``,
-    each fold's selector uses a MiniLM tuned on that fold's zoo (needs ``folds`` > 1).
+    each fold's selector uses a MiniLM tuned on that fold's zoo (needs ``folds`` > 1). With
+    ``encoder`` (a model folder), the selector embeds with it; the embedding baseline does not.
     """
     if tune is not None and (folds < 2 or not embed):
         raise UserError("--tune-encoder needs embeddings and at least 2 folds")
+    if encoder is not None and (tune is not None or not embed):
+        raise UserError("--encoder needs embeddings and cannot be combined with --tune-encoder")
+    chosen = encoder_embedder(encoder) if encoder is not None else None
     records = read_gorilla(zoo_path)
     imported = cards_from_gorilla(records)
     queries = read_queries(queries_path)
@@ -271,7 +285,8 @@ def run_selection_eval(
         raise UserError(f"{queries_path}: no queries")
     started = time.perf_counter()
     cache = EmbeddingCache(embedder or default_embedder(), cache_path) if embed else None
-    scorer = CapabilityScorer(embed=embed, cache=cache)
+    selector_cache = cache if chosen is None else EmbeddingCache(chosen, cache_path)
+    scorer = CapabilityScorer(embed=embed, cache=selector_cache)
     result: dict[str, Any] = {"zoo": len(imported), "folds": folds}
     result["protocol"] = (
         f"{folds}-fold cross-validated: each query is ranked by a selector whose probes and "
@@ -281,6 +296,9 @@ def run_selection_eval(
     )
     if cache is not None:
         result["embedder"] = cache.embedder.name
+    if chosen is not None and cache is not None:
+        base = cache.embedder.name
+        result["embedder"] = f"{chosen.name} (the selector's; the baselines': {base})"
     learned: list[dict[str, object]] = []
     tuned: list[TunedModel] = []
     fold_scorer = None
@@ -330,6 +348,13 @@ def selection_command(
         ),
     ] = False,
     epochs: Annotated[int, typer.Option(help="tuning epochs (with --tune-encoder)")] = 2,
+    encoder: Annotated[
+        Path | None,
+        typer.Option(
+            help="the selector's encoder: a sentence-transformers model folder or a tuned one "
+            "(the baselines keep MiniLM)"
+        ),
+    ] = None,
 ) -> None:
     """Top-1, top-5 and domain@1 of the selector on a Gorilla zoo, with two baselines."""
     for path in (zoo, queries):
@@ -339,7 +364,13 @@ def selection_command(
     tune = TuneOptions(epochs=epochs) if tune_encoder else None
     try:
         result = run_selection_eval(
-            zoo, queries, folds, embed, tune=tune, progress=lambda m: typer.echo(m, err=True)
+            zoo,
+            queries,
+            folds,
+            embed,
+            tune=tune,
+            progress=lambda m: typer.echo(m, err=True),
+            encoder=encoder,
         )
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -78,10 +78,14 @@ class MiniLMEmbedder:
         """The model folder to load; None: the wheel's all-MiniLM-L6-v2."""
         return None
 
+    def dim(self) -> int:
+        """The length of its vectors."""
+        return DIM
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors of ``texts``, shape (len(texts), 384), float32."""
         if not texts:
-            return np.zeros((0, DIM), dtype=np.float32)
+            return np.zeros((0, self.dim()), dtype=np.float32)
         model = self._load()
         import torch
 
@@ -188,7 +192,8 @@ class EmbeddingCache:
                         [(k, self.memory[k].tobytes()) for k in todo],
                     )
         if not keys:
-            return np.zeros((0, DIM), dtype=np.float32)
+            width = getattr(self.embedder, "dim", lambda: DIM)()
+            return np.zeros((0, width), dtype=np.float32)
         return np.stack([self.memory[k] for k in keys])
 
     def query_vector(self, text: str) -> np.ndarray:

@@ -41,6 +41,7 @@ __all__ = [
     "TunedEmbedder",
     "TunedModel",
     "cached_encoder",
+    "encoder_embedder",
     "label_text",
     "tune_encoder",
     "tuning_digest",
@@ -283,10 +284,13 @@ def cached_encoder(
     return _tune(cards, path, options, None, progress)
 
 
+def _weight_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*") if p.suffix in {".safetensors", ".bin"})
+
+
 def _weights_digest(path: Path) -> str:
     h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.suffix in {".safetensors", ".bin"})
-    for file in files:
+    for file in _weight_files(path):
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 h.update(block)
@@ -314,3 +318,39 @@ class TunedEmbedder(MiniLMEmbedder):
 
     def _model_path(self) -> str | None:
         return str(self.path)
+
+
+class FolderEmbedder(MiniLMEmbedder):
+    """Any sentence-transformers model folder (``modules.json``) as the selection encoder.
+
+    For a user's own encoder (all-mpnet-base-v2, bge, a model tuned elsewhere), loaded on first
+    use. Its ``name`` is the folder's name and a digest of its weights, so its vectors stay apart
+    from every other encoder's in the embedding cache.
+    """
+
+    def __init__(self, path: Path | str, batch_size: int = 64) -> None:
+        super().__init__(batch_size)
+        self.path = Path(path)
+        self.name = f"st-{self.path.resolve().name}:{_weights_digest(self.path)}"
+
+    def _model_path(self) -> str | None:
+        return str(self.path)
+
+    def dim(self) -> int:
+        model = self._load()
+        width = getattr(model, "get_embedding_dimension", None)  # sentence-transformers >= 6
+        return int(width() if width else model.get_sentence_embedding_dimension())
+
+
+def encoder_embedder(path: Path | str) -> MiniLMEmbedder:
+    """The embedder of an encoder folder: a tuned encoder, or a sentence-transformers model."""
+    folder = Path(path)
+    if read_manifest(folder) is not None:
+        return TunedEmbedder(folder)
+    if (folder / "modules.json").is_file() and _weight_files(folder):
+        return FolderEmbedder(folder)
+    raise UserError(
+        f"{folder} is not a tuned encoder folder (no {MANIFEST}) nor a sentence-transformers "
+        "model folder (no modules.json and weights); make one with: "
+        "orchestrator cards tune-encoder --out PATH, or name a saved sentence-transformers model"
+    )

@@ -120,7 +120,8 @@ class Config(BaseModel):
     )
     max_workers: int = Field(default=6, ge=1, description="warm worker processes kept at once")
     selection_encoder: Path | None = Field(
-        default=None, description="tuned encoder folder (orchestrator cards tune-encoder)"
+        default=None,
+        description="encoder folder: tuned (cards tune-encoder) or a sentence-transformers model",
     )
     max_prompt_chars: int = Field(
         default=20_000, ge=1, description="longer requests are refused (attach long text as a file)"

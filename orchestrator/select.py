@@ -117,10 +117,10 @@ class CapabilityScorer:
     and a pair ranker learned from the probes weighs task fit, embedding and TF-IDF match and
     probe evidence in place of the fixed weights (its terms are listed in each card's ``why``).
 
-    ``encoder`` (opt-in) is a folder made by ``orchestrator cards tune-encoder``: a MiniLM
-    fine-tuned on the zoo's own cards and probes, used in place of the base model (embeddings
-    are then on at any zoo size; a ``cache`` given as well keeps its own embedder). A folder
-    that is not a tuned encoder is refused here, when the scorer is made.
+    ``encoder`` (opt-in) is a folder made by ``orchestrator cards tune-encoder`` (a MiniLM
+    fine-tuned on the zoo's own cards and probes) or any saved sentence-transformers model, used
+    in place of the base model (embeddings are then on at any zoo size; a ``cache`` given as well
+    keeps its own embedder). A folder that is neither is refused here, when the scorer is made.
     """
 
     w_relevance: float = 0.35
@@ -140,9 +140,9 @@ class CapabilityScorer:
 
     def __post_init__(self) -> None:
         if self.encoder is not None and self.cache is None:
-            from orchestrator._embed_tune import TunedEmbedder
+            from orchestrator._embed_tune import encoder_embedder
 
-            self.cache = EmbeddingCache(TunedEmbedder(self.encoder))
+            self.cache = EmbeddingCache(encoder_embedder(self.encoder))
 
     def _uses_embeddings(self, n_cards: int) -> bool:
         if self.embed is not None:
