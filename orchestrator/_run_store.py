@@ -4,6 +4,11 @@ Every run is stored by a LangGraph SQLite checkpointer under its run id. A store
 "live": its values already include the writes of the tasks that finished in a round a cancel or
 a crash cut short, and its ``next`` lists only the tasks still to run, so an empty ``next`` does
 not mean the run ended (the answer node, which always writes ``answer``, does).
+
+A call stopped in flight (the second Ctrl-C stops the workers) writes no attempt, yet it was
+made and paid for. When a run is cancelled, what its ledger spent beyond its stored attempts is
+kept in a table of the same database (``orchestrator_unrecorded``), and :func:`carried_spend`
+adds it, so a resumed run, ``runs list`` and ``runs show`` count it like the printed cost did.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import re
 import sqlite3
@@ -29,9 +35,11 @@ __all__ = [
     "checkpoints_path",
     "finished",
     "open_checkpointer",
+    "record_unrecorded",
     "run_lock",
     "settled_attempts",
     "stored_run_ids",
+    "unrecorded_spend",
     "with_pending",
 ]
 
@@ -113,12 +121,7 @@ def settled_attempts(snapshot: Any) -> list[dict[str, Any]]:
     return [a for a in attempts if isinstance(a, dict)]
 
 
-def carried_spend(snapshot: Any) -> dict[str, Any]:
-    """What a stored run spent.
-
-    Every settled attempt counts once (including those of a round that was interrupted, which
-    the checkpointer keeps as pending writes), and the last wall-clock reading.
-    """
+def _attempts_cost(snapshot: Any) -> Cost:
     total = Cost()
     for a in settled_attempts(snapshot):
         total = total + Cost(
@@ -127,10 +130,58 @@ def carried_spend(snapshot: Any) -> dict[str, Any]:
             int(a.get("tokens", 0)),
             int(a.get("calls", 0)),
         )
+    return total
+
+
+def carried_spend(snapshot: Any, unrecorded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a stored run spent.
+
+    Every settled attempt counts once (including those of a round that was interrupted, which
+    the checkpointer keeps as pending writes), plus ``unrecorded`` (what a cancel stopped in
+    flight: :func:`unrecorded_spend`), and the last wall-clock reading.
+    """
+    extra = unrecorded or {}
+    total = _attempts_cost(snapshot) + Cost.from_dict(extra)
     values = snapshot.values or {}
     spent = values.get("spent") if isinstance(values.get("spent"), dict) else {}
-    wall = float(spent.get("wall_seconds", 0.0))
+    wall = max(float(spent.get("wall_seconds", 0.0)), float(extra.get("wall_seconds", 0.0)))
     return {**total.as_dict(), "wall_seconds": max(wall, total.seconds)}
+
+
+_UNRECORDED_TABLE = (
+    "CREATE TABLE IF NOT EXISTS orchestrator_unrecorded (run_id TEXT PRIMARY KEY, spent TEXT)"
+)
+
+
+def unrecorded_spend(store: Path | None, run_id: str) -> dict[str, Any]:
+    """What a run spent that its stored attempts do not show, as of its last cancel ({}: none)."""
+    if store is None or not store.exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(str(store), timeout=30)) as conn:
+        conn.execute(_UNRECORDED_TABLE)
+        row = conn.execute(
+            "SELECT spent FROM orchestrator_unrecorded WHERE run_id = ?", (run_id,)
+        ).fetchone()
+    return json.loads(row[0]) if row else {}
+
+
+def record_unrecorded(store: Path, run_id: str, snapshot: Any, ledger: dict[str, Any]) -> None:
+    """Keep what the run's ledger spent beyond the attempts stored in ``snapshot``.
+
+    ``ledger`` is the ledger's snapshot at the cancel; it already carries what earlier stops
+    left unrecorded, so the stored amount replaces the earlier one.
+    """
+    spent, stored = Cost.from_dict(ledger), _attempts_cost(snapshot)
+    extra = Cost(
+        max(spent.usd - stored.usd, Decimal(0)),
+        max(spent.seconds - stored.seconds, 0.0),
+        max(spent.tokens - stored.tokens, 0),
+        max(spent.calls - stored.calls, 0),
+    )
+    row = json.dumps({**extra.as_dict(), "wall_seconds": float(ledger.get("wall_seconds", 0.0))})
+    with contextlib.closing(sqlite3.connect(str(store), timeout=30)) as conn, conn:
+        conn.execute(_UNRECORDED_TABLE)
+        conn.execute("INSERT OR REPLACE INTO orchestrator_unrecorded VALUES (?, ?)", (run_id, row))
 
 
 class RunInProgress(UserError):

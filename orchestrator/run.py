@@ -24,8 +24,10 @@ from orchestrator._run_store import (
     checkpoints_path,
     finished,
     open_checkpointer,
+    record_unrecorded,
     run_lock,
     stored_run_ids,
+    unrecorded_spend,
     with_pending,
 )
 from orchestrator.answer import StepResult, compose_answer
@@ -229,7 +231,10 @@ class Orchestrator:
     def _cancelled(self, run_id: str, prompt: str, ledger: Ledger, run_dir: Path) -> RunResult:
         values: dict[str, Any] = {}
         if self._saver is not None:
-            values = with_pending(self._graph.get_state(self._config(run_id)))
+            assert self.checkpoint_path is not None
+            snapshot = self._graph.get_state(self._config(run_id))
+            record_unrecorded(self.checkpoint_path, run_id, snapshot, ledger.snapshot())
+            values = with_pending(snapshot)
         values = {k: v for k, v in values.items() if k not in ("outcome", "answer")}
         result = _unfinished(_result(run_id, prompt, values, ledger, run_dir), "cancelled")
         finished_steps = [s.step for s in result.steps if s.status == "done"]
@@ -279,7 +284,7 @@ class Orchestrator:
             if budget is not None and self._reopened(run_id, values, budget):
                 values = with_pending(self._graph.get_state(self._config(run_id)))
             budget = budget or _budget_from(values.get("budget") or {})
-            ledger = Ledger.resumed(budget, carried_spend(snapshot), clock=self.clock)
+            ledger = Ledger.resumed(budget, self._carried(run_id, snapshot), clock=self.clock)
             run_dir = Path(values.get("run_dir") or self.config.runs_dir / run_id)
             base_dir = Path(values.get("base_dir") or Path.cwd())
             if finished(values):
@@ -327,6 +332,10 @@ class Orchestrator:
                 "of each with --cards DIR (or add it to card_dirs in the config) and resume again"
             )
 
+    def _carried(self, run_id: str, snapshot: Any) -> dict[str, Any]:
+        """What a stored run spent: its attempts and what a cancel stopped in flight."""
+        return carried_spend(snapshot, unrecorded_spend(self.checkpoint_path, run_id))
+
     def runs(self) -> list[dict[str, Any]]:
         """Every stored run: id, request, outcome (or ``unfinished``) and what it spent.
 
@@ -362,7 +371,7 @@ class Orchestrator:
             "request": request if isinstance(request, str) else "",
             "status": str(values.get("outcome") or "ok") if done else "unfinished",
             "next": list(snapshot.next) if not done else [],
-            "spent": carried_spend(snapshot),
+            "spent": self._carried(run_id, snapshot),
             "updated": snapshot.created_at,
         }
 
@@ -373,7 +382,8 @@ class Orchestrator:
         """
         snapshot = self._snapshot(run_id)
         values = with_pending(snapshot)
-        ledger = Ledger.resumed(_budget_from(values.get("budget") or {}), carried_spend(snapshot))
+        budget = _budget_from(values.get("budget") or {})
+        ledger = Ledger.resumed(budget, self._carried(run_id, snapshot))
         request = values.get("request")
         try:
             result = _result(

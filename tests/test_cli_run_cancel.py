@@ -90,7 +90,9 @@ def test_ctrl_c_twice_cancels_keeps_the_finished_step_and_resume_finishes(tmp_pa
     by_card = {s["card"]: s for s in shown["steps"]}
     assert by_card["lingua-langid"]["status"] == "done"
     assert by_card["lingua-langid"]["outputs"]["label"] == "German"
-    assert shown["spent"]["calls"] == 1
+    # The summary call the second Ctrl-C stopped was made: it counts, as the printed cost said.
+    assert "| 2 calls |" in text
+    assert shown["spent"]["calls"] == 2
     shown_text = _cli(tmp_path, "runs", "show", run_id).stdout
     for expected in ("Plan", "Steps", "lingua-langid", "label: German", "Router decisions"):
         assert expected in shown_text
@@ -101,10 +103,11 @@ def test_ctrl_c_twice_cancels_keeps_the_finished_step_and_resume_finishes(tmp_pa
     assert result["status"] == "ok"
     assert "Summary: The storm hit the coast at dawn." in result["answer"]
     assert "Language: German" in result["answer"]
-    assert result["spent"]["calls"] == 2  # lingua's call carried over, not made again
+    # The stopped call and lingua's carried over (lingua's not made again), and the new summary.
+    assert result["spent"]["calls"] == 3
     assert calls(shared) == ["sum-steady start", "sum-steady start", "sum-steady done"]
     [row] = json.loads(_cli(tmp_path, "runs", "list", "--json").stdout)
-    assert row["status"] == "ok" and row["spent"]["calls"] == 2
+    assert row["status"] == "ok" and row["spent"]["calls"] == 3
 
 
 def test_one_ctrl_c_lets_the_running_step_finish_and_keeps_it(tmp_path):

@@ -82,15 +82,16 @@ def test_cancel_keeps_finished_steps_counts_spend_once_and_resumes(tmp_path):
         assert "finished: s2" in result.message and "runs resume cx" in result.message
         assert result.answer.startswith("Language: German.")
 
-        # The failed call made after the cancel is not recorded; s2's call is counted once.
+        # s1's call failed after the cancel: its step is not recorded (it runs again), but the
+        # call was made, so it counts once, as does s2's; the store says what the result said.
         [row] = orch.runs()
         assert row["status"] == "unfinished"
-        assert row["spent"]["calls"] == 1
-        assert Decimal(row["spent"]["usd"]) == Decimal("0.002")
+        assert row["spent"]["calls"] == 2 == result.spent["calls"]
+        assert Decimal(row["spent"]["usd"]) == Decimal("0.003") == Decimal(result.spent["usd"])
         shown = orch.show("cx")
         assert shown.status == "unfinished"
         assert shown.steps[1].status == "done" and shown.steps[1].outputs == {"label": "German"}
-        assert shown.spent["calls"] == 1
+        assert shown.spent["calls"] == 2
 
     # Resuming without the summariser's card says which card is missing and how to add it.
     only_label = Zoo.from_cards(
@@ -110,12 +111,38 @@ def test_cancel_keeps_finished_steps_counts_spend_once_and_resumes(tmp_path):
         resumed = orch.resume("cx")
         assert resumed.status == "ok", resumed.message
         assert resumed.answer == "Summary: The storm hit the coast at dawn. Language: German."
-        assert resumed.spent["calls"] == 2  # s2 carried over once, s1 run once more
-        assert Decimal(resumed.spent["usd"]) == Decimal("0.003")
+        assert resumed.spent["calls"] == 3  # both carried over once, s1 run once more
+        assert Decimal(resumed.spent["usd"]) == Decimal("0.004")
+        assert orch.runs()[0]["spent"]["calls"] == 3
         assert orch.runs()[0]["status"] == "ok"
     log = calls(shared)
     assert log.count("lang-quick done") == 1  # the finished step did not run again
     assert log.count("sum-steady start") == 2 and log.count("sum-steady done") == 1
+
+
+def test_a_call_stopped_by_a_cancel_counts_against_the_resumed_runs_limits(tmp_path):
+    shared = tmp_path / "shared"
+    cards = write_cards(
+        tmp_path / "cards", shared, fail_until=shared / "lang-done", ok_flag=shared / "ok"
+    )
+    cancel = threading.Event()
+
+    def on_event(event):
+        if event["type"] == "step_finished" and event["step"] == "s2":
+            cancel.set()
+
+    with _orchestrator(tmp_path, cards) as orch:
+        assert (
+            orch.run("two steps", on_event=on_event, cancel=cancel, run_id="cap").spent["calls"]
+            == 2
+        )
+    (shared / "ok").touch()
+    with _orchestrator(tmp_path, cards) as orch:
+        # Two calls were made, s1's stopped one among them: a limit of 2 leaves none for s1.
+        capped = orch.resume("cap", budget=Budget(calls=2))
+        assert capped.status == "budget_exhausted", capped.message
+        assert "calls" in capped.message and capped.spent["calls"] == 2
+    assert calls(shared).count("sum-steady start") == 1  # s1 was not called again
 
 
 def test_pending_writes_already_in_the_values_are_counted_once():
