@@ -159,6 +159,14 @@ def _ceiling(
     return {"top1_in_gold_domain": round(one / n, 4), "top5_in_gold_domain": round(hits / n, 4)}
 
 
+def _baseline(
+    scores: np.ndarray, queries: list[Query], imported: list[ImportedCard]
+) -> dict[str, Any]:
+    """A baseline's figures from its score matrix, and its own ceiling (gold domain given)."""
+    ranks = [list(np.argsort(-row, kind="stable")) for row in scores]
+    return {**_metrics(ranks, queries, imported), "ceiling": _ceiling(ranks, queries, imported)}
+
+
 def _with_probes(imported: list[ImportedCard], queries: list[Query]) -> list[Any]:
     """The cards, each gold card of ``queries`` carrying those instructions as passed probes."""
     probes: dict[str, list[ProbeResult]] = {}
@@ -318,14 +326,10 @@ def run_selection_eval(
 
     texts = [_baseline_text(r) for r in records]
     instructions = [q.instruction for q in queries]
-    bm25 = bm25_scores(texts, instructions)
-    result["bm25"] = _metrics(
-        [list(np.argsort(-row, kind="stable")[:5]) for row in bm25], queries, imported
-    )
+    result["bm25"] = _baseline(bm25_scores(texts, instructions), queries, imported)
     if cache is not None:
         sims = cache.vectors(instructions) @ cache.vectors(texts).T
-        ranks = [list(np.argsort(-row, kind="stable")[:5]) for row in sims]
-        result["embedding"] = _metrics(ranks, queries, imported)
+        result["embedding"] = _baseline(sims, queries, imported)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -386,8 +390,12 @@ def selection_command(
                 f"{name:10s} n={row['n']} top1={row['top1']:.3f} top5={row['top5']:.3f} "
                 f"domain@1={row['domain_at_1']:.3f}"
             )
-    ceiling = result["ceiling"]
-    typer.echo(
-        f"with the gold domain given (the selector's order inside it): "
-        f"top1={ceiling['top1_in_gold_domain']:.3f} top5={ceiling['top5_in_gold_domain']:.3f}"
-    )
+    typer.echo("with the gold domain given (each ranker's order inside it):")
+    for name in ("selector", "bm25", "embedding"):
+        row = result if name == "selector" else result.get(name)
+        if row:
+            ceiling = row["ceiling"]
+            typer.echo(
+                f"{name:10s} top1={ceiling['top1_in_gold_domain']:.3f} "
+                f"top5={ceiling['top5_in_gold_domain']:.3f}"
+            )

@@ -100,6 +100,10 @@ def test_eval_reports_selector_and_both_baselines(tmp_path):
     for row in (result, result["zero_shot"], result["bm25"], result["embedding"]):
         assert row["n"] == len(QUERIES)
         assert 0 <= row["top1"] <= row["top5"] <= 1 and 0 <= row["domain_at_1"] <= 1
+    for row in (result, result["bm25"], result["embedding"]):
+        # Cutting the other domains can only lift the gold card: never below the plain figure.
+        assert row["ceiling"]["top1_in_gold_domain"] >= row["top1"]
+        assert row["ceiling"]["top5_in_gold_domain"] >= row["top5"]
     # Six distinct, well-described models: the selector finds most of them.
     assert result["top5"] == 1.0
     assert result["top1"] >= 0.75 and result["domain_at_1"] >= 0.75
