@@ -20,6 +20,7 @@ from orchestrator._run_store import carried_spend, with_pending
 from orchestrator.errors import ConfigError, UserError
 from orchestrator.execute_inprocess import InProcessExecutor
 from orchestrator.plan import Plan, Subtask, TextArg
+from orchestrator.run import RunResult
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _run_tools import calls, write_cards  # noqa: E402
@@ -62,7 +63,9 @@ def _orchestrator(tmp_path: Path, cards: Path, **config: object) -> Orchestrator
     )
 
 
-def test_cancel_keeps_finished_steps_counts_spend_once_and_resumes(tmp_path):
+def _cancelled_after_s2(tmp_path: Path, run_id: str) -> tuple[Path, Path, RunResult]:
+    """Run the two steps and cancel once s2 is done, as Ctrl-C would: s1 is still running (and
+    then fails). Returns the shared folder, the cards folder and the result."""
     shared = tmp_path / "shared"
     cards = write_cards(
         tmp_path / "cards", shared, fail_until=shared / "lang-done", ok_flag=shared / "ok"
@@ -71,10 +74,16 @@ def test_cancel_keeps_finished_steps_counts_spend_once_and_resumes(tmp_path):
 
     def on_event(event):
         if event["type"] == "step_finished" and event["step"] == "s2":
-            cancel.set()  # as Ctrl-C would: s2 is done, s1 is still running (and then fails)
+            cancel.set()
 
     with _orchestrator(tmp_path, cards) as orch:
-        result = orch.run("two steps", on_event=on_event, cancel=cancel, run_id="cx")
+        result = orch.run("two steps", on_event=on_event, cancel=cancel, run_id=run_id)
+    return shared, cards, result
+
+
+def test_cancel_keeps_finished_steps_counts_spend_once_and_resumes(tmp_path):
+    shared, cards, result = _cancelled_after_s2(tmp_path, "cx")
+    with _orchestrator(tmp_path, cards) as orch:
         assert result.status == "cancelled"
         s1, s2 = result.steps
         assert s2.status == "done" and s2.outputs == {"label": "German"}
@@ -121,21 +130,8 @@ def test_cancel_keeps_finished_steps_counts_spend_once_and_resumes(tmp_path):
 
 
 def test_a_call_stopped_by_a_cancel_counts_against_the_resumed_runs_limits(tmp_path):
-    shared = tmp_path / "shared"
-    cards = write_cards(
-        tmp_path / "cards", shared, fail_until=shared / "lang-done", ok_flag=shared / "ok"
-    )
-    cancel = threading.Event()
-
-    def on_event(event):
-        if event["type"] == "step_finished" and event["step"] == "s2":
-            cancel.set()
-
-    with _orchestrator(tmp_path, cards) as orch:
-        assert (
-            orch.run("two steps", on_event=on_event, cancel=cancel, run_id="cap").spent["calls"]
-            == 2
-        )
+    shared, cards, result = _cancelled_after_s2(tmp_path, "cap")
+    assert result.spent["calls"] == 2
     (shared / "ok").touch()
     with _orchestrator(tmp_path, cards) as orch:
         # Two calls were made, s1's stopped one among them: a limit of 2 leaves none for s1.
