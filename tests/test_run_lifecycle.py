@@ -306,7 +306,11 @@ def test_a_run_interrupted_by_keyboard_interrupt_is_unfinished_and_counted_once(
     import time
 
     shared = tmp_path / "shared"
-    cards = write_cards(tmp_path / "cards", shared, first_sleep=3)
+    # The summary's first call blocks until the test releases it (after the interrupt), so the
+    # interrupt always lands mid-round however slow the machine is; then it succeeds.
+    release = shared / "release"
+    cards = write_cards(tmp_path / "cards", shared, fail_until=release, ok_flag=shared / "ok")
+    (shared / "ok").touch()
     db = tmp_path / "store" / "runs.sqlite"
     script = INTERRUPTED.format(
         tests=str(Path(__file__).resolve().parent),
@@ -320,6 +324,9 @@ def test_a_run_interrupted_by_keyboard_interrupt_is_unfinished_and_counted_once(
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended too early"
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    assert "sum-steady done" not in calls(shared)
+    release.touch()  # LangGraph lets the running step finish before the interrupt goes on
     _, stderr = proc.communicate(timeout=120)
     assert "KeyboardInterrupt" in stderr
     done_before = sum(1 for line in calls(shared) if line.endswith(" done"))
