@@ -223,6 +223,12 @@ def _command(console: Console, session: Any, line: str) -> bool:
 
 def chat_loop(console: Console, session: Any) -> None:
     """Read requests and commands until the person leaves."""
+    try:
+        # GNU readline reads the line itself: no 4095-byte cap of the terminal's line mode on a
+        # long paste, and arrow keys, history and line editing work.
+        import readline  # noqa: F401
+    except ImportError:  # pragma: no cover - Python built without readline
+        pass
     console.print(
         f"Orchestrator chat: {sum(1 for e in session.orchestrator.zoo if e.available)} models "
         f"ready. {_budget_line(session)}. /help for commands.",
