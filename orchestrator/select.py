@@ -10,6 +10,7 @@ LLM (Model-SAT's "capability text + instruction" form).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -29,7 +30,7 @@ from orchestrator._select_learn import (
 )
 from orchestrator.budget import expected_cost
 from orchestrator.cards import ToolCard
-from orchestrator.plan import ComposeArg, Plan, RefArg, Subtask
+from orchestrator.plan import ComposeArg, Plan, RefArg, Subtask, TextArg
 from orchestrator.zoo import Zoo, ZooEntry
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "rank_open",
     "select_for_plan",
     "select_for_subtask",
+    "task_text",
 ]
 
 
@@ -210,7 +212,7 @@ class CapabilityScorer:
         k: int | None,
     ) -> list[tuple[int, ScoreParts]]:
         index = self.index(cards)
-        evidence = index.scores(subtask.instruction)
+        evidence = index.scores(task_text(subtask))
         quality, cheap = self._static(index)
         model: SelectionModel | None = getattr(index, "learned", None)
         learned_terms: np.ndarray | None = None
@@ -299,6 +301,23 @@ class CapabilityScorer:
 
 
 EvidenceScorer = CapabilityScorer  # the former name of the default scorer
+
+_EMPTY_QUOTES = re.compile(r"[\"“”']\s*[\"“”']|:\s*$")
+
+
+def task_text(subtask: Subtask) -> str:
+    """The instruction without the literal texts it carries: those are the data, not the task.
+
+    'Which language is "what a horrible review" in?' is scored as 'Which language is in?', so
+    the words of the text to analyse never pull in a card that matches them (a sentiment
+    model here). An instruction that is nothing but its text is kept whole.
+    """
+    text = subtask.instruction
+    for arg in subtask.args.values():
+        if isinstance(arg, TextArg) and len(arg.value.strip()) >= 3:
+            text = text.replace(arg.value, " ")
+    text = " ".join(_EMPTY_QUOTES.sub(" ", text).split())
+    return text if re.search(r"\w{2}", text) else subtask.instruction
 
 
 def _terms(row: np.ndarray) -> dict[str, float]:

@@ -91,6 +91,24 @@ def test_instruction_decides_between_cards_of_one_task():
     assert "relevance" in why and "languag" in why
 
 
+def test_the_text_to_analyse_does_not_choose_the_card():
+    from orchestrator.select import task_text
+
+    review = "what a horrible, negative review: sentiment could not be worse"
+    step = one(
+        "text-classification",
+        f'Which language is "{review}" in?',
+        args={"text": {"kind": "text", "value": review}},
+    )
+    p = plan(step)
+    assert task_text(p.subtasks[0]) == "Which language is in?"
+    chosen = select_for_subtask(p, p.subtasks[0], ZOO, EvidenceScorer())
+    assert chosen.candidates[0].card.name == "langid"
+    # An instruction that is nothing but its text is scored as it is.
+    bare = plan(one("text-classification", review, {"text": {"kind": "text", "value": review}}))
+    assert task_text(bare.subtasks[0]) == review
+
+
 def test_unavailable_card_is_rejected_with_its_reason_never_chosen():
     p = plan(one("text-classification", "detect the language"))
     selection = select_for_subtask(p, p.subtasks[0], ZOO, EvidenceScorer())
