@@ -50,7 +50,9 @@ _OWN_TEXT = re.compile(
     r"[\"“][^\"”]+[\"”]"  # a quoted text
     r"|(?<!\w)'[^']+'(?!\w)"  # a single-quoted text
     r"|:\s*\S+(?:\s+\S+){2,}"  # a colon and then at least three words: "read this: ..."
+    r"|\?\s+\S+(?:\s+\S+){2,}"  # a question and then its text: "is this positive? I love it"
 )
+_QUOTED_TEXT = re.compile(r"[\"“]([^\"”]+)[\"”]|(?<!\w)'([^']+)'(?!\w)")
 _NO_RESULT = ("rejected", "unservable", "failed")
 _MAX_QUOTED_CHARS = 2000
 
@@ -66,14 +68,18 @@ class Turn:
     status: str = "ok"
     usd: Decimal = Decimal(0)
     texts: list[str] = field(default_factory=list)
+    analysed: str = ""  # the literal text the turn worked on, if one
 
     def quotable(self) -> str:
-        """What "it" means in a follow-up: the one text the turn made, else its answer.
+        """What "it" means in a follow-up: the text the turn made, or worked on, or its answer.
 
         Made texts are those of content-making steps (a transcript, a caption, a summary), not
-        labels (a sentiment, a language).
+        labels (a sentiment, a language): after "Is 'I hate rain' negative?", "which language
+        is it in?" asks about "I hate rain", not about the label "Sentiment: negative.".
         """
-        return self.texts[0] if len(self.texts) == 1 else self.answer
+        if len(self.texts) == 1:
+            return self.texts[0]
+        return self.analysed or self.answer
 
 
 @dataclass
@@ -130,6 +136,7 @@ class Conversation:
             status=result.status,
             usd=sum((Decimal(str(s.usd)) for s in result.steps), Decimal(0)),
             texts=texts,
+            analysed=_literal_text(result),
         )
         self.turns.append(turn)
         return turn
@@ -157,7 +164,9 @@ class Conversation:
             role, content = message.get("role"), _text_of(message.get("content"))
             if role == "user":
                 if request is not None:
-                    conversation.turns.append(Turn(request=request, answer="", files=given))
+                    conversation.turns.append(
+                        Turn(request, "", given, analysed=conversation._analysed(request))
+                    )
                 request = content
                 earlier = attachments is not None and index != last_user
                 given = list(attachments(index)) if earlier else []
@@ -169,12 +178,27 @@ class Conversation:
                     and path.is_relative_to(files_root.resolve())
                 ]
                 conversation.turns.append(
-                    Turn(request=request, answer=FILE_LINK.sub("", content), files=given + files)
+                    Turn(
+                        request=request,
+                        answer=FILE_LINK.sub("", content),
+                        files=given + files,
+                        analysed=conversation._analysed(request),
+                    )
                 )
                 request, given = None, []
         if request is None:
             raise UserError("the last message must be the user's request")
         return conversation, request
+
+    def _analysed(self, request: str) -> str:
+        """The text an earlier request worked on: its quoted text, or what "it" meant then."""
+        quoted = _QUOTED_TEXT.search(request)
+        if quoted:
+            return quoted.group(1) or quoted.group(2)
+        last = self._last_with_results()
+        if last is not None and _REFERENCE.search(request) and not _OWN_TEXT.search(request):
+            return last.quotable()
+        return ""
 
     def _full_paths(self, text: str) -> str:
         by_name = {f.name: f for f in self.known_files()}
@@ -258,3 +282,14 @@ def _unique(paths: Iterable[Path]) -> list[Path]:
         if p not in seen:
             seen.append(p)
     return seen
+
+
+def _literal_text(result: RunResult) -> str:
+    """The literal text the run's first step that had one worked on ("" when none)."""
+    from orchestrator.plan import TextArg
+
+    for subtask in result.plan.subtasks if result.plan else []:
+        for arg in subtask.args.values():
+            if isinstance(arg, TextArg) and arg.value.strip():
+                return arg.value
+    return ""

@@ -216,3 +216,34 @@ def test_files_attached_to_earlier_messages_are_remembered(tmp_path):
     assert asked == [0]  # the last message's files are the caller's own business
     assert conversation.turns[0].files == [image]
     assert conversation.inputs_for(request)[1] == [image]
+
+
+def test_text_after_the_question_is_the_requests_own_input():
+    turn = Turn("Transcribe x.wav", "Transcript: hello.", texts=["hello"])
+    own = "Is this positive? I absolutely love this wonderful sunny day"
+    assert Conversation(turns=[turn]).inputs_for(own) == (own, [])
+
+
+def test_it_after_a_label_turn_means_the_text_that_turn_worked_on(orchestrator):
+    session = ChatSession(orchestrator)
+    first = session.send('Is "I hate rainy days, they make me miserable" positive or negative?')
+    assert first.status == "ok" and "negative" in first.answer.lower()
+    second = session.send("Which language is it in?")
+    assert second.plan.subtasks[0].args["text"].value == "I hate rainy days, they make me miserable"
+    assert second.steps[0].card == "lingua-langid" and "English" in second.answer
+    third = session.send("Is it positive or negative?")  # still that text, not a label
+    assert third.plan.subtasks[0].args["text"].value.startswith("I hate rainy days")
+    assert third.steps[0].card == "vader-sentiment"
+
+
+def test_a_conversation_rebuilt_from_messages_knows_what_it_meant(tmp_path):
+    messages = [
+        {"role": "user", "content": 'Is "I love it" positive?'},
+        {"role": "assistant", "content": "Sentiment: positive."},
+        {"role": "user", "content": "Which language is it in?"},
+        {"role": "assistant", "content": "Language: English."},
+        {"role": "user", "content": "And is it negative?"},
+    ]
+    conversation, request = Conversation.from_messages(messages, tmp_path)
+    assert [t.analysed for t in conversation.turns] == ["I love it", "I love it"]
+    assert conversation.inputs_for(request)[0] == 'And is it negative?: "I love it"'
