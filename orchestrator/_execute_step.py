@@ -62,7 +62,10 @@ def _resolve_inputs(
                 if io.optional:
                     continue
                 raise ToolFailed(card.name, f"step {subtask.id} has no text input for '{io.name}'")
-        inputs[io.name] = _resolve_arg(ctx, arg, io.type, plan, results)
+        try:
+            inputs[io.name] = _resolve_arg(ctx, arg, io.type, plan, results)
+        except (OSError, ValueError) as exc:  # a text file input too large or unreadable
+            raise ToolFailed(card.name, f"step {subtask.id}: {exc}") from exc
     return inputs
 
 
@@ -78,7 +81,8 @@ def _resolve_arg(
         return arg.value
     if isinstance(arg, FileArg):
         path = Path(arg.path)
-        return str(path if path.is_absolute() else (ctx.base_dir / path).resolve())
+        path = path if path.is_absolute() else (ctx.base_dir / path).resolve()
+        return _file_text(path) if io_type == "text" else str(path)
     if isinstance(arg, ComposeArg):
         return compose_answer([_step_result(ctx, plan, results, s) for s in arg.steps], spoken=True)
     producer = _step_result(ctx, plan, results, arg.step)
@@ -92,6 +96,20 @@ def _resolve_arg(
 
         return render_value(chosen.type, value)
     return value
+
+
+MAX_TEXT_FILE_BYTES = 1_000_000
+
+
+def _file_text(path: Path) -> str:
+    """The text of a text file given as a text input (UTF-8; a larger file is refused)."""
+    size = path.stat().st_size
+    if size > MAX_TEXT_FILE_BYTES:
+        raise ValueError(
+            f"{path.name} has {size:,} bytes; a text file input may have at most "
+            f"{MAX_TEXT_FILE_BYTES:,}: split it and ask about each part"
+        )
+    return path.read_text(encoding="utf-8", errors="replace")
 
 
 HEADROOM = 4.0  # a call may take at least 4x its expected cost, within what is left

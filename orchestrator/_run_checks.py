@@ -154,20 +154,36 @@ def checked_prompt(prompt: object, limit: int) -> str | None:
     if len(prompt) > limit:
         return (
             f"the request is {len(prompt):,} characters long; the limit is {limit:,} "
-            f"(max_prompt_chars in the config). Shorten it, or attach the text as a file. "
+            f"(max_prompt_chars in the config). Shorten it, or attach the text as a .txt file. "
             f"It starts: {prompt[:ECHO_CHARS]!r}..."
         )
     return None
 
 
 def checked_files(files: Sequence[str | Path]) -> str | None:
-    """The reason attached ``files`` are refused (``None`` if each is a readable file)."""
+    """The reason attached ``files`` are refused (``None`` if each is a readable file).
+
+    Audio and image files are inputs of the steps that need them; a text file (.txt, .md) is
+    read as the text input of the step that needs one.
+    """
+    from orchestrator._execute_step import MAX_TEXT_FILE_BYTES
+    from planners.embedded import FILE_TYPES, file_type
+
     for name in files:
         path = Path(name)
         if path.is_dir():
             return f"attached {path} is a folder; attach the files in it one by one"
         if not path.is_file():
             return f"attached file {path} does not exist; check the path"
+        kind = file_type(str(path))
+        if kind is None:
+            kinds = "; ".join(f"{t}: {', '.join(exts)}" for t, exts in FILE_TYPES.items())
+            return f"attached {path.name} is not a file type any step reads ({kinds})"
+        if kind == "text" and path.stat().st_size > MAX_TEXT_FILE_BYTES:
+            return (
+                f"attached {path.name} has {path.stat().st_size:,} bytes; a text file may have "
+                f"at most {MAX_TEXT_FILE_BYTES:,}: split it and ask about each part"
+            )
     return None
 
 

@@ -38,6 +38,7 @@ __all__ = ["EmbeddedPlanner", "FILE_TYPES", "file_type", "mentioned_files", "spl
 FILE_TYPES = {
     "audio": ("wav", "mp3", "flac", "ogg", "m4a", "opus"),
     "image": ("png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"),
+    "text": ("txt", "md"),  # read as the text input of the step that needs one
 }
 _EXTENSIONS = "|".join(ext for exts in FILE_TYPES.values() for ext in exts)
 _FILE = re.compile(rf"(?<![\w/.~-])([\w~./-]*[\w-]\.(?:{_EXTENSIONS}))\b", re.IGNORECASE)
@@ -59,7 +60,7 @@ _MIN_SIMILARITY = 0.08
 
 
 def file_type(path: str) -> str | None:
-    """'audio' or 'image' by the file's extension, or None."""
+    """'audio', 'image' or 'text' by the file's extension, or None."""
     ext = path.rsplit(".", 1)[-1].lower()
     for io_type, extensions in FILE_TYPES.items():
         if ext in extensions:
@@ -234,6 +235,9 @@ def _fill(io_type: str, clause: str, card: ToolCard, chain: _Chain) -> Arg:
     producer = chain.latest(io_type)
     if producer is not None:
         return RefArg(step=producer.subtask.id)
+    if io_type == "text":
+        path = chain.file("text", clause)  # an attached or named text file
+        return FileArg(path=path) if path else TextArg(value=_text_after_colon(chain, clause))
     if io_type in FILE_TYPES:
         path = chain.file(io_type, clause)
         if path is None:
@@ -243,8 +247,6 @@ def _fill(io_type: str, clause: str, card: ToolCard, chain: _Chain) -> Arg:
                 "or attach one"
             )
         return FileArg(path=path)
-    if io_type == "text":
-        return TextArg(value=_text_after_colon(chain, clause))
     raise PlanError(f"'{clause}' needs a {io_type} input that no earlier step produces")
 
 
@@ -257,7 +259,7 @@ def _same_work(a: Subtask, b: Subtask) -> bool:
 
 
 def mentioned_files(text: str) -> list[str]:
-    """Audio and image file names in ``text``, in order."""
+    """Audio, image and text file names in ``text``, in order."""
     return list(_FILE.findall(text))
 
 

@@ -238,3 +238,17 @@ def test_all_candidates_failing_ends_failed_with_reason(tmp_path):
     executor.close()
     assert result.status == "failed"
     assert "weights corrupted" in result.answer
+
+
+def test_an_attached_or_named_text_file_is_the_text_to_analyse(orchestrator, tmp_path):
+    review = tmp_path / "review.txt"
+    review.write_text("This product is wonderful, I love it. " * 200)
+    result = orchestrator.run("Is this text positive or negative?", files=[review])
+    assert result.status == "ok", result.message
+    [step] = result.plan.subtasks
+    assert step.args["text"].kind == "file" and step.args["text"].path == str(review.resolve())
+    assert result.answer == "Sentiment: positive."
+    (tmp_path / "greeting.md").write_text("Guten Morgen, wie geht es dir heute?")
+    named = orchestrator.run("Which language is greeting.md in?", base_dir=tmp_path)
+    assert named.status == "ok", named.message
+    assert named.answer == "Language: German."

@@ -195,6 +195,14 @@ def test_an_attached_folder_or_missing_file_is_rejected_and_not_stored(tmp_path)
         assert result.status == "rejected" and "is a folder" in result.message
         result = orch.run("Describe the photo", files=[folder / "gone.png"])
         assert result.status == "rejected" and "gone.png does not exist" in result.message
+        (folder / "report.pdf").write_bytes(b"%PDF-1.4")
+        result = orch.run("Summarize the report", files=[folder / "report.pdf"])
+        assert result.status == "rejected"
+        assert "report.pdf is not a file type any step reads" in result.message
+        assert "text: txt, md" in result.message  # what can be attached instead
+        (folder / "big.txt").write_text("word " * 300_000)
+        result = orch.run("Summarize this", files=[folder / "big.txt"])
+        assert result.status == "rejected" and "split it" in result.message
         assert orch.runs() == []
 
 
