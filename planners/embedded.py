@@ -104,6 +104,7 @@ class _Chain:
 
     files: list[tuple[str, str]]  # (path, io type), in order of mention
     steps: list[_Step] = field(default_factory=list)
+    used: set[str] = field(default_factory=set)  # the files a step reads
 
     def latest(self, io_type: str) -> _Step | None:
         producers = [s for s in self.steps if io_type in s.card.output_types()]
@@ -114,9 +115,46 @@ class _Chain:
         return producers[-1] if producers else None
 
     def file(self, io_type: str, clause: str) -> str | None:
+        """The file of ``io_type`` the clause names, else the first one no step reads yet.
+
+        Else the first one: "the first image ... the second image" reads both.
+        """
         in_clause = [p for p, t in self.files if t == io_type and p in clause]
         anywhere = [p for p, t in self.files if t == io_type]
-        return (in_clause or anywhere or [None])[0]
+        unused = [p for p in anywhere if p not in self.used]
+        found = (in_clause or unused or anywhere or [None])[0]
+        if found is not None:
+            self.used.add(found)
+        return found
+
+    def spread(self, notes: list[str]) -> None:
+        """Give each file no step reads a step of its own, like the one reading its type.
+
+        When that step feeds later ones, the plan notes that the file was not used.
+        """
+        for path, kind in self.files:
+            if path in self.used:
+                continue
+            readers = [s for s in self.steps if _reads_file(s.subtask, kind)]
+            fed = {d for s in self.steps for d in s.subtask.referenced_steps()}
+            twin = next((s for s in readers if s.subtask.id not in fed), None)
+            if twin is None:
+                notes.append(
+                    f"{Path(path).name} was given but no step reads it; ask about it on its own"
+                )
+                continue
+            subtask = twin.subtask.model_copy(
+                update={
+                    "id": f"s{len(self.steps) + 1}",
+                    "args": {**twin.subtask.args, kind: FileArg(path=path)},
+                }
+            )
+            self.steps.append(_Step(subtask, twin.card))
+            self.used.add(path)
+
+
+def _reads_file(subtask: Subtask, kind: str) -> bool:
+    return isinstance(subtask.args.get(kind), FileArg)
 
 
 class EmbeddedPlanner:
@@ -175,6 +213,7 @@ class EmbeddedPlanner:
                 notes.append(f"'{clause}' repeats an earlier step; planned once")
                 continue
             chain.steps.append(_Step(subtask, card))
+        chain.spread(notes)
         return Plan(
             request=request,
             subtasks=[s.subtask for s in chain.steps],

@@ -1,4 +1,5 @@
 import time
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +53,34 @@ def test_image_request(planner, builtin_zoo):
     )
     assert [s.task for s in plan.subtasks] == ["image-to-text", "text-classification"]
     assert plan.subtasks[1].args["text"].step == plan.subtasks[0].id
+
+
+def test_each_given_image_gets_a_step(planner, builtin_zoo):
+    images = [Path("a.png"), Path("b.png")]
+    plan = planner.plan("Read the text in these images", builtin_zoo, files=images)
+    assert [(s.task, s.args["image"].path) for s in plan.subtasks] == [
+        ("image-to-text", "a.png"),
+        ("image-to-text", "b.png"),
+    ]
+    both = planner.plan(
+        "Read the text in the first image and in the second image", builtin_zoo, files=images
+    )
+    assert [s.args["image"].path for s in both.subtasks] == ["a.png", "b.png"]
+    # A step that feeds another is not copied: the plan says the file was not used.
+    fed = planner.plan(
+        "Read the text in these images and tell me which language it is in",
+        builtin_zoo,
+        files=images,
+    )
+    readers = [s.args["image"].path for s in fed.subtasks if "image" in s.args]
+    assert readers == ["a.png"] and len(fed.subtasks) == 2
+    assert any("b.png was given but no step reads it" in n for n in fed.notes)
+
+
+def test_a_text_file_is_the_text_input(planner, builtin_zoo):
+    plan = planner.plan("Is this text positive or negative?", builtin_zoo, files=[Path("r.txt")])
+    [step] = plan.subtasks
+    assert step.task == "text-classification" and step.args["text"].path == "r.txt"
 
 
 def test_quoted_text_is_the_input(planner, builtin_zoo):
