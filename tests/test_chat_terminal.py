@@ -123,6 +123,26 @@ def test_attach_trace_and_budget_commands(terminal):
     term.wait_for(r"error: cannot attach nowhere\.png: no such file", after=start)
 
 
+def test_a_long_pasted_request_arrives_whole(terminal):
+    import json
+
+    term, home = terminal
+    text = "bonjour tout le monde " * 250 + "FIN"  # 5,503 characters: past the tty's 4,095
+    term.wait_for(r"you>\s*$", timeout=120)  # typed before the prompt, the tty would cut it
+    term.type(f"Which language is this text in: {text}")
+    # The long line pushes older lines out of the captured history, so no offset: no earlier
+    # turn of this session answered French.
+    term.wait_for(r"Language: French")
+    env = {**os.environ, "ORCHESTRATOR_RUNS_DIR": str(home / "runs")}
+    env.pop("ORCHESTRATOR_CONFIG", None)
+    exe = Path(sys.executable).parent / "orchestrator"
+    listed = subprocess.run(
+        [str(exe), "runs", "list", "--json"], cwd=home, env=env, capture_output=True, text=True
+    )
+    requests = [row["request"] for row in json.loads(listed.stdout)]
+    assert any(r.endswith(text) for r in requests), [len(r) for r in requests]
+
+
 def test_ctrl_c_cancels_the_run_and_the_conversation_goes_on(terminal):
     term, _ = terminal
     start = term.mark()
@@ -141,22 +161,3 @@ def test_ctrl_c_cancels_the_run_and_the_conversation_goes_on(terminal):
     start = term.mark()
     term.type("/quit")
     term.wait_for(r"Bye\. Budget: spent \$0\.00\d+", after=start)
-
-
-def test_a_long_pasted_request_arrives_whole(terminal):
-    import json
-
-    term, home = terminal
-    text = "bonjour tout le monde " * 250 + "FIN"  # 5,503 characters: past the tty's 4,095
-    term.type(f"Which language is this text in: {text}")
-    # The long line pushes older lines out of the captured history, so no offset: no earlier
-    # turn of this session answered French.
-    term.wait_for(r"Language: French")
-    env = {**os.environ, "ORCHESTRATOR_RUNS_DIR": str(home / "runs")}
-    env.pop("ORCHESTRATOR_CONFIG", None)
-    exe = Path(sys.executable).parent / "orchestrator"
-    listed = subprocess.run(
-        [str(exe), "runs", "list", "--json"], cwd=home, env=env, capture_output=True, text=True
-    )
-    requests = [row["request"] for row in json.loads(listed.stdout)]
-    assert any(r.endswith(text) for r in requests), [len(r) for r in requests]
