@@ -124,7 +124,9 @@ class Config(BaseModel):
         description="encoder folder: tuned (cards tune-encoder) or a sentence-transformers model",
     )
     max_prompt_chars: int = Field(
-        default=20_000, ge=1, description="longer requests are refused (attach long text as a .txt file)"
+        default=20_000,
+        ge=1,
+        description="longer requests are refused (attach long text as a .txt file)",
     )
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
