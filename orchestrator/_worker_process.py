@@ -321,6 +321,21 @@ def stop_in_background(workers: list[Worker]) -> None:
     threading.Thread(target=stop_workers, args=(workers,), name="worker-reaper").start()
 
 
+def kill_busy(lock: threading.Lock, workers: dict[str, Worker]) -> int:
+    """Kill the workers in a call now and drop them from ``workers``; how many there were.
+
+    Each call fails (its thread sees the end and cleans up); later calls start new workers.
+    """
+    with lock:
+        busy = [w for w in workers.values() if w.busy]
+        for worker in busy:
+            del workers[worker.key]
+    for worker in busy:
+        if worker.proc is not None:
+            _kill_group(worker.proc.pid)
+    return len(busy)
+
+
 def stop_all(lock: threading.Lock, workers: dict[str, Worker]) -> None:
     with lock:
         everything = list(workers.values())

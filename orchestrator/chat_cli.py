@@ -182,8 +182,15 @@ def _run_turn(console: Console, session: Any, text: str) -> None:
                 if not cancel.is_set():
                     cancel.set()
                     live.console.print(
-                        "Cancelling: a step that is running finishes first.", style="yellow"
+                        "Cancelling: a step that is running finishes first "
+                        "(Ctrl-C again stops it).",
+                        style="yellow",
                     )
+                    continue
+                stop = getattr(session.orchestrator.executor, "stop_running", None)
+                if stop is not None:
+                    live.console.print("Stopping the running steps now.", style="yellow")
+                    stop()
         live.refresh()
     if "error" in outcome:
         console.print(f"error: {outcome['error']}", style="red", markup=False)

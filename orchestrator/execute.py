@@ -51,6 +51,7 @@ from typing import Any, Protocol
 from orchestrator._worker_process import (
     MAX_RESULT_BYTES,
     Worker,
+    kill_busy,
     stop_all,
     stop_in_background,
 )
@@ -274,6 +275,13 @@ class WorkerPoolExecutor:
         with self._lock:
             self._closed = True
         self._finalizer()
+
+    def stop_running(self) -> int:
+        """Stop the calls in flight now (their steps fail); the pool stays open for more.
+
+        What a second Ctrl-C in the chat does; returns how many workers were stopped.
+        """
+        return kill_busy(self._lock, self._workers)
 
     def _start_timeout(self, card: ToolCard) -> float:
         return max(self.start_timeout_s, 3.0 * card.cost.load_s)

@@ -359,6 +359,32 @@ def test_close_during_a_call_fails_that_call(ctx: CallContext) -> None:
     assert not alive(pid)
 
 
+def test_stop_running_fails_the_call_in_flight_and_the_pool_goes_on(ctx: CallContext) -> None:
+    with WorkerPoolExecutor(extra_sys_path=[TESTS_DIR]) as pool:
+        card, idle = make_card("stuck"), make_card("idle")
+        call(pool, idle, "echo", ctx)
+        idle_pid = host_pid(pool, idle)
+        failures: list[ToolFailed] = []
+
+        def run() -> None:
+            try:
+                call(pool, card, "sleep 30", ctx)
+            except ToolFailed as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while pool.worker_pid(card) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert pool.stop_running() == 1
+        thread.join(timeout=5)
+        assert not thread.is_alive() and len(failures) == 1
+        assert alive(idle_pid)  # the idle worker was left alone
+        assert call(pool, card, "echo", ctx).outputs  # a new worker serves the next call
+
+
 def test_load_error_is_reported(executor: WorkerPoolExecutor, ctx: CallContext) -> None:
     card = make_card("broken", options={"load_error": "weights not found in the folder"})
     with pytest.raises(ToolFailed) as failed:
