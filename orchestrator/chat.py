@@ -27,6 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from orchestrator._run_checks import checked_files
 from orchestrator.budget import Budget
 from orchestrator.errors import UserError
 from orchestrator.run import Orchestrator, RunResult
@@ -90,10 +91,20 @@ class Conversation:
     pending: list[Path] = field(default_factory=list)
 
     def attach(self, path: str | Path) -> Path:
-        """Attach a file to the next request (its path is checked now)."""
-        found = Path(path).expanduser().resolve()
+        """Attach a file to the next request (its path is checked now).
+
+        A path as a terminal pastes or completes it (quoted, or with escaped spaces) is read
+        as the shell would.
+        """
+        given = _unquoted(path) if isinstance(path, str) else path
+        found = Path(given).expanduser().resolve()
+        if found.is_dir():
+            raise UserError(f"cannot attach {given}: it is a folder; attach its files one by one")
         if not found.is_file():
-            raise UserError(f"cannot attach {path}: no such file")
+            raise UserError(f"cannot attach {given}: no such file")
+        problem = checked_files([found])
+        if problem is not None:
+            raise UserError(f"cannot attach {given}: {problem}")
         self.pending.append(found)
         return found
 
@@ -293,3 +304,14 @@ def _literal_text(result: RunResult) -> str:
             if isinstance(arg, TextArg) and arg.value.strip():
                 return arg.value
     return ""
+
+
+def _unquoted(text: str) -> str:
+    """A path as the shell reads it: quotes removed, backslash escapes undone."""
+    import shlex
+
+    try:
+        parts = shlex.split(text)
+    except ValueError:  # an unbalanced quote: take the text as it is
+        return text.strip()
+    return " ".join(parts) if parts else text.strip()

@@ -247,3 +247,18 @@ def test_a_conversation_rebuilt_from_messages_knows_what_it_meant(tmp_path):
     conversation, request = Conversation.from_messages(messages, tmp_path)
     assert [t.analysed for t in conversation.turns] == ["I love it", "I love it"]
     assert conversation.inputs_for(request)[0] == 'And is it negative?: "I love it"'
+
+
+def test_attach_reads_paths_as_a_terminal_pastes_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "dir with space"
+    folder.mkdir()
+    scan = folder / "my scan.png"
+    scan.write_bytes(b"\x89PNG\r\n\x1a\n")
+    for typed in ('"dir with space/my scan.png"', r"dir\ with\ space/my\ scan.png"):
+        assert Conversation().attach(typed) == scan.resolve()
+    with pytest.raises(UserError, match="is a folder; attach its files one by one"):
+        Conversation().attach("'dir with space'")
+    (tmp_path / "notes.pdf").write_bytes(b"%PDF")
+    with pytest.raises(UserError, match="notes.pdf is not a file type any step reads"):
+        Conversation().attach("notes.pdf")
