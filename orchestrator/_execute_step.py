@@ -22,6 +22,7 @@ from orchestrator.budget import (
     counts_tokens,
     expected_cost,
     raise_hint,
+    usd_text,
 )
 from orchestrator.cards import ToolCard
 from orchestrator.errors import BudgetExceeded, ToolFailed
@@ -263,7 +264,7 @@ def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[
         spent = actual_cost(card, seconds=seconds, input_tokens=0, output_tokens=0)
         ctx.ledger.settle(reservation, spent)
         return finish(
-            "failed", error=exc.reason, seconds=round(seconds, 3), usd=str(spent.usd), calls=1
+            "failed", error=exc.reason, seconds=round(seconds, 3), usd=usd_text(spent.usd), calls=1
         )
     spent = actual_cost(
         card,
@@ -277,7 +278,7 @@ def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[
         "ok",
         seconds=round(outcome.seconds, 3),
         load_seconds=round(outcome.load_seconds, 3),
-        usd=str(spent.usd),
+        usd=usd_text(spent.usd),
         tokens=spent.tokens,
         calls=1,
         outputs=outcome.outputs,

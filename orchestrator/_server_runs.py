@@ -32,7 +32,7 @@ from typing import Any
 
 from orchestrator._server_api import RequestRejected
 from orchestrator._server_retention import Claim, Retention
-from orchestrator.budget import Budget
+from orchestrator.budget import Budget, usd_text
 from orchestrator.cards import ToolCard
 from orchestrator.config import Config
 from orchestrator.errors import PlanError
@@ -169,9 +169,13 @@ class LiveRun:
         seconds = time.monotonic() - self.started
         return {
             "type": "budget",
-            "spent": {"usd": str(self.usd), "calls": self.calls, "wall_seconds": round(seconds, 3)},
+            "spent": {
+                "usd": usd_text(self.usd),
+                "calls": self.calls,
+                "wall_seconds": round(seconds, 3),
+            },
             "left": {
-                "usd": None if limits.usd is None else str(limits.usd - self.usd),
+                "usd": None if limits.usd is None else usd_text(limits.usd - self.usd),
                 "calls": None if limits.calls is None else limits.calls - self.calls,
                 "seconds": None if limits.seconds is None else round(limits.seconds - seconds, 3),
             },

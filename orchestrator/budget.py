@@ -41,6 +41,11 @@ _RAISE = {
 }
 
 
+def usd_text(amount: Decimal) -> str:
+    """A money amount as plain decimal digits ("0.00000001551", never "1.551E-8")."""
+    return format(amount, "f")
+
+
 def raise_hint(limit: str) -> str:
     """What to raise to allow more of ``limit``: ``raise --max-seconds or Budget(seconds=...)``."""
     option, api = _RAISE[limit]
@@ -112,7 +117,7 @@ class Budget:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "usd": None if self.usd is None else str(self.usd),
+            "usd": None if self.usd is None else usd_text(self.usd),
             "seconds": self.seconds,
             "tokens": self.tokens,
             "calls": self.calls,
@@ -138,7 +143,7 @@ class Cost:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "usd": str(self.usd),
+            "usd": usd_text(self.usd),
             "seconds": round(self.seconds, 3),
             "tokens": self.tokens,
             "calls": self.calls,

@@ -284,3 +284,11 @@ def test_the_cli_refuses_a_bad_limit_with_exit_code_2(tmp_path, option, value):
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert option in " ".join(done.stderr.split())  # the message names the option to fix
+
+
+def test_money_is_written_in_plain_digits():
+    from orchestrator.budget import usd_text
+
+    assert Cost(Decimal("1.551E-8")).as_dict()["usd"] == "0.00000001551"
+    assert Budget(usd=Decimal("1E-7")).as_dict()["usd"] == "0.0000001"
+    assert usd_text(Decimal("0.05")) == "0.05"
