@@ -167,6 +167,7 @@ def checked_files(files: Sequence[str | Path]) -> str | None:
     read as the text input of the step that needs one.
     """
     from orchestrator._execute_step import MAX_TEXT_FILE_BYTES
+    from orchestrator._filekind import content_problem
     from planners.embedded import FILE_TYPES, file_type
 
     for name in files:
@@ -179,6 +180,9 @@ def checked_files(files: Sequence[str | Path]) -> str | None:
         if kind is None:
             kinds = "; ".join(f"{t}: {', '.join(exts)}" for t, exts in FILE_TYPES.items())
             return f"attached {path.name} is not a file type any step reads ({kinds})"
+        problem = content_problem(path, kind)
+        if problem is not None:
+            return f"attached {problem}"
         if kind == "text" and path.stat().st_size > MAX_TEXT_FILE_BYTES:
             return (
                 f"attached {path.name} has {path.stat().st_size:,} bytes; a text file may have "

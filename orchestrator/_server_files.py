@@ -15,9 +15,9 @@ import base64
 import binascii
 import re
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator._filekind import FileKind, sniff
 from orchestrator._server_api import RequestRejected
 
 __all__ = [
@@ -32,31 +32,6 @@ __all__ = [
     "store_input",
 ]
 
-
-@dataclass(frozen=True)
-class FileKind:
-    """A file type this server accepts."""
-
-    io_type: str  # "image" or "audio"
-    ext: str
-    mime: str
-
-
-def _is_mp3(head: bytes) -> bool:
-    return head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
-
-
-_SIGNATURES: list[tuple[FileKind, object]] = [
-    (FileKind("image", "png", "image/png"), lambda h: h.startswith(b"\x89PNG\r\n\x1a\n")),
-    (FileKind("image", "jpg", "image/jpeg"), lambda h: h.startswith(b"\xff\xd8\xff")),
-    (FileKind("image", "gif", "image/gif"), lambda h: h[:6] in (b"GIF87a", b"GIF89a")),
-    (FileKind("image", "bmp", "image/bmp"), lambda h: h.startswith(b"BM")),
-    (FileKind("image", "webp", "image/webp"), lambda h: h[:4] == b"RIFF" and h[8:12] == b"WEBP"),
-    (FileKind("audio", "wav", "audio/wav"), lambda h: h[:4] == b"RIFF" and h[8:12] == b"WAVE"),
-    (FileKind("audio", "flac", "audio/flac"), lambda h: h.startswith(b"fLaC")),
-    (FileKind("audio", "ogg", "audio/ogg"), lambda h: h.startswith(b"OggS")),
-    (FileKind("audio", "mp3", "audio/mpeg"), _is_mp3),
-]
 
 ACCEPTED = "PNG, JPEG, GIF, BMP, WebP images and WAV, MP3, FLAC, Ogg audio"
 
@@ -79,15 +54,6 @@ MEDIA_TYPES = {
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,(.*)$", re.S)
-
-
-def sniff(data: bytes) -> FileKind | None:
-    """The accepted type of ``data`` by its first bytes, or None."""
-    head = data[:16]
-    for kind, test in _SIGNATURES:
-        if test(head):  # type: ignore[operator]
-            return kind
-    return None
 
 
 def decode_base64(text: str, param: str) -> bytes:

@@ -185,6 +185,11 @@ def validate_plan(
                     path = base_dir / path
                 if not path.is_file():
                     raise PlanError(f"step {subtask.id}: {io_type} file '{arg.path}' not found")
+                from orchestrator._filekind import content_problem
+
+                problem = content_problem(path, io_type)
+                if problem is not None:
+                    raise PlanError(f"step {subtask.id}: {problem}")
 
 
 def parse_plan(data: object, request: str) -> Plan:

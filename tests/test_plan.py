@@ -40,13 +40,22 @@ def step(id: str, task: str, deps=(), **args) -> dict:
 
 def test_valid_chain_passes_and_orders(zoo, tmp_path):
     audio = tmp_path / "a.wav"
-    audio.write_bytes(b"RIFF")
+    audio.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
     plan = plan_of(
         step("2", "text-classification", ["1"], text={"kind": "ref", "step": "1"}),
         step("1", "automatic-speech-recognition", audio={"kind": "file", "path": "a.wav"}),
     )
     validate_plan(plan, zoo, base_dir=tmp_path)
     assert plan.topological_order() == ["1", "2"]
+
+
+def test_a_named_file_whose_content_is_another_kind_is_refused(zoo, tmp_path):
+    (tmp_path / "photo.wav").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 32)  # a JPEG
+    plan = plan_of(
+        step("1", "automatic-speech-recognition", audio={"kind": "file", "path": "photo.wav"})
+    )
+    with pytest.raises(PlanError, match="photo.wav is named as audio but its content is a JPG"):
+        validate_plan(plan, zoo, base_dir=tmp_path)
 
 
 def test_cycle_is_named(zoo):

@@ -200,6 +200,13 @@ def test_an_attached_folder_or_missing_file_is_rejected_and_not_stored(tmp_path)
         assert result.status == "rejected"
         assert "report.pdf is not a file type any step reads" in result.message
         assert "text: txt, md" in result.message  # what can be attached instead
+        (folder / "fake.wav").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+        result = orch.run("Transcribe this", files=[folder / "fake.wav"])
+        assert result.status == "rejected"
+        assert "fake.wav is named as audio but its content is a PNG image" in result.message
+        (folder / "noise.png").write_bytes(bytes(range(256)))
+        result = orch.run("Read this", files=[folder / "noise.png"])
+        assert result.status == "rejected" and "not a PNG file" in result.message
         (folder / "big.txt").write_text("word " * 300_000)
         result = orch.run("Summarize this", files=[folder / "big.txt"])
         assert result.status == "rejected" and "split it" in result.message
