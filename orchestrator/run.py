@@ -238,23 +238,33 @@ class Orchestrator:
         values = {k: v for k, v in values.items() if k not in ("outcome", "answer")}
         result = _unfinished(_result(run_id, prompt, values, ledger, run_dir), "cancelled")
         finished_steps = [s.step for s in result.steps if s.status == "done"]
-        result.message = "Cancelled before every step ran" + (
-            f"; finished: {', '.join(finished_steps)}." if finished_steps else "."
-        )
-        if self._saver is not None:
-            result.message += f" Resume with: orchestrator runs resume {run_id}"
-        partial = self._partial_answer(result)
-        result.answer = (partial + "\n" + result.message).strip()
+        if result.steps and len(finished_steps) == len(result.steps):
+            result.message = "Cancelled after every step had finished: the answer is complete."
+            if self._saver is not None:
+                result.message += f" Store it as finished with: orchestrator runs resume {run_id}"
+        else:
+            result.message = "Cancelled before every step ran" + (
+                f"; finished: {', '.join(finished_steps)}." if finished_steps else "."
+            )
+            if self._saver is not None:
+                result.message += f" Resume with: orchestrator runs resume {run_id}"
+        done = self._finished_steps(result)
+        result.artifacts = [
+            Path(str(step.outputs[io.name]))
+            for step in done
+            for io in step.card.outputs
+            if io.type in ("audio", "image") and io.name in step.outputs
+        ]
+        result.answer = (compose_answer(done) + "\n" + result.message).strip()
         return result
 
-    def _partial_answer(self, result: RunResult) -> str:
-        """The answer the finished steps make (steps whose card is not loaded are left out)."""
-        done = [
+    def _finished_steps(self, result: RunResult) -> list[StepResult]:
+        """The steps that finished (those whose card is not loaded are left out)."""
+        return [
             StepResult(s.step, s.instruction, self.zoo.get(s.card).card, s.outputs)
             for s in result.steps
             if s.status == "done" and s.outputs is not None and s.card in self.zoo
         ]
-        return compose_answer(done)
 
     def resume(
         self,

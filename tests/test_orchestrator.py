@@ -252,3 +252,22 @@ def test_an_attached_or_named_text_file_is_the_text_to_analyse(orchestrator, tmp
     named = orchestrator.run("Which language is greeting.md in?", base_dir=tmp_path)
     assert named.status == "ok", named.message
     assert named.answer == "Language: German."
+
+
+def test_a_cancel_during_the_last_step_keeps_the_whole_answer_and_its_files(orchestrator):
+    import threading
+
+    cancel = threading.Event()
+
+    def on_event(event):
+        if event["type"] == "step_started":
+            cancel.set()  # as Ctrl-C while the only step runs: it finishes, nothing is left
+
+    result = orchestrator.run(
+        'Read this aloud: "Good morning everyone."', cancel=cancel, on_event=on_event
+    )
+    assert result.status == "cancelled"
+    assert [s.status for s in result.steps] == ["done"]
+    assert "after every step had finished: the answer is complete" in result.message
+    [audio] = result.artifacts
+    assert audio.suffix == ".wav" and audio.is_file() and audio.name in result.answer
