@@ -43,6 +43,8 @@ FILE_TYPES = {
 _EXTENSIONS = "|".join(ext for exts in FILE_TYPES.values() for ext in exts)
 _FILE = re.compile(rf"(?<![\w/.~-])([\w~./-]*[\w-]\.(?:{_EXTENSIONS}))\b", re.IGNORECASE)
 _QUOTED = re.compile(r"[\"“]([^\"”]+)[\"”]|(?<!\w)'([^']+)'(?!\w)")
+# A quoted file name may hold spaces: 'Transcribe "my recording.wav"'.
+_QUOTED_FILE = re.compile(rf"[\"“']([^\"”'\n]+\.(?:{_EXTENSIONS}))[\"”']", re.IGNORECASE)
 _SENTENCE = re.compile(r"[.!?;]+(?:\s+|$)")
 _JOINERS = re.compile(
     r",\s*|\s+(?:and\s+then|after\s+that|afterwards|finally|then|and|also|plus)\s+", re.IGNORECASE
@@ -266,7 +268,7 @@ class EmbeddedPlanner:
 
 def _fill(io_type: str, clause: str, card: ToolCard, chain: _Chain) -> Arg:
     if io_type == "text":
-        quoted = _QUOTED.search(clause)
+        quoted = _QUOTED.search(_QUOTED_FILE.sub(" ", clause))  # a quoted file name is a file
         if quoted:
             return TextArg(value=quoted.group(1) or quoted.group(2))
         if _ANSWER_REF.search(clause) and chain.steps:
@@ -299,12 +301,13 @@ def _same_work(a: Subtask, b: Subtask) -> bool:
 
 def mentioned_files(text: str) -> list[str]:
     """Audio, image and text file names in ``text``, in order."""
-    return list(_FILE.findall(text))
+    quoted = _QUOTED_FILE.findall(text)
+    return quoted + _FILE.findall(_QUOTED_FILE.sub(" ", text))
 
 
 def _mentioned_files(request: str, attached: Sequence[Path]) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
-    for path in [m for m in _FILE.findall(request)] + [str(p) for p in attached]:
+    for path in [*mentioned_files(request), *(str(p) for p in attached)]:
         kind = file_type(path)
         if kind is not None and (path, kind) not in found:
             found.append((path, kind))

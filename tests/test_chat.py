@@ -57,7 +57,7 @@ def test_an_earlier_file_named_in_a_follow_up_gets_its_full_path(tmp_path, monke
 
 def test_attached_files_go_with_the_next_request_only(tmp_path):
     image = tmp_path / "a.png"
-    image.write_bytes(b"png")
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
     conversation = Conversation()
     conversation.attach(image)
     assert conversation.inputs_for("what text is in the image")[1] == [image.resolve()]

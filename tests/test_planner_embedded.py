@@ -27,7 +27,7 @@ def test_split_keeps_file_names_whole():
 
 
 def test_demo_request_is_a_typed_chain(planner, builtin_zoo, tmp_path):
-    (tmp_path / "demo.wav").write_bytes(b"RIFF")
+    (tmp_path / "demo.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
     plan = planner.plan(DEMO, builtin_zoo)
     validate_plan(plan, builtin_zoo, base_dir=tmp_path)
     tasks = [s.task for s in plan.subtasks]
@@ -81,6 +81,14 @@ def test_a_text_file_is_the_text_input(planner, builtin_zoo):
     plan = planner.plan("Is this text positive or negative?", builtin_zoo, files=[Path("r.txt")])
     [step] = plan.subtasks
     assert step.task == "text-classification" and step.args["text"].path == "r.txt"
+
+
+def test_a_quoted_file_name_may_hold_spaces(planner, builtin_zoo):
+    plan = planner.plan('Transcribe "my recording.wav"', builtin_zoo)
+    assert plan.subtasks[0].args["audio"].path == "my recording.wav"
+    notes = planner.plan("Which language is 'notes dir/mes notes.txt' in?", builtin_zoo)
+    [step] = notes.subtasks
+    assert step.args["text"].kind == "file" and step.args["text"].path == "notes dir/mes notes.txt"
 
 
 def test_quoted_text_is_the_input(planner, builtin_zoo):

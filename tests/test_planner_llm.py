@@ -77,7 +77,7 @@ def test_truncated_answers_are_repaired_then_fall_back(server, builtin_zoo, tmp_
     assert plan.planner == "llm>embedded"
     embedded = EmbeddedPlanner().plan(IMAGE_REQUEST, builtin_zoo)
     assert plan.subtasks == embedded.subtasks
-    (tmp_path / "scan.png").write_bytes(b"\x89PNG")
+    (tmp_path / "scan.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     validate_plan(plan, builtin_zoo, base_dir=tmp_path)
 
 
