@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -396,6 +397,47 @@ def _install_error_handlers(app: Any) -> None:
         return JSONResponse(body, status_code=500)
 
 
+def _add_upload_routes(app: Any, uploads: UploadStore, retention: Retention) -> None:
+    """List, describe, read and delete uploads (registered before the produced-files route)."""
+
+    @app.get("/v1/files")
+    def list_files(after: str | None = None, limit: int = 10_000) -> dict[str, Any]:
+        ids = uploads.ids()
+        if after in ids:  # the SDK pages on with the last id it got
+            ids = ids[ids.index(after) + 1 :]
+        page = ids[: max(limit, 1)]
+        return {
+            "object": "list",
+            "data": [uploads.info(i) for i in page],
+            "has_more": len(page) < len(ids),
+            "first_id": page[0] if page else None,
+            "last_id": page[-1] if page else None,
+        }
+
+    @app.get("/v1/files/{file_id}")
+    def file_info(file_id: str) -> dict[str, Any]:
+        return uploads.info(file_id)
+
+    @app.get("/v1/files/{file_id}/content")
+    def file_content(file_id: str) -> Any:
+        path = uploads.path(file_id, "file_id")
+        return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lstrip(".").lower()))
+
+    @app.delete("/v1/files/{file_id}")
+    def delete_file(file_id: str) -> dict[str, Any]:
+        with retention.lock:  # a run that attaches it meanwhile waits for this
+            folder = uploads.path(file_id, "file_id").parent
+            if retention.is_held(folder):
+                raise RequestRejected(
+                    409,
+                    f"the file '{file_id}' is used by a request that is running; "
+                    "delete it when that request has finished",
+                    code="file_in_use",
+                )
+            shutil.rmtree(folder)
+        return {"id": file_id, "object": "file", "deleted": True}
+
+
 def build_app(config: Config, zoo: Zoo) -> Any:
     """The ASGI app: FastAPI routes behind the key and body-size guard."""
     limit = config.server.max_upload_bytes
@@ -449,6 +491,8 @@ def build_app(config: Config, zoo: Zoo) -> Any:
             "purpose": purpose,
             "status": "processed",
         }
+
+    _add_upload_routes(app, uploads, retention)
 
     @app.get("/v1/files/{run_id}/{name:path}")
     def get_file(run_id: str, name: str) -> Any:

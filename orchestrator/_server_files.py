@@ -143,6 +143,27 @@ class UploadStore:
         path = store_input(data, filename, self.root / file_id, limit=self.limit, param="file")
         return file_id, path
 
+    def ids(self) -> list[str]:
+        """The ids of the uploads kept now, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [d for d in self.root.iterdir() if _FILE_ID.match(d.name) and d.is_dir()]
+        return [d.name for d in sorted(found, key=lambda d: d.stat().st_mtime)]
+
+    def info(self, file_id: str, param: str = "file_id") -> dict[str, object]:
+        """An upload as an OpenAI file object (a 404 for an unknown id)."""
+        path = self.path(file_id, param)
+        stat = path.stat()
+        return {
+            "id": file_id,
+            "object": "file",
+            "bytes": stat.st_size,
+            "created_at": int(stat.st_mtime),
+            "filename": path.name,
+            "purpose": "user_data",
+            "status": "processed",
+        }
+
     def path(self, file_id: str, param: str) -> Path:
         """The stored file of ``file_id``; an unknown id is a 404."""
         folder = self.root / file_id if _FILE_ID.match(file_id) else None

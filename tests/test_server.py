@@ -282,6 +282,19 @@ def test_upload_then_attach_then_fetch_the_produced_image(server, client):
     assert image.content.startswith(b"\x89PNG")
 
 
+def test_uploads_are_listed_described_read_and_deleted_with_the_sdk(server, client):
+    data = png_bytes()
+    uploaded = client.files.create(file=("scan.png", data), purpose="user_data")
+    info = client.files.retrieve(uploaded.id)
+    assert info.id == uploaded.id and info.filename == "scan.png" and info.bytes == len(data)
+    assert client.files.content(uploaded.id).read() == data
+    assert uploaded.id in [f.id for f in client.files.list()]
+    assert client.files.delete(uploaded.id).deleted is True
+    with pytest.raises(openai.NotFoundError, match="no uploaded file with id"):
+        client.files.retrieve(uploaded.id)
+    assert uploaded.id not in [f.id for f in client.files.list()]
+
+
 def test_inline_image_data_url_is_accepted(server):
     body = _user(
         [
