@@ -336,11 +336,10 @@ def test_close_stops_every_worker(ctx: CallContext) -> None:
         call(pool, make_card("closing-1"), "echo", ctx)
 
 
-def test_close_during_a_call_fails_that_call(ctx: CallContext) -> None:
-    pool = WorkerPoolExecutor(extra_sys_path=[TESTS_DIR])
-    card = make_card("interrupted")
-    call(pool, card, "echo", ctx)
-    pid = host_pid(pool, card)
+def _sleeping_call(
+    pool: WorkerPoolExecutor, card: ToolCard, ctx: CallContext
+) -> tuple[threading.Thread, list[ToolFailed]]:
+    """A 30 s call on a thread of its own; the list gets its failure."""
     failures: list[ToolFailed] = []
 
     def run() -> None:
@@ -351,6 +350,15 @@ def test_close_during_a_call_fails_that_call(ctx: CallContext) -> None:
 
     thread = threading.Thread(target=run)
     thread.start()
+    return thread, failures
+
+
+def test_close_during_a_call_fails_that_call(ctx: CallContext) -> None:
+    pool = WorkerPoolExecutor(extra_sys_path=[TESTS_DIR])
+    card = make_card("interrupted")
+    call(pool, card, "echo", ctx)
+    pid = host_pid(pool, card)
+    thread, failures = _sleeping_call(pool, card, ctx)
     time.sleep(0.3)
     pool.close()
     thread.join(timeout=5)
@@ -364,16 +372,7 @@ def test_stop_running_fails_the_call_in_flight_and_the_pool_goes_on(ctx: CallCon
         card, idle = make_card("stuck"), make_card("idle")
         call(pool, idle, "echo", ctx)
         idle_pid = host_pid(pool, idle)
-        failures: list[ToolFailed] = []
-
-        def run() -> None:
-            try:
-                call(pool, card, "sleep 30", ctx)
-            except ToolFailed as exc:
-                failures.append(exc)
-
-        thread = threading.Thread(target=run)
-        thread.start()
+        thread, failures = _sleeping_call(pool, card, ctx)
         deadline = time.monotonic() + 60
         while pool.worker_pid(card) is None and time.monotonic() < deadline:
             time.sleep(0.05)
