@@ -300,8 +300,11 @@ def test_a_run_in_progress_cannot_be_resumed_or_rerun_elsewhere(tmp_path):
 
 
 INTERRUPTED = """
+import signal
 import sys
 from pathlib import Path
+# A shell that started the suite in the background made its children ignore SIGINT: undo it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 from test_run_lifecycle import TwoSteps
 from orchestrator import Config, Orchestrator, Zoo
