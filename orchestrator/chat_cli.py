@@ -228,6 +228,18 @@ def _command(console: Console, session: Any, line: str) -> bool:
     return True
 
 
+def _own_unavailable(zoo: Any) -> list[Any]:
+    """The user's cards (not the built-in ones) that cannot run here: said at start-up."""
+    from orchestrator.zoo import builtin_cards_dir
+
+    builtin = builtin_cards_dir().resolve()
+    return [
+        e
+        for e in zoo
+        if not e.available and e.path is not None and not e.path.resolve().is_relative_to(builtin)
+    ]
+
+
 def chat_loop(console: Console, session: Any) -> None:
     """Read requests and commands until the person leaves."""
     try:
@@ -241,6 +253,12 @@ def chat_loop(console: Console, session: Any) -> None:
         f"ready. {_budget_line(session)}. /help for commands.",
         markup=False,
     )
+    for entry in _own_unavailable(session.orchestrator.zoo):
+        console.print(
+            f"Your card {entry.card.name} ({entry.path}) cannot run here: {entry.unavailable}",
+            style="yellow",
+            markup=False,
+        )
     while True:
         try:
             line = console.input("[bold]you>[/bold] ").strip()

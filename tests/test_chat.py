@@ -262,3 +262,36 @@ def test_attach_reads_paths_as_a_terminal_pastes_them(tmp_path, monkeypatch):
     (tmp_path / "notes.pdf").write_bytes(b"%PDF")
     with pytest.raises(UserError, match="notes.pdf is not a file type any step reads"):
         Conversation().attach("notes.pdf")
+
+
+def test_chat_says_at_start_which_of_your_cards_cannot_run(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from orchestrator.chat_cli import chat_loop
+    from orchestrator.config import Config
+    from orchestrator.run import Orchestrator
+    from orchestrator.zoo import Zoo
+
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "mine.yaml").write_text(
+        "name: mine\ntask: summarization\ndescription: Shortens long reports into key points.\n"
+        "inputs: [{name: text, type: text}]\noutputs: [{name: summary, type: text}]\n"
+        "backend: {kind: python, entry: 'shoutt_missing:load'}\n"
+    )
+    zoo = Zoo.load([cards])
+    assert any(not e.available for e in zoo if e.card.name != "mine")  # built-ins that cannot
+    out = io.StringIO()
+    console = Console(file=out, width=300)
+
+    def leave(*_args, **_kwargs):
+        raise EOFError
+
+    monkeypatch.setattr(console, "input", leave)
+    with Orchestrator(Config(runs_dir=tmp_path / "runs"), zoo=zoo, durable=False) as orch:
+        chat_loop(console, ChatSession(orch))
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("Your card")]
+    assert len(lines) == 1 and "Your card mine (" in lines[0]
+    assert "shoutt_missing" in lines[0]
