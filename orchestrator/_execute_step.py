@@ -102,14 +102,22 @@ def _resolve_arg(
 MAX_TEXT_FILE_BYTES = 1_000_000
 
 
-def _file_text(path: Path) -> str:
-    """The text of a text file given as a text input (UTF-8; a larger file is refused)."""
+def text_file_problem(path: Path) -> str | None:
+    """Why a text file cannot be a text input (too large), or None."""
     size = path.stat().st_size
     if size > MAX_TEXT_FILE_BYTES:
-        raise ValueError(
-            f"{path.name} has {size:,} bytes; a text file input may have at most "
+        return (
+            f"{path.name} has {size:,} bytes; a text file may have at most "
             f"{MAX_TEXT_FILE_BYTES:,}: split it and ask about each part"
         )
+    return None
+
+
+def _file_text(path: Path) -> str:
+    """The text of a text file given as a text input (UTF-8; a larger file is refused)."""
+    problem = text_file_problem(path)
+    if problem is not None:
+        raise ValueError(problem)
     return path.read_text(encoding="utf-8", errors="replace")
 
 

@@ -166,7 +166,7 @@ def checked_files(files: Sequence[str | Path]) -> str | None:
     Audio and image files are inputs of the steps that need them; a text file (.txt, .md) is
     read as the text input of the step that needs one.
     """
-    from orchestrator._execute_step import MAX_TEXT_FILE_BYTES
+    from orchestrator._execute_step import text_file_problem
     from orchestrator._filekind import content_problem
     from planners.embedded import FILE_TYPES, file_type
 
@@ -183,11 +183,9 @@ def checked_files(files: Sequence[str | Path]) -> str | None:
         problem = content_problem(path, kind)
         if problem is not None:
             return f"attached {problem}"
-        if kind == "text" and path.stat().st_size > MAX_TEXT_FILE_BYTES:
-            return (
-                f"attached {path.name} has {path.stat().st_size:,} bytes; a text file may have "
-                f"at most {MAX_TEXT_FILE_BYTES:,}: split it and ask about each part"
-            )
+        problem = text_file_problem(path) if kind == "text" else None
+        if problem is not None:
+            return f"attached {problem}"
     return None
 
 

@@ -32,7 +32,7 @@ from orchestrator.budget import Budget
 from orchestrator.errors import UserError
 from orchestrator.run import Orchestrator, RunResult
 from orchestrator.tasks import task_type
-from planners.embedded import mentioned_files
+from planners.embedded import mentioned_files, quoted_text
 
 __all__ = ["ChatSession", "Conversation", "Turn", "FILE_LINK"]
 
@@ -53,7 +53,6 @@ _OWN_TEXT = re.compile(
     r"|:\s*\S+(?:\s+\S+){2,}"  # a colon and then at least three words: "read this: ..."
     r"|\?\s+\S+(?:\s+\S+){2,}"  # a question and then its text: "is this positive? I love it"
 )
-_QUOTED_TEXT = re.compile(r"[\"“]([^\"”]+)[\"”]|(?<!\w)'([^']+)'(?!\w)")
 _NO_RESULT = ("rejected", "unservable", "failed")
 _MAX_QUOTED_CHARS = 2000
 
@@ -203,9 +202,9 @@ class Conversation:
 
     def _analysed(self, request: str) -> str:
         """The text an earlier request worked on: its quoted text, or what "it" meant then."""
-        quoted = _QUOTED_TEXT.search(request)
+        quoted = quoted_text(request)
         if quoted:
-            return quoted.group(1) or quoted.group(2)
+            return quoted
         last = self._last_with_results()
         if last is not None and _REFERENCE.search(request) and not _OWN_TEXT.search(request):
             return last.quotable()

@@ -33,7 +33,14 @@ from planners.toolset import ToolPlan, ToolSet
 if TYPE_CHECKING:
     from planners._toolplan import ToolSetModel
 
-__all__ = ["EmbeddedPlanner", "FILE_TYPES", "file_type", "mentioned_files", "split_clauses"]
+__all__ = [
+    "EmbeddedPlanner",
+    "FILE_TYPES",
+    "file_type",
+    "mentioned_files",
+    "quoted_text",
+    "split_clauses",
+]
 
 FILE_TYPES = {
     "audio": ("wav", "mp3", "flac", "ogg", "m4a", "opus"),
@@ -268,9 +275,9 @@ class EmbeddedPlanner:
 
 def _fill(io_type: str, clause: str, card: ToolCard, chain: _Chain) -> Arg:
     if io_type == "text":
-        quoted = _QUOTED.search(_QUOTED_FILE.sub(" ", clause))  # a quoted file name is a file
+        quoted = quoted_text(_QUOTED_FILE.sub(" ", clause))  # a quoted file name is a file
         if quoted:
-            return TextArg(value=quoted.group(1) or quoted.group(2))
+            return TextArg(value=quoted)
         if _ANSWER_REF.search(clause) and chain.steps:
             return ComposeArg(steps=[s.subtask.id for s in chain.steps])
     producer = chain.latest(io_type)
@@ -297,6 +304,12 @@ def _text_after_colon(chain: _Chain, clause: str) -> str:
 
 def _same_work(a: Subtask, b: Subtask) -> bool:
     return a.task == b.task and a.args == b.args and a.instruction.lower() == b.instruction.lower()
+
+
+def quoted_text(text: str) -> str | None:
+    """The first text quoted in ``text`` (single or double quotes), or None."""
+    found = _QUOTED.search(text)
+    return (found.group(1) or found.group(2)) if found else None
 
 
 def mentioned_files(text: str) -> list[str]:
