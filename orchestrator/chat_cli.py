@@ -293,7 +293,9 @@ def chat_command(
     from orchestrator.cli import _budget, _config, _fail, _zoo
     from orchestrator.run import Orchestrator
 
-    console = Console()
+    # Lines print unwrapped (the terminal wraps them): an answer or budget line copied from the
+    # screen stays whole whatever the width.
+    console = Console(soft_wrap=True)
     config = _config(cards)
     budget = _budget(budget_usd, max_seconds, max_calls, None, config)
     try:

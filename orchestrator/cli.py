@@ -33,6 +33,9 @@ app = typer.Typer(
     help="Compose models as tools: plan, select, execute, route, answer - within a budget.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Usage errors print as plain lines: rich's boxed panel wraps a message to the terminal's
+    # width, which cuts it mid-sentence in an 80-column terminal and in logs.
+    rich_markup_mode=None,
 )
 cards_app = typer.Typer(help="List, show and validate tool cards.", no_args_is_help=True)
 app.add_typer(cards_app, name="cards")
@@ -47,7 +50,7 @@ app.command("serve")(serve_command)
 app.command("chat")(chat_command)
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 CardsOption = Annotated[
     list[Path] | None,

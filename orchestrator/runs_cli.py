@@ -20,7 +20,7 @@ __all__ = ["runs_app"]
 
 runs_app = typer.Typer(help="List, show and resume stored runs.", no_args_is_help=True)
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 CardsOption = Annotated[
     list[Path] | None, typer.Option("--cards", help="extra folder of tool cards (repeatable)")

@@ -124,7 +124,7 @@ def serve_command(
     from rich.console import Console
     from rich.markup import escape
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         config = Config.load()
         if cards:

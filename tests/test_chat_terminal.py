@@ -67,7 +67,9 @@ def terminal(tmp_path_factory, demo_inputs):
         shutil.copy(demo_inputs / name, home / name)
     cards = write_slow_cards(home / "cards", sleep=6)
     env = {**os.environ, "ORCHESTRATOR_RUNS_DIR": str(home / "runs"), "TERM": "xterm-256color"}
-    env.pop("ORCHESTRATOR_CONFIG", None)
+    # The chat sizes itself to the tmux pane, not to a width the suite's own caller exported.
+    for name in ("ORCHESTRATOR_CONFIG", "COLUMNS", "LINES"):
+        env.pop(name, None)
     exe = Path(sys.executable).parent / "orchestrator"
     term = Terminal(f"{exe} chat --budget-usd 0.05 --cards {cards}; sleep 600", home, env)
     yield term, home
