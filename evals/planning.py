@@ -13,6 +13,7 @@ tool names / links; accuracy = share of requests whose node F1 is 1.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -25,7 +26,14 @@ from evals.cli import eval_app
 from orchestrator.errors import UserError
 from planners.toolset import Example, ToolSet, load_examples
 
-__all__ = ["PlanningScore", "evaluate_planning", "set_f1"]
+__all__ = [
+    "PlanningScore",
+    "evaluate_fixed",
+    "evaluate_planning",
+    "is_held_out",
+    "set_f1",
+    "split_examples",
+]
 
 # Notes an LLM planner writes about its path (planners.llm); counted over the requests.
 _PATH_NOTES = frozenset({"valid", "invalid", "repaired", "fallback", "retry", "unreachable"})
@@ -66,6 +74,75 @@ def set_f1(predicted: set, gold: set) -> float:
         return 0.0
     precision, recall = hits / len(predicted), hits / len(gold)
     return 2 * precision * recall / (precision + recall)
+
+
+HOLDOUT_SHARE = 5  # one request in five (by a hash of its text) is held out
+
+
+def is_held_out(example: Example) -> bool:
+    """Whether ``example`` is in the fixed held-out fifth: by a hash of its request, so the
+    same requests are held out whatever the file's order, and never looked at while tuning."""
+    digest = hashlib.sha256(example.request.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % HOLDOUT_SHARE == 0
+
+
+def split_examples(examples: list[Example], split: str) -> tuple[list[Example], list[Example]]:
+    """(examples to learn from, requests to score) for ``split``.
+
+    ``all``: every request, cross-validated. ``dev``: the requests not held out,
+    cross-validated. ``holdout``: learn from the dev part, score the held-out part.
+    """
+    dev = [e for e in examples if not is_held_out(e)]
+    if split == "all":
+        return examples, examples
+    if split == "dev":
+        return dev, dev
+    if split == "holdout":
+        return dev, [e for e in examples if is_held_out(e)]
+    raise typer.BadParameter(f"--split must be all, dev or holdout, not {split!r}")
+
+
+def evaluate_fixed(
+    tools: ToolSet, train: list[Example], test: list[Example], planner: Any, *, limit: int | None
+) -> PlanningScore:
+    """Learn from ``train`` (nothing when it is empty: zero-shot) and score ``test``."""
+    fold_tools = tools.with_examples(train)
+    learning = 0.0
+    prepare = getattr(planner, "prepare_tools", None)
+    if prepare is not None:
+        start = time.perf_counter()
+        prepare(fold_tools)
+        learning = time.perf_counter() - start
+    node_scores, link_scores, notes = [], [], {}
+    seconds = 0.0
+    for example in test[:limit]:
+        start = time.perf_counter()
+        plan = planner.plan_tools(example.request, fold_tools)
+        seconds += time.perf_counter() - start
+        node_scores.append(set_f1(set(plan.nodes), set(example.tools)))
+        link_scores.append(set_f1(set(plan.links), set(example.links)))
+        _count_notes(plan.notes, notes)
+    n = len(node_scores)
+    if n == 0:
+        raise typer.BadParameter("no requests to evaluate")
+    return PlanningScore(
+        n=n,
+        node_f1=sum(node_scores) / n,
+        link_f1=sum(link_scores) / n,
+        accuracy=sum(s >= 0.99 for s in node_scores) / n,
+        seconds_per_request=seconds / n,
+        seconds_learning_per_fold=learning,
+        folds=0,
+        planner=planner.name,
+        notes=notes,
+    )
+
+
+def _count_notes(plan_notes: list[str], notes: dict[str, int]) -> None:
+    for note in plan_notes:
+        key = note.split(":", 1)[0]
+        if key in _PATH_NOTES:
+            notes[key] = notes.get(key, 0) + 1
 
 
 def evaluate_planning(
@@ -132,6 +209,20 @@ def planning(
     ] = "embedded",
     folds: Annotated[int, typer.Option(help="cross-validation folds")] = 5,
     limit: Annotated[int | None, typer.Option(help="plan at most this many requests")] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="all: cross-validate every request; dev: cross-validate the requests not held "
+            "out (a fixed hash-chosen fifth); holdout: learn from dev, score the held-out part"
+        ),
+    ] = "all",
+    zero_shot: Annotated[
+        bool,
+        typer.Option(
+            "--zero-shot",
+            help="plan from the tool descriptions and graph alone: no worked examples",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Score a planner's tool choice and links on TaskBench-format requests."""
@@ -149,7 +240,13 @@ def planning(
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(2) from exc
-    score = evaluate_planning(tool_set, examples, chosen, folds=folds, limit=limit)
+    train, test = split_examples(examples, split)
+    if zero_shot:
+        score = evaluate_fixed(tool_set, [], test, chosen, limit=limit)
+    elif split == "holdout":
+        score = evaluate_fixed(tool_set, train, test, chosen, limit=limit)
+    else:
+        score = evaluate_planning(tool_set, test, chosen, folds=folds, limit=limit)
     if as_json:
         typer.echo(json.dumps(score.to_json()))
         return

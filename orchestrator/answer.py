@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cards import ToolCard
+from orchestrator.plan import ComposeArg, FileArg, Plan, RefArg, TextArg
 from orchestrator.tasks import task_type
 
 __all__ = ["StepResult", "compose_answer", "render_output", "render_value"]
 
 _MAX_JSON_CHARS = 400
+_QUOTE_CHARS = 80
+_PROMPT_INPUTS = frozenset({"prompt", "instruction", "query", "question", "description"})
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,10 @@ def render_value(io_type: str, value: Any) -> str:
     if io_type in ("audio", "image"):
         return str(value)
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        return "; ".join(_render_record(v) for v in value[:5])
+        shown = "; ".join(_render_record(v) for v in value[:5])
+        return f"{len(value)} found: {shown}"
+    if _vector(value) is not None and len(value) > 8:
+        return f"a vector of {len(value)} numbers"
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= _MAX_JSON_CHARS else text[: _MAX_JSON_CHARS - 3] + "..."
 
@@ -61,11 +67,19 @@ def render_output(result: StepResult) -> str:
     return render_value(primary.type, result.outputs[primary.name])
 
 
-def compose_answer(results: Iterable[StepResult], *, spoken: bool = False) -> str:
+def compose_answer(
+    results: Iterable[StepResult], *, spoken: bool = False, plan: Plan | None = None
+) -> str:
     """One sentence per step result: 'Transcript: ... Language: French.'.
 
-    ``spoken`` leaves out file paths (for a text that will be read aloud).
+    ``spoken`` leaves out file paths (for a text that will be read aloud). With the ``plan``,
+    the answer is about what the request asked: one sentence per final step saying what it
+    worked on ("Language of the text in fr.png ('Le chat noir ...'): French."), and which model
+    wrote a generated text; the steps on the way are evidence in the result's steps.
     """
+    results = list(results)
+    if plan is not None and not spoken:
+        return _answer_for(plan, results)
     sentences = []
     for result in results:
         primary = result.card.primary_output()
@@ -77,3 +91,93 @@ def compose_answer(results: Iterable[StepResult], *, spoken: bool = False) -> st
         sentence = f"{result.label}: {text}"
         sentences.append(sentence if sentence.endswith((".", "!", "?")) else sentence + ".")
     return " ".join(sentences)
+
+
+def _vector(value: Any) -> list[float] | None:
+    if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
+        return [float(v) for v in value]
+    return None
+
+
+def _quote(text: str) -> str:
+    flat = " ".join(str(text).split())
+    if len(flat) > _QUOTE_CHARS:
+        flat = flat[: _QUOTE_CHARS - 3].rstrip() + "..."
+    return f"'{flat}'"
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?", "...", "'")) else text + "."
+
+
+def _answer_for(plan: Plan, results: list[StepResult]) -> str:
+    """The answer from the final steps, each saying what it worked on."""
+    done = {r.step: r for r in results}
+    fed = {d for s in plan.subtasks if s.id in done for d in s.referenced_steps()}
+    finals = [r for r in results if r.step not in fed]
+    sentences = [_final_sentence(plan, done, r) for r in finals]
+    sentences.extend(_similarities(plan, finals))
+    return " ".join(sentences)
+
+
+def _final_sentence(plan: Plan, done: dict[str, StepResult], result: StepResult) -> str:
+    primary = result.card.primary_output()
+    value = render_output(result)
+    if primary.type in ("audio", "image"):
+        value = Path(value).name
+    if any(io.name in _PROMPT_INPUTS for io in result.card.inputs if not io.optional):
+        return f"{result.card.name} answered: {_sentence(value)}"
+    subject = _subject(plan, done, result.step)
+    if subject:
+        return _sentence(f"{result.label} of {subject}: {value}")
+    return _sentence(f"{result.label}: {value}")
+
+
+def _subject(plan: Plan, done: dict[str, StepResult], step: str, depth: int = 0) -> str:
+    """What a step worked on, in words: 'the text in fr.png ('Le chat ...')', "'I love it'"."""
+    try:
+        subtask = plan.get(step)
+    except KeyError:
+        return ""
+    for arg in subtask.args.values():
+        if isinstance(arg, TextArg):
+            return _quote(arg.value)
+        if isinstance(arg, FileArg):
+            return Path(arg.path).name
+        if isinstance(arg, ComposeArg):
+            return "the answer"
+        if isinstance(arg, RefArg) and arg.step in done and depth < 3:
+            producer = done[arg.step]
+            noun = producer.label.lower()
+            inner = _subject(plan, done, arg.step, depth + 1)
+            text = render_output(producer)
+            quoted = f" ({_quote(text)})" if producer.card.primary_output().type == "text" else ""
+            if " in " in noun and inner:  # "text in image" of fr.png: the text in fr.png
+                return f"the {noun.split(' in ')[0]} in {inner}{quoted}"
+            return f"the {noun}{' of ' + inner if inner else ''}{quoted}"
+    return ""
+
+
+def _similarities(plan: Plan, finals: list[StepResult]) -> list[str]:
+    """Two or more vectors made by the same card: how close each pair is (cosine)."""
+    import math
+
+    vectors = [
+        (r, v)
+        for r in finals
+        if (v := _vector(r.outputs.get(r.card.primary_output().name))) is not None
+    ]
+    sentences = []
+    for i, (a, va) in enumerate(vectors):
+        for b, vb in vectors[i + 1 :]:
+            if a.card.name != b.card.name or len(va) != len(vb):
+                continue
+            norm = math.sqrt(sum(x * x for x in va)) * math.sqrt(sum(y * y for y in vb))
+            if norm:
+                cosine = sum(x * y for x, y in zip(va, vb, strict=True)) / norm
+                sentences.append(
+                    f"Similarity of {_subject(plan, {}, a.step)} and {_subject(plan, {}, b.step)}"
+                    f" (cosine of their {a.card.name} vectors, -1 to 1): {cosine:.2f}."
+                )
+    return sentences

@@ -34,7 +34,7 @@ from orchestrator.run import Orchestrator, RunResult
 from orchestrator.tasks import task_type
 from planners.embedded import mentioned_files, quoted_text
 
-__all__ = ["ChatSession", "Conversation", "Turn", "FILE_LINK"]
+__all__ = ["ChatSession", "Conversation", "Turn", "FILE_LINK", "refers_back"]
 
 FILE_LINK = re.compile(r"/v1/files/([A-Za-z0-9_-]+)/([A-Za-z0-9_.-]+)")
 """A produced file's link in an assistant message: ``/v1/files/<run_id>/<name>``."""
@@ -120,7 +120,7 @@ class Conversation:
         text = self._full_paths(text)
         own_input = bool(attached or mentioned_files(text) or _OWN_TEXT.search(text))
         last = self._last_with_results()
-        if last is not None and not own_input and _REFERENCE.search(text):
+        if last is not None and not own_input and refers_back(text):
             attached.extend(last.files)
             if last.quotable().strip():
                 text = self._full_paths(f'{text}: "{_quotable(last.quotable())}"')
@@ -206,7 +206,7 @@ class Conversation:
         if quoted:
             return quoted
         last = self._last_with_results()
-        if last is not None and _REFERENCE.search(request) and not _OWN_TEXT.search(request):
+        if last is not None and refers_back(request) and not _OWN_TEXT.search(request):
             return last.quotable()
         return ""
 
@@ -281,8 +281,28 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def refers_back(request: str) -> bool:
+    """Whether ``request`` refers to an earlier turn: its first clause says "it", "that",
+    "the transcript" ... ("Write a story and read it aloud" refers to its own story)."""
+    from planners.embedded import split_clauses
+
+    clauses = split_clauses(request) or [request]
+    return bool(_REFERENCE.search(clauses[0]))
+
+
+_MARKUP = re.compile(
+    r"!?\[([^\]]*)\]\([^)]*\)"  # a markdown link or image: keep its text
+    r"|https?://\S+"  # a link
+    r"|(?<![\w.])/[\w.~-]+(?:/[\w.~ -]+)+\.\w+"  # an absolute file path
+    r"|[*_`#>]+"  # emphasis, code, headings, quotes
+)
+
+
 def _quotable(answer: str) -> str:
-    flat = " ".join(_QUOTE.sub("'", answer).split())
+    """An earlier answer as text a tool may read: no file links, paths or markup."""
+    plain = FILE_LINK.sub(" ", answer)
+    plain = _MARKUP.sub(lambda m: m.group(1) or " ", plain)
+    flat = " ".join(_QUOTE.sub("'", plain).split())
     return flat[:_MAX_QUOTED_CHARS]
 
 

@@ -27,7 +27,7 @@ from orchestrator._run_checks import ECHO_CHARS, short
 from orchestrator.answer import compose_answer
 from orchestrator.budget import Ledger, expected_cost
 from orchestrator.cards import ToolCard
-from orchestrator.errors import BudgetExceeded, UserError
+from orchestrator.errors import BudgetExceeded, NoCapableTool, UserError
 from orchestrator.execute import Executor
 from orchestrator.plan import Plan, validate_plan
 from orchestrator.route import (
@@ -43,7 +43,7 @@ from orchestrator.route import (
 )
 from orchestrator.select import Scorer, Selection, select_for_plan
 from orchestrator.zoo import Zoo
-from planners import Planner
+from planners import Planner, checked_plan
 
 __all__ = ["RunContext", "RunState", "build_graph"]
 
@@ -115,20 +115,29 @@ class RunContext:
 def plan_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Plan the request and validate the plan."""
     ctx = runtime.context
+    files = [Path(f) for f in state.get("files", [])]
     try:
-        plan = ctx.planner.plan(
-            state["request"], ctx.zoo, files=[Path(f) for f in state.get("files", [])]
-        )
+        plan = ctx.planner.plan(state["request"], ctx.zoo, files=files)
+        plan = checked_plan(plan, ctx.zoo, files, lambda: _embedded(state["request"], ctx, files))
         validate_plan(plan, ctx.zoo, base_dir=ctx.base_dir)
     except UserError as exc:
         message = _clip_quotes(str(exc))
-        ctx.emit({"type": "rejected", "message": message})
-        return {"plan": None, "outcome": "rejected", "message": message}
+        # A request no available card can serve is not a malformed one: it is unservable.
+        outcome = "unservable" if isinstance(exc, NoCapableTool) else "rejected"
+        ctx.emit({"type": "rejected", "message": message, "outcome": outcome})
+        return {"plan": None, "outcome": outcome, "message": message}
     dumped = plan.model_dump(mode="json")
     ctx.emit({"type": "plan", "plan": dumped})
     if not state.get("replanning"):
         return {"plan": dumped}
     return {"plan": dumped, **_replanned(state, plan)}
+
+
+def _embedded(request: str, ctx: RunContext, files: list[Path]) -> Plan:
+    """The embedded planner's plan: what replaces a plan that fails the shared check."""
+    from planners.embedded import EmbeddedPlanner
+
+    return EmbeddedPlanner().plan(request, ctx.zoo, files=files)
 
 
 _QUOTED = re.compile("'([^']{" + str(ECHO_CHARS + 1) + ",})'")
@@ -431,7 +440,7 @@ def answer_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
     results = state.get("results", {})
     status = state["status"]
     done = [s.id for s in plan.subtasks if s.id in results and status.get(s.id) == "done"]
-    answer = compose_answer(_step_result(ctx, plan, results, s) for s in done)
+    answer = compose_answer((_step_result(ctx, plan, results, s) for s in done), plan=plan)
     artifacts = [
         str(results[s]["outputs"][io.name])
         for s in done
@@ -445,7 +454,9 @@ def answer_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
         outcome = "budget_exhausted"
     elif problems:
         outcome = "partial" if done else "failed"
-    message = " ".join(problems)
+    elif plan.unserved:
+        outcome = "partial"  # the plan does what the zoo can; the rest is said below
+    message = " ".join([*problems, *(f"Not done: {u}" for u in plan.unserved)])
     if outcome == "budget_exhausted":
         message = (
             "The budget ran out before every step could run; this answer uses what finished. "
@@ -484,7 +495,7 @@ def _problems(
 
 
 def _after_plan(state: RunState) -> str:
-    return "answer" if state.get("outcome") == "rejected" else "select"
+    return "answer" if state.get("outcome") in ("rejected", "unservable") else "select"
 
 
 def build_graph(checkpointer: Any = None) -> Any:

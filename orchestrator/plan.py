@@ -97,6 +97,9 @@ class Plan(_Strict):
     subtasks: list[Subtask] = Field(min_length=1)
     planner: str = ""
     notes: list[str] = Field(default_factory=list)
+    # What the request asks that this plan does not do, each with why and how to make it
+    # possible (a capability no available card has, a given file no step reads).
+    unserved: list[str] = Field(default_factory=list)
 
     def get(self, step_id: str) -> Subtask:
         for subtask in self.subtasks:

@@ -80,7 +80,7 @@ _TASKS = [
     ),
     TaskType(
         "text-generation",
-        "write, answer, explain or generate text with a language model; chat, reply, compose",
+        "write, tell, answer, explain or generate text with a language model; chat, reply, compose",
         "Generated text",
         True,
     ),

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator._lazy import import_entry
 from planners._base import Planner, ToolPlanner
+from planners._repair import checked_plan, plan_problems
 from planners.toolset import Example, ToolPlan, ToolSet, ToolSpec
 
 if TYPE_CHECKING:
@@ -19,8 +20,10 @@ __all__ = [
     "ToolSet",
     "ToolSpec",
     "UnknownPlanner",
+    "checked_plan",
     "get_planner",
     "planner_from_config",
+    "plan_problems",
     "planner_names",
     "register_planner",
 ]

@@ -54,3 +54,13 @@ def llm_server(tmp_path_factory):
         yield base
     finally:
         stop_llm_server(proc)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the end-to-end suite's figure (tests/test_e2e_requests.py) when it ran."""
+    import sys
+
+    module = sys.modules.get("test_e2e_requests")
+    line = module.summary() if module is not None else None
+    if line:
+        terminalreporter.write_line(line)
