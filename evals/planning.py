@@ -80,8 +80,10 @@ HOLDOUT_SHARE = 5  # one request in five (by a hash of its text) is held out
 
 
 def is_held_out(example: Example) -> bool:
-    """Whether ``example`` is in the fixed held-out fifth: by a hash of its request, so the
-    same requests are held out whatever the file's order, and never looked at while tuning."""
+    """Whether ``example`` is in the fixed held-out fifth (by a hash of its request).
+
+    The same requests are held out whatever the file's order, and never looked at in tuning.
+    """
     digest = hashlib.sha256(example.request.encode("utf-8")).digest()
     return int.from_bytes(digest[:4], "big") % HOLDOUT_SHARE == 0
 

@@ -114,7 +114,14 @@ def _sentence(text: str) -> str:
 def _answer_for(plan: Plan, results: list[StepResult]) -> str:
     """The answer from the final steps, each saying what it worked on."""
     done = {r.step: r for r in results}
-    fed = {d for s in plan.subtasks if s.id in done for d in s.referenced_steps()}
+    # A step read by another is on the way; one only composed into a text read aloud is not.
+    fed = {
+        a.step
+        for s in plan.subtasks
+        if s.id in done
+        for a in s.args.values()
+        if isinstance(a, RefArg)
+    }
     finals = [r for r in results if r.step not in fed]
     sentences = [_final_sentence(plan, done, r) for r in finals]
     sentences.extend(_similarities(plan, finals))
@@ -150,6 +157,8 @@ def _subject(plan: Plan, done: dict[str, StepResult], step: str, depth: int = 0)
         if isinstance(arg, RefArg) and arg.step in done and depth < 3:
             producer = done[arg.step]
             noun = producer.label.lower()
+            if any(io.name in _PROMPT_INPUTS for io in producer.card.inputs if not io.optional):
+                noun = f"text {producer.card.name} wrote"
             inner = _subject(plan, done, arg.step, depth + 1)
             text = render_output(producer)
             quoted = f" ({_quote(text)})" if producer.card.primary_output().type == "text" else ""

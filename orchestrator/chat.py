@@ -282,8 +282,11 @@ def _text_of(content: Any) -> str:
 
 
 def refers_back(request: str) -> bool:
-    """Whether ``request`` refers to an earlier turn: its first clause says "it", "that",
-    "the transcript" ... ("Write a story and read it aloud" refers to its own story)."""
+    """Whether ``request`` refers to an earlier turn.
+
+    It does when its first clause says "it", "that", "the transcript" ...; "Write a story and
+    read it aloud" refers to its own story.
+    """
     from planners.embedded import split_clauses
 
     clauses = split_clauses(request) or [request]

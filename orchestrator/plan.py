@@ -78,6 +78,9 @@ class Subtask(_Strict):
     instruction: str = Field(min_length=1)
     deps: list[str] = Field(default_factory=list)
     args: dict[IOType, Arg] = Field(default_factory=dict)
+    # The cards that do this step's capability (empty: any card of the task may be chosen),
+    # e.g. the sentiment card and not the language identifier, both text-classification.
+    cards: list[str] = Field(default_factory=list)
 
     def referenced_steps(self) -> set[str]:
         """Ids of the steps whose outputs this subtask reads."""

@@ -460,6 +460,13 @@ def select_for_subtask(plan: Plan, subtask: Subtask, zoo: Zoo, scorer: Scorer) -
     """Rank the cards that can serve ``subtask`` (best first) and list those turned away."""
     selection = Selection(subtask.id)
     fitting, rejected = _hard_filter(plan, subtask, zoo)
+    if subtask.cards:  # the planner named the cards that do this step's capability
+        why = "not one of the cards the plan names for this step"
+        rejected = [
+            *rejected,
+            *(Rejected(c.name, why) for c in fitting if c.name not in subtask.cards),
+        ]
+        fitting = [c for c in fitting if c.name in subtask.cards]
     selection.rejected = list(rejected)
     if len(fitting) > MAX_CANDIDATES and isinstance(scorer, CapabilityScorer):
         # A large zoo: keep the best few (enough to fall back on), scored without the rest.

@@ -72,9 +72,7 @@ def missing_advice(
     for entry in [*entries, *others]:
         card = entry.card
         if not languages_fit(card, languages):
-            reasons.append(
-                f"{card.name} only handles {language_names(card.languages)}"
-            )
+            reasons.append(f"{card.name} only handles {language_names(card.languages)}")
         elif entry.unavailable:
             reasons.append(f"{card.name} would, but it {_unavailable(entry.unavailable)}")
     add = (

@@ -56,7 +56,8 @@ _QUESTION_HEAD = frozenset(
     "should would will shall may might".split()
 )
 _TYPE_NOUNS = {
-    "image": r"image|picture|photo|photograph|pic|scan|screenshot|drawing|snapshot|figure|png|jpe?g",
+    "image": r"image|picture|photo|photograph|pic|scan|screenshot|drawing|snapshot|figure"
+    r"|png|jpe?g",
     "audio": r"audio|recording|record|voice\s+(?:note|memo|message)|clip|sound|speech|wav|mp3"
     r"|podcast|dictation|memo",
     "text": r"transcript|transcription|caption|text|message|summary|translation|note|document",
@@ -119,7 +120,9 @@ class ZooPlanner:
 
     # -- matching ---------------------------------------------------------------------------
 
-    def scores(self, clause: str, given: frozenset[str] = frozenset()) -> list[float]:
+    def scores(
+        self, clause: str, given: frozenset[str] = frozenset(), implied: str | None = None
+    ) -> list[float]:
         """How well each card fits the clause's instruction (its inputs left out).
 
         ``given``: the kinds of input the request has (a card reading one the clause names -
@@ -129,7 +132,11 @@ class ZooPlanner:
 
         text = instruction_words(clause)
         head = _head(text)
-        kinds = _file_kinds(clause) | {k for k, p in _TYPED_REF.items() if k in given and p.search(clause)}
+        kinds = _file_kinds(clause) | {
+            k for k, p in _TYPED_REF.items() if k in given and p.search(clause)
+        }
+        if implied:
+            kinds = kinds | {implied}
         out = []
         # The card's own words count as much as its task's: two cards of one task (OCR and a
         # captioner) share the task's words but not what each of them does.
@@ -144,14 +151,25 @@ class ZooPlanner:
             out.append(score)
         return out
 
-    def best(self, clause: str, given: frozenset[str] = frozenset()) -> tuple[int, float] | None:
-        scores = self.scores(clause, given)
+    def best(
+        self, clause: str, given: frozenset[str] = frozenset(), implied: str | None = None
+    ) -> tuple[int, float] | None:
+        scores = self.scores(clause, given, implied)
+        named = _file_kinds(clause)
+        if named:  # a card must be able to read the named file, directly or converted
+            reach = self._reachable(named | {"text"})
+            scores = [
+                sc if self.entries[k].card.input_types() <= reach else 0.0
+                for k, sc in enumerate(scores)
+            ]
         i = max(range(len(scores)), key=lambda k: (scores[k], -k))
         return (i, scores[i]) if scores[i] >= _MIN_SIMILARITY else None
 
     def _by_input(self, clause: str, given: frozenset[str]) -> tuple[int, float] | None:
-        """For a clause naming an input but no capability ("what is in photo.jpg"): the card
-        reading that kind whose description shares most words with the clause."""
+        """The card for a clause naming an input but no capability ("what is in photo.jpg").
+
+        Of the cards reading that kind, the one whose description shares most words with it.
+        """
         kinds = _file_kinds(clause) | {
             k for k, p in _TYPED_REF.items() if k in given and k != "text" and p.search(clause)
         }
@@ -165,6 +183,16 @@ class ZooPlanner:
             return None
         best = max(readers)
         return (-best[2], _MIN_SIMILARITY)
+
+    def _reachable(self, kinds: set[str]) -> set[str]:
+        """The types the cards can make from ``kinds`` (converting steps only)."""
+        reach = set(kinds)
+        for _ in range(3):
+            for entry in self.entries:
+                card = entry.card
+                if card.input_types() and card.input_types() <= reach and not _takes_prompt(card):
+                    reach |= card.output_types()
+        return reach
 
     def general(self) -> list[int]:
         """The zoo's general text-generation cards."""
@@ -193,11 +221,12 @@ class ZooPlanner:
         goals = self._goals(clauses, draft.given)
         if not goals:
             raise NoCapableTool(
-                f"no tool in the zoo matches this request; the zoo can do: {', '.join(self.tasks)}. "
+                "no tool in the zoo matches this request; the zoo can do: "
+                f"{', '.join(self.tasks)}. "
                 "Rephrase the request, or add a tool card for what you need."
             )
         for order, clause, chain in goals:
-            self._plan_clause(draft, order, clause, self._rematch(draft, clause, chain))
+            self._plan_clause(draft, order, clause, self._rematch(draft, order, clause, chain))
         self._cover_files(draft)
         if not draft.steps:
             raise NoCapableTool(" ".join(draft.unserved) or "nothing in the request can be done")
@@ -219,25 +248,43 @@ class ZooPlanner:
         goals: list[tuple[int, str, list[list[int]]]] = []
         for order, clause in enumerate(clauses):
             found = self.best(clause, given) or self._by_input(clause, given)
+            if goals and not tokens(_without_refs(clause)):
+                found = None  # "... and in the second image": only names an input
             if found is None and not goals and self.is_general_request(clause) and self.general():
                 goals.append((order, clause, [self.general()]))
             elif found is None and goals:
                 o, previous, chain = goals[-1]
                 goals[-1] = (o, f"{previous} and {clause}", chain)
             elif found is not None:
-                goals.append((order, clause, [[i] for i in self._chain_in_clause(clause, found[0])]))
+                goals.append(
+                    (order, clause, [[i] for i in self._chain_in_clause(clause, found[0])])
+                )
         return goals
 
-    def _rematch(self, draft: _Draft, clause: str, chain: list[list[int]]) -> list[list[int]]:
+    def _implied_kind(self, draft: _Draft, order: int, clause: str) -> str | None:
+        """The kind of input the clause will read: a file it names, else the latest content."""
+        kinds = _file_kinds(clause)
+        if kinds:
+            return sorted(kinds)[0]
+        content = [s for s in draft.sources if s.order <= order and s.content and s.missing is None]
+        content += [s for s in draft.made.values() if s.content]
+        return _latest(content, draft).kind if content else None
+
+    def _rematch(
+        self, draft: _Draft, order: int, clause: str, chain: list[list[int]]
+    ) -> list[list[int]]:
         """Match again without the words naming an earlier step's output ("the caption")."""
         nouns = {n for s in [*draft.sources, *draft.made.values()] for n in s.nouns}
-        if not nouns or len(chain[0]) > 1:
+        if len(chain[0]) > 1 or not draft.steps and not _file_kinds(clause):
             return chain
-        pattern = r"\b(?:the|this|that|its|their)\s+(?:" + "|".join(map(re.escape, nouns)) + r")s?\b"
-        cleaned = re.sub(pattern, " ", clause, flags=re.IGNORECASE)
-        if cleaned == clause:
-            return chain
-        found = self.best(cleaned, draft.given)
+        cleaned = clause
+        if nouns:
+            pattern = (
+                r"\b(?:the|this|that|its|their)\s+(?:" + "|".join(map(re.escape, nouns)) + r")s?\b"
+            )
+            cleaned = re.sub(pattern, " ", clause, flags=re.IGNORECASE)
+        implied = self._implied_kind(draft, order, clause)
+        found = self.best(cleaned, draft.given, implied)
         if found is None:
             return chain
         return [[i] for i in self._chain_in_clause(cleaned, found[0])]
@@ -278,14 +325,14 @@ class ZooPlanner:
             return [best, second]
         return [best]
 
-    def _plan_clause(
-        self, draft: _Draft, order: int, clause: str, chain: list[list[int]]
-    ) -> None:
+    def _plan_clause(self, draft: _Draft, order: int, clause: str, chain: list[list[int]]) -> None:
         produced: _Source | None = None
         for position, cards in enumerate(chain):
             if position and produced is None:
                 return
-            used_here = {draft.cards[s.id].name for s in draft.steps if draft.made[s.id].order == order}
+            used_here = {
+                draft.cards[s.id].name for s in draft.steps if draft.made[s.id].order == order
+            }
             if position and self.entries[cards[0]].card.name in used_here:
                 return  # already done on the way (a bridge)
             produced = self._step(draft, order, clause, cards, given=produced)
@@ -312,7 +359,10 @@ class ZooPlanner:
         args = self._inputs(draft, order, clause, card, given)
         if args is None:
             return None
-        return self._add(draft, order, clause, card, args)
+        same = [
+            self.entries[i].card.name for i in runnable if self.entries[i].card.task == card.task
+        ]
+        return self._add(draft, order, clause, card, args, cards=same)
 
     def _unserved(
         self, draft: _Draft, order: int, clause: str, card: ToolCard, reason: str
@@ -328,21 +378,35 @@ class ZooPlanner:
                 draft.used.add(id(read))
         primary = card.primary_output()
         draft.sources.append(
-            _Source(primary.type, TextArg(value=""), order, f"the {_output_noun(card)}",
-                    missing=reason, nouns=_nouns(card))
+            _Source(
+                primary.type,
+                TextArg(value=""),
+                order,
+                f"the {_output_noun(card)}",
+                missing=reason,
+                nouns=_nouns(card),
+            )
         )
 
     def _alternatives(self, draft: _Draft, clause: str, cards: list[int]) -> list[int]:
-        """The planned card(s) first; when none can run, cards of another task that read and
-        make the same types and fit the clause nearly as well ("what's in this picture": an
-        image classifier when the captioner is missing)."""
+        """The planned card(s) first, then those that may stand in when none can run.
+
+        Those are cards of the same task that say they do it as well, and cards of another
+        task that read and make the same types and fit the clause nearly as well ("what's in
+        this picture": an image classifier when the captioner is missing).
+        """
         ranked = sorted(cards, key=lambda i: (not self.entries[i].available, i))
         if len(cards) > 1 or self.entries[cards[0]].available:
             return ranked
         best = self.entries[cards[0]].card
         if _takes_prompt(best):  # general models of one task stand in for each other
-            ranked += [i for i in self.general() if i not in ranked and _takes_prompt(self.entries[i].card)
-                       and self.entries[i].card.task == best.task]
+            ranked += [
+                i
+                for i in self.general()
+                if i not in ranked
+                and _takes_prompt(self.entries[i].card)
+                and self.entries[i].card.task == best.task
+            ]
         scores = self.scores(clause, draft.given)
         signature = (best.input_types(), best.primary_output().type)
         near = [
@@ -399,7 +463,10 @@ class ZooPlanner:
                 raise PlanError(_no_input(clause, io.type, card))
             if source.missing is not None:
                 self._unserved(
-                    draft, order, clause, card,
+                    draft,
+                    order,
+                    clause,
+                    card,
                     f"{_said(clause)} needs {source.name}, which cannot be made here (see above)",
                 )
                 return None
@@ -437,8 +504,9 @@ class ZooPlanner:
         if explicit is not None:
             return explicit
         if kind == "text" and ANSWER_REF.search(clause) and draft.steps:
-            return _Source("text", ComposeArg(steps=[s.id for s in draft.steps]), order,
-                           "the answer")
+            return _Source(
+                "text", ComposeArg(steps=[s.id for s in draft.steps]), order, "the answer"
+            )
         earlier = [s for s in draft.sources if s.order <= order and s.content]
         made = [s for s in draft.made.values() if s.content]
         for wanted, pattern in _TYPED_REF.items():
@@ -490,8 +558,13 @@ class ZooPlanner:
                 draft.used.add(id(source))
                 return None
             draft.used.add(id(current))
-            made = self._add(draft, order, _bridge_instruction(entry.card, current), entry.card,
-                             {current.kind: current.arg})
+            made = self._add(
+                draft,
+                order,
+                _bridge_instruction(entry.card, current),
+                entry.card,
+                {current.kind: current.arg},
+            )
             made.name = f"the {_output_noun(entry.card)} of {current.name}"
             current = made
         return current
@@ -531,7 +604,13 @@ class ZooPlanner:
         return max(one_step or paths, key=score)
 
     def _add(
-        self, draft: _Draft, order: int, instruction: str, card: ToolCard, args: dict[str, Arg]
+        self,
+        draft: _Draft,
+        order: int,
+        instruction: str,
+        card: ToolCard,
+        args: dict[str, Arg],
+        cards: list[str] | None = None,
     ) -> _Source:
         """Add a step (or reuse the same one) and return its output as a source."""
         for step in draft.steps:
@@ -542,8 +621,14 @@ class ZooPlanner:
             | {s for a in args.values() if isinstance(a, ComposeArg) for s in a.steps},
             key=lambda s: int(s[1:]),
         )
-        step = Subtask(id=draft.new_id(), task=card.task, instruction=instruction, deps=deps,
-                       args=args)
+        step = Subtask(
+            id=draft.new_id(),
+            task=card.task,
+            instruction=instruction,
+            deps=deps,
+            args=args,
+            cards=cards or [card.name],
+        )
         draft.steps.append(step)
         draft.cards[step.id] = card
         primary = card.primary_output()
@@ -559,8 +644,9 @@ class ZooPlanner:
         return made
 
     def _cover_files(self, draft: _Draft) -> None:
-        """Each given file or quoted text no step reads gets a step like the one reading its
-        type (a second image, a second text to compare), or the answer says it was not read.
+        """Give each input no step reads a step like the one reading its kind, or a note.
+
+        A second image, a second text to compare; else the answer says it was not read.
         """
         for source in list(draft.sources):
             quoted = isinstance(source.arg, TextArg) and source.missing is None
@@ -571,16 +657,25 @@ class ZooPlanner:
                 continue
             if twin is None:
                 what = Path(source.path).name if source.path else source.name
-                draft.unserved.append(f"{what} was given but no step reads it; ask about it on its own")
+                draft.unserved.append(
+                    f"{what} was given but no step reads it; ask about it on its own"
+                )
                 draft.notes.append(f"{what} was given but no step reads it")
                 continue
-            self._add(draft, source.order, twin.instruction, draft.cards[twin.id],
-                      {**twin.args, source.kind: source.arg})
+            self._add(
+                draft,
+                source.order,
+                twin.instruction,
+                draft.cards[twin.id],
+                {**twin.args, source.kind: source.arg},
+            )
             draft.used.add(id(source))
 
     def _again(self, draft: _Draft, source: _Source) -> bool:
-        """Plan the clause that read a file of this kind again for this file ("which language
-        are these in": the text of each image, and its language)."""
+        """Plan the clause that read a file of this kind again, for this file.
+
+        "Which language are these in": the text of each image, and its language.
+        """
         reader = next(
             (s for s in draft.steps if isinstance(s.args.get(source.kind), FileArg)), None
         )
@@ -594,8 +689,12 @@ class ZooPlanner:
             final = consumer
         assert source.path is not None
         before = len(draft.steps)
-        self._plan_clause(draft, source.order, f"{final.instruction} {source.path}",
-                          [[self._index(draft.cards[final.id])]])
+        self._plan_clause(
+            draft,
+            source.order,
+            f"{final.instruction} {source.path}",
+            [[self._index(draft.cards[final.id])]],
+        )
         draft.used.add(id(source))
         return len(draft.steps) > before
 
@@ -670,6 +769,16 @@ def _output_noun(card: ToolCard) -> str:
     return label.lower()
 
 
+def _without_refs(clause: str) -> str:
+    """The clause's instruction words without the inputs it names ("the second image")."""
+    from planners.embedded import instruction_words
+
+    words = instruction_words(clause)
+    for pattern in _TYPED_REF.values():
+        words = pattern.sub(" ", words)
+    return words
+
+
 def _said(clause: str) -> str:
     """A clause quoted in a message (typographic quotes: a message's own quotes stay paired)."""
     return "“" + clause.replace("'", "’") + "”"
@@ -695,7 +804,8 @@ def _no_input(clause: str, kind: str, card: ToolCard) -> str:
         )
     example = "speech.wav" if kind == "audio" else "photo.png"
     return (
-        f"{_said(clause)} needs an {kind} input for {card.task}: name an {kind} file in the request "
+        f"{_said(clause)} needs an {kind} input for {card.task}: name an {kind} file in the "
+        "request "
         f"(e.g. {example}) or attach one"
     )
 

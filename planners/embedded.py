@@ -170,7 +170,3 @@ def _mentioned_files(request: str, attached: Sequence[Path]) -> list[tuple[str, 
         if kind is not None and (path, kind) not in found:
             found.append((path, kind))
     return found
-
-
-def _card_document(card: ToolCard) -> str:
-    return " ".join([task_type(card.task).description, card.description, " ".join(card.tags)])
