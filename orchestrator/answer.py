@@ -40,8 +40,7 @@ def render_value(io_type: str, value: Any) -> str:
     if io_type in ("audio", "image"):
         return str(value)
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        shown = "; ".join(_render_record(v) for v in value[:5])
-        return f"{len(value)} found: {shown}"
+        return "; ".join(_render_record(v) for v in value[:5])
     if _vector(value) is not None and len(value) > 8:
         return f"a vector of {len(value)} numbers"
     text = json.dumps(value, ensure_ascii=False, default=str)
@@ -135,6 +134,9 @@ def _final_sentence(plan: Plan, done: dict[str, StepResult], result: StepResult)
         value = Path(value).name
     if any(io.name in _PROMPT_INPUTS for io in result.card.inputs if not io.optional):
         return f"{result.card.name} answered: {_sentence(value)}"
+    records = result.outputs.get(primary.name)
+    if primary.type == "json" and isinstance(records, list):
+        value = f"{len(records)} found ({value})" if records else "none found"
     subject = _subject(plan, done, result.step)
     if subject:
         return _sentence(f"{result.label} of {subject}: {value}")

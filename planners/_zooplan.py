@@ -42,6 +42,7 @@ _MIN_SIMILARITY = 0.08
 _SECOND_CAPABILITY = 0.2  # what a clause's left-over words must match to add a second step
 _HEAD_BONUS = 0.12  # the clause's leading verb is in the card's document
 _FILE_KIND_BONUS = 0.15
+_NEAR_BEST = 0.8  # a card of the same task this close to a missing one may stand in
 _SAME_SIGNATURE = 0.5  # a card of another task this close to a missing one may stand in
 _PROMPT_INPUTS = frozenset({"prompt", "instruction", "query", "question", "description"})
 _GENERAL_TASK = "text-generation"
@@ -130,7 +131,7 @@ class ZooPlanner:
         """
         from planners.embedded import instruction_words
 
-        text = instruction_words(clause)
+        text = _ize(instruction_words(clause))
         head = _head(text)
         kinds = _file_kinds(clause) | {
             k for k, p in _TYPED_REF.items() if k in given and p.search(clause)
@@ -208,7 +209,7 @@ class ZooPlanner:
             return False
         if words[0] in _QUESTION_HEAD or clause.rstrip().endswith("?"):
             return True
-        head = _head(instruction_words(clause))
+        head = _head(_ize(instruction_words(clause)))
         return any(head and head in self.heads[i] for i in self.general())
 
     # -- planning -----------------------------------------------------------------------------
@@ -294,7 +295,7 @@ class ZooPlanner:
         from planners.embedded import instruction_words
 
         doc = set(_raw_stems(_card_document(self.entries[best].card)))
-        words = instruction_words(clause)
+        words = _ize(instruction_words(clause))
         for pattern in _TYPED_REF.values():  # "the image", "the text": inputs, not capabilities
             words = pattern.sub(" ", words)
         rest = " ".join(w for w in words.split() if stem(w.lower()) not in doc)
@@ -314,7 +315,7 @@ class ZooPlanner:
             return [best]
         second = max(others, key=lambda k: (sims[k], -k))
         second_card = self.entries[second].card
-        head = _head(instruction_words(clause))
+        head = _head(_ize(instruction_words(clause)))
         leads = head in self.heads[second] and head not in doc  # "say the transcript ..."
         if (
             (sims[second] >= _SECOND_CAPABILITY or (leads and sims[second] > 0))
@@ -408,6 +409,19 @@ class ZooPlanner:
                 and self.entries[i].card.task == best.task
             ]
         scores = self.scores(clause, draft.given)
+        from planners.embedded import instruction_words
+
+        own = self.own.similarities(_ize(instruction_words(clause)))
+        same_task = [  # a card of the same task that says it does this as well as the best one
+            i
+            for i, e in enumerate(self.entries)
+            if e.available
+            and i not in ranked
+            and e.card.task == best.task
+            and own[i] >= _NEAR_BEST * own[cards[0]] > 0
+            and scores[i] >= _NEAR_BEST * scores[cards[0]]
+        ]
+        ranked += sorted(same_task, key=lambda i: -scores[i])
         signature = (best.input_types(), best.primary_output().type)
         near = [
             i
@@ -572,7 +586,7 @@ class ZooPlanner:
     def bridge_path(self, clause: str, start: str, goal: str) -> list[int] | None:
         from planners.embedded import instruction_words
 
-        sims = self.own.similarities(instruction_words(clause))
+        sims = self.own.similarities(_ize(instruction_words(clause)))
         usable = [
             i
             for i, e in enumerate(self.entries)
@@ -720,7 +734,16 @@ def _card_document(card: ToolCard) -> str:
 
 
 def _own_document(card: ToolCard) -> str:
-    return " ".join([card.description, " ".join(t.replace("-", " ") for t in card.tags)])
+    text = " ".join([card.description, " ".join(t.replace("-", " ") for t in card.tags)])
+    return _ize(text)
+
+
+_ISE = re.compile(r"\b(\w{4,})is(e|es|ed|ing|ation|ations|er|ers)\b", re.IGNORECASE)
+
+
+def _ize(text: str) -> str:
+    """British spelling as American ("summarises" as "summarizes"), so both match."""
+    return _ISE.sub(r"\1iz\2", text)
 
 
 def _raw_stems(text: str) -> list[str]:
@@ -773,7 +796,7 @@ def _without_refs(clause: str) -> str:
     """The clause's instruction words without the inputs it names ("the second image")."""
     from planners.embedded import instruction_words
 
-    words = instruction_words(clause)
+    words = _ize(instruction_words(clause))
     for pattern in _TYPED_REF.values():
         words = pattern.sub(" ", words)
     return words
