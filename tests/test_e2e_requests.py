@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 FRENCH = "Le chat noir dort tranquillement sur le canape rouge"
 SIGN = "Thank you for visiting our lovely garden"
-COMPLAINT = "This blender broke after two days and support never answered"
+COMPLAINT = "This blender is terrible and I hate the awful noise it makes"
 HAPPY = "I really love this wonderful sunny day, it makes me so happy."
 SAD = "The meeting was cancelled again and I am very disappointed and angry."
 NOTES = "Our picnic by the lake was wonderful and everyone had a great time."
