@@ -11,6 +11,36 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
+# What makes a test heavy, so that ``pytest -m "not slow"`` is a fast inner loop (``make test``
+# still runs everything). A module is slow as a whole when it drives tmux, Chromium or Ray, or
+# runs real model weights throughout; any other test is slow when it uses a fixture that runs
+# real models.
+SLOW_MODULES = {
+    "test_chat_terminal": "drives the terminal chat in tmux",
+    "test_web_page": "drives the web page in Chromium",
+    "test_execute_ray": "starts a Ray cluster",
+    "test_tools": "runs the built-in tools' real models",
+    "test_orchestrator": "runs requests on the real models",
+    "test_embed": "embeds with the real MiniLM",
+    "test_embed_tune": "fine-tunes the real MiniLM",
+    "test_encoder_folder": "embeds with MiniLM and random encoders",
+    "test_evals_selection": "embeds zoos with the real MiniLM",
+    "test_backend_openai": "serves the real small chat LLM",
+    "test_llm_server": "serves the real small chat LLM",
+}
+SLOW_FIXTURES = {
+    "orchestrator": "runs the built-in zoo's real models",
+    "demo_inputs": "speaks and renders with the real models",
+    "llm_server": "serves the real small chat LLM",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.path.stem
+        if module in SLOW_MODULES or SLOW_FIXTURES.keys() & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def builtin_zoo():

@@ -582,6 +582,7 @@ def test_missing_library_names_the_extra():
     assert missing_modules_reason(["torch", "transformers"]) is None
 
 
+@pytest.mark.slow  # loads the real SmolLM2 weights
 def test_smollm2_card_answers_a_short_question(tmp_path):
     """The real bundled model. First load ever dequantizes it into the default cache
     (~/.cache/orchestrator/models, ~45-60 s on 2 cores); later loads take about a second."""
