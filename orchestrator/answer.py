@@ -98,10 +98,10 @@ def _vector(value: Any) -> list[float] | None:
     return None
 
 
-def _quote(text: str) -> str:
+def _quote(text: str, limit: int | None = _QUOTE_CHARS) -> str:
     flat = " ".join(str(text).split())
-    if len(flat) > _QUOTE_CHARS:
-        flat = flat[: _QUOTE_CHARS - 3].rstrip() + "..."
+    if limit is not None and len(flat) > limit:
+        flat = flat[: limit - 3].rstrip() + "..."
     return f"'{flat}'"
 
 
@@ -111,7 +111,13 @@ def _sentence(text: str) -> str:
 
 
 def _answer_for(plan: Plan, results: list[StepResult]) -> str:
-    """The answer from the final steps, each saying what it worked on."""
+    """The answer from the steps the request asked for, each saying what it worked on.
+
+    Those are the final steps (no other step reads them) and the content the request itself
+    asked for on the way ("Transcribe a.wav and tell me its sentiment": the transcript too);
+    a step the planner added to convert an input (the text read from an image on the way to
+    its language) is evidence, kept in the result's steps and quoted where it helps.
+    """
     done = {r.step: r for r in results}
     # A step read by another is on the way; one only composed into a text read aloud is not.
     fed = {
@@ -121,30 +127,60 @@ def _answer_for(plan: Plan, results: list[StepResult]) -> str:
         for a in s.args.values()
         if isinstance(a, RefArg)
     }
-    finals = [r for r in results if r.step not in fed]
-    sentences = [_final_sentence(plan, done, r) for r in finals]
-    sentences.extend(_similarities(plan, finals))
+    stated = [r for r in results if r.step not in fed or _asked(plan, r)]
+    said = {r.step for r in stated}
+    sentences = [_final_sentence(plan, done, r, said) for r in stated]
+    sentences.extend(_similarities(plan, [r for r in results if r.step not in fed]))
     return " ".join(sentences)
 
 
-def _final_sentence(plan: Plan, done: dict[str, StepResult], result: StepResult) -> str:
+def _asked(plan: Plan, result: StepResult) -> bool:
+    """A content-making step whose instruction is part of the request (not a bridge)."""
+    if not task_type(result.card.task).makes_content or _takes_prompt(result.card):
+        return False
+    instruction = " ".join(result.instruction.lower().split())
+    return bool(instruction) and instruction in " ".join(plan.request.lower().split())
+
+
+def _takes_prompt(card: ToolCard) -> bool:
+    return any(io.name in _PROMPT_INPUTS for io in card.inputs if not io.optional)
+
+
+def _final_sentence(
+    plan: Plan, done: dict[str, StepResult], result: StepResult, said: set[str]
+) -> str:
     primary = result.card.primary_output()
     value = render_output(result)
     if primary.type in ("audio", "image"):
         value = Path(value).name
-    if any(io.name in _PROMPT_INPUTS for io in result.card.inputs if not io.optional):
+    if _takes_prompt(result.card):
         return f"{result.card.name} answered: {_sentence(value)}"
     records = result.outputs.get(primary.name)
     if primary.type == "json" and isinstance(records, list):
         value = f"{len(records)} found ({value})" if records else "none found"
-    subject = _subject(plan, done, result.step)
+    if primary.type == "text" and value and result.step in said and result.step in _fed(plan):
+        value = _quote(value, limit=None)
+    subject = _subject(plan, done, result.step, said=said)
     if subject:
         return _sentence(f"{result.label} of {subject}: {value}")
     return _sentence(f"{result.label}: {value}")
 
 
-def _subject(plan: Plan, done: dict[str, StepResult], step: str, depth: int = 0) -> str:
-    """What a step worked on, in words: 'the text in fr.png ('Le chat ...')', "'I love it'"."""
+def _fed(plan: Plan) -> set[str]:
+    return {d for s in plan.subtasks for d in s.referenced_steps()}
+
+
+def _subject(
+    plan: Plan,
+    done: dict[str, StepResult],
+    step: str,
+    depth: int = 0,
+    said: frozenset[str] | set[str] = frozenset(),
+) -> str:
+    """What a step worked on, in words: 'the text in fr.png ('Le chat ...')', "'I love it'".
+
+    An earlier result the answer states itself is named, not quoted again.
+    """
     try:
         subtask = plan.get(step)
     except KeyError:
@@ -159,9 +195,11 @@ def _subject(plan: Plan, done: dict[str, StepResult], step: str, depth: int = 0)
         if isinstance(arg, RefArg) and arg.step in done and depth < 3:
             producer = done[arg.step]
             noun = producer.label.lower()
-            if any(io.name in _PROMPT_INPUTS for io in producer.card.inputs if not io.optional):
+            if _takes_prompt(producer.card):
                 noun = f"text {producer.card.name} wrote"
-            inner = _subject(plan, done, arg.step, depth + 1)
+            if arg.step in said:
+                return f"the {noun}"
+            inner = _subject(plan, done, arg.step, depth + 1, said)
             text = render_output(producer)
             quoted = f" ({_quote(text)})" if producer.card.primary_output().type == "text" else ""
             if " in " in noun and inner:  # "text in image" of fr.png: the text in fr.png

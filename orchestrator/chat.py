@@ -69,6 +69,19 @@ class Turn:
     usd: Decimal = Decimal(0)
     texts: list[str] = field(default_factory=list)
     analysed: str = ""  # the literal text the turn worked on, if one
+    made: list[Path] = field(default_factory=list)  # the files it produced (also in ``files``)
+
+    def referent(self) -> tuple[list[Path], str]:
+        """What "it" in a follow-up hands on: (files, text).
+
+        A text the turn made (a transcript) is "it"; else the files it made (the speech it
+        wrote); else what it was given and its answer.
+        """
+        if self.texts:
+            return [], self.quotable()
+        if self.made:
+            return list(self.made), ""
+        return list(self.files), self.quotable()
 
     def quotable(self) -> str:
         """What "it" means in a follow-up: the text the turn made, or worked on, or its answer.
@@ -121,9 +134,10 @@ class Conversation:
         own_input = bool(attached or mentioned_files(text) or _OWN_TEXT.search(text))
         last = self._last_with_results()
         if last is not None and not own_input and refers_back(text):
-            attached.extend(last.files)
-            if last.quotable().strip():
-                text = self._full_paths(f'{text}: "{_quotable(last.quotable())}"')
+            files, quoted = last.referent()
+            attached.extend(files)
+            if quoted.strip():
+                text = self._full_paths(f'{text}: "{_quotable(quoted)}"')
         return text, _unique(attached)
 
     def record(self, request: str, result: RunResult) -> Turn:
@@ -147,6 +161,7 @@ class Conversation:
             usd=sum((Decimal(str(s.usd)) for s in result.steps), Decimal(0)),
             texts=texts,
             analysed=_literal_text(result),
+            made=[Path(p).resolve() for p in result.artifacts],
         )
         self.turns.append(turn)
         return turn
@@ -193,6 +208,7 @@ class Conversation:
                         answer=FILE_LINK.sub("", content),
                         files=given + files,
                         analysed=conversation._analysed(request),
+                        made=files,
                     )
                 )
                 request, given = None, []

@@ -11,6 +11,9 @@ Three signals, each learned the same way from any tool set and its worked exampl
 
 Links: a tool reads from the latest earlier tool whose output type it takes; with no types
 known, the steps form a chain (each step feeds the next).
+
+With no examples at all (zero-shot), a plan is the best path of the tool graph that explains the
+request: see ``planners._graphplan``.
 """
 
 from __future__ import annotations
@@ -20,9 +23,13 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import permutations
+from typing import TYPE_CHECKING
 
 from orchestrator._text import tokens
 from planners.toolset import Example, ToolPlan, ToolSet
+
+if TYPE_CHECKING:
+    from planners._graphplan import Embed, GraphPathPlanner
 
 __all__ = ["SparseIndex", "ToolSetModel", "terms"]
 
@@ -91,8 +98,11 @@ class ToolSetModel:
         vote_weight: float = 1.0,
         position_weight: float = 2.0,
         precedence_weight: float = 1.0,
+        embed: Embed | None = None,
     ) -> None:
         self.tools = tools
+        self.embed = embed  # sentence embeddings for planning with no examples
+        self._graph_planner: GraphPathPlanner | None = None
         self.neighbours = neighbours
         self.clause_weight = clause_weight
         self.vote_weight = vote_weight
@@ -129,7 +139,7 @@ class ToolSetModel:
     def plan(self, request: str) -> ToolPlan:
         clauses = split_request(request)
         if not self._examples:
-            return self._plan_by_clauses(request, clauses)
+            return self._zero_shot().plan(request)
         scored = self._score(request, clauses)
         count = self._count(request, clauses)
         chosen = sorted(scored, key=lambda s: (-s.score, s.name))[:count]
@@ -143,34 +153,13 @@ class ToolSetModel:
             notes=[f"{len(clauses)} clauses; {count} tools expected"],
         )
 
-    def _plan_by_clauses(self, request: str, clauses: list[str]) -> ToolPlan:
-        """With no examples to learn from: the best-matching tool of each clause, in order."""
-        from planners.embedded import file_type, mentioned_files
+    def _zero_shot(self) -> GraphPathPlanner:
+        """The planner for a tool set with no examples (built on first use)."""
+        from planners._graphplan import GraphPathPlanner
 
-        ordered: list[str] = []
-        for clause in clauses:
-            sims = self._tool_index.similarities(terms(clause))
-            kinds = {file_type(f) for f in mentioned_files(clause)}
-            for i in list(sims):
-                tool = self.tools.get(self._names[i])
-                if tool is not None and kinds & set(tool.inputs):
-                    sims[i] += 0.05  # a file of the type the tool reads is named here
-            if not sims:
-                continue
-            best = max(sims.items(), key=lambda kv: (kv[1], -kv[0]))[0]
-            if self._names[best] not in ordered:
-                ordered.append(self._names[best])
-        if not ordered:
-            whole = self._tool_index.similarities(terms(request))
-            if whole:
-                ordered = [self._names[max(whole.items(), key=lambda kv: (kv[1], -kv[0]))[0]]]
-        return ToolPlan(
-            request=request,
-            nodes=ordered,
-            links=self._links(ordered),
-            planner="embedded",
-            notes=[f"{len(clauses)} clauses; no examples: one tool per matching clause"],
-        )
+        if self._graph_planner is None:
+            self._graph_planner = GraphPathPlanner(self.tools, self.embed)
+        return self._graph_planner
 
     def _neighbours(self, request: str) -> list[tuple[Example, float]]:
         if not self._examples:

@@ -499,6 +499,8 @@ class ZooPlanner:
         if named:
             exact = [s for s in named if s.kind == kind and id(s) not in draft.used]
             return (exact or [s for s in named if id(s) not in draft.used] or named)[0]
+        if kind != "text" and any(s.kind == kind and s.missing is None for s in draft.sources):
+            return None  # a quoted text is not the audio or image the request has
         quoted = quoted_text(clause)
         if quoted is not None:
             for source in draft.sources:

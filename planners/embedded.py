@@ -24,6 +24,8 @@ from orchestrator.zoo import Zoo
 from planners.toolset import ToolPlan, ToolSet
 
 if TYPE_CHECKING:
+    from orchestrator._embed import Embedder
+    from planners._graphplan import Embed
     from planners._toolplan import ToolSetModel
     from planners._zooplan import ZooPlanner
 
@@ -103,8 +105,12 @@ class EmbeddedPlanner:
 
     name = "embedded"
 
-    def __init__(self, min_similarity: float = _MIN_SIMILARITY) -> None:
+    def __init__(
+        self, min_similarity: float = _MIN_SIMILARITY, embedder: Embedder | None = None
+    ) -> None:
         self.min_similarity = min_similarity
+        # Sentence embeddings for a tool set with no examples (None: MiniLM, on first use).
+        self.embedder = embedder
         self._models: dict[int, tuple[ToolSet, object]] = {}
         self._zoo_planner: ZooPlanner | None = None
         self._zoo_key: object = None
@@ -126,11 +132,18 @@ class EmbeddedPlanner:
 
         cached = self._models.get(id(tools))
         if cached is None or cached[0] is not tools:
-            cached = (tools, ToolSetModel(tools))
+            embed = None if tools.examples else self._embed()
+            cached = (tools, ToolSetModel(tools, embed=embed))
             self._models = {id(tools): cached}  # one tool set at a time: folds replace each other
         model = cached[1]
         assert isinstance(model, ToolSetModel)
         return model
+
+    def _embed(self) -> Embed:
+        """Sentence vectors (cached on disk) for matching requests to tools with no examples."""
+        from orchestrator._embed import EmbeddingCache, default_embedder
+
+        return EmbeddingCache(self.embedder or default_embedder()).vectors
 
     def plan(self, request: str, zoo: Zoo, *, files: Sequence[Path] = ()) -> Plan:
         """Plan ``request`` over the cards of ``zoo`` (see ``planners._zooplan``)."""

@@ -29,6 +29,7 @@ class ToolSpec:
     description: str
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()  # e.g. ("Train", "Travel"): the tools of one plan share one
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class ToolSet:
                     description=str(node.get("desc", "")),
                     inputs=tuple(str(t) for t in node.get("input-type", [])),
                     outputs=tuple(str(t) for t in node.get("output-type", [])),
+                    domains=_domains(node.get("domain", [])),
                 )
             )
         links: set[tuple[str, str]] = set()
@@ -188,6 +190,13 @@ def load_examples(path: Path) -> list[Example]:
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise UserError(f"{path}:{number}: not a TaskBench request row ({exc})") from exc
     return examples
+
+
+def _domains(value: object) -> tuple[str, ...]:
+    """A node's domain field: one name or a list of names."""
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(d) for d in value) if isinstance(value, list) else ()
 
 
 def _step_text(step: object) -> str:
