@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from langgraph.runtime import Runtime
 
-from orchestrator.answer import StepResult, compose_answer
+from orchestrator.answer import StepResult, compose_answer, render_output
 from orchestrator.backends import CallContext
 from orchestrator.budget import (
     Reservation,
@@ -49,7 +49,12 @@ def _resolve_inputs(
     ctx: RunContext, subtask: Subtask, card: ToolCard, plan: Plan, results: dict[str, Any]
 ) -> dict[str, Any]:
     inputs: dict[str, Any] = {}
+    filled: set[str] = set()
     for io in card.inputs:
+        if io.optional and io.type in filled:
+            continue  # the step's input of this type went to a required input (a prompt, not
+            # also its optional system message)
+        filled.add(io.type)
         arg = subtask.args.get(io.type)
         if arg is None and io.type != "text":
             if io.optional:
@@ -85,7 +90,10 @@ def _resolve_arg(
         path = path if path.is_absolute() else (ctx.base_dir / path).resolve()
         return _file_text(path) if io_type == "text" else str(path)
     if isinstance(arg, ComposeArg):
-        return compose_answer([_step_result(ctx, plan, results, s) for s in arg.steps], spoken=True)
+        steps = [_step_result(ctx, plan, results, s) for s in arg.steps]
+        if arg.prompt:  # the instruction, then the texts it is about, as they are
+            return f"{arg.prompt}\n\nText:\n" + "\n\n".join(render_output(r) for r in steps)
+        return compose_answer(steps, spoken=True)
     producer = _step_result(ctx, plan, results, arg.step)
     outputs = producer.card.outputs
     named = [o for o in outputs if o.name == arg.output] if arg.output else []

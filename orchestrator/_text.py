@@ -14,7 +14,7 @@ _STOP = frozenset(
     """a an the and or of to in on at for from by with into onto is are was were be been being it
     its this that these those me my i you your we our us he she they them their what which who whom
     whose how do does did can could would should will shall may might must please tell give let
-    then also just some any all there here as if so than too very about""".split()
+    then also just some any all there here as if so than too very about s t d ll re ve m""".split()
 )
 _SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "ers", "er", "ed", "es", "ly", "s")
 

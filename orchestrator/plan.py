@@ -65,6 +65,9 @@ class ComposeArg(_Strict):
 
     kind: Literal["compose"] = "compose"
     steps: list[str] = Field(min_length=1)
+    # An instruction put before the composed texts: a generator's prompt with its context
+    # ("Write a reply to the text in note.png" and the text read from it). Empty: the texts alone.
+    prompt: str = ""
 
 
 Arg = Annotated[TextArg | FileArg | RefArg | ComposeArg, Field(discriminator="kind")]

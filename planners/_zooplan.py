@@ -23,7 +23,9 @@ Steps that do not read each other's outputs have no dependency, so they run in p
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +41,7 @@ from planners._advice import languages_fit, mentioned_languages, missing_advice
 __all__ = ["ZooPlanner"]
 
 _MIN_SIMILARITY = 0.08
+_MIN_COVERAGE = 0.3  # the share of a clause's instruction words a fitting card's document has
 _SECOND_CAPABILITY = 0.2  # what a clause's left-over words must match to add a second step
 _HEAD_BONUS = 0.12  # the clause's leading verb is in the card's document
 _FILE_KIND_BONUS = 0.15
@@ -118,6 +121,23 @@ class ZooPlanner:
         self.own = TfidfIndex(_own_document(e.card) for e in self.entries)
         self.heads = [set(_raw_stems(_card_document(e.card))) for e in self.entries]
         self.tasks = sorted({e.card.task for e in self.entries})
+        self.terms = [set(tokens(_card_document(e.card))) for e in self.entries]
+        counts = Counter(t for terms in self.terms for t in terms)
+        n = len(self.entries)
+        self.idf = {t: math.log((1 + n) / (1 + c)) + 1.0 for t, c in counts.items()}
+
+    def coverage(self, text: str) -> list[float]:
+        """The share of the text's words (weighted by rarity) each card's document has.
+
+        "Book a table at an Italian restaurant" shares one word in six with a language
+        identifier: not what it does.
+        """
+        words = set(tokens(text))
+        weight = {w: self.idf.get(w, math.log(1 + len(self.entries)) + 1.0) for w in words}
+        total = sum(weight.values())
+        if not total:
+            return [0.0] * len(self.entries)
+        return [sum(weight[w] for w in words & terms) / total for terms in self.terms]
 
     # -- matching ---------------------------------------------------------------------------
 
@@ -129,10 +149,11 @@ class ZooPlanner:
         ``given``: the kinds of input the request has (a card reading one the clause names -
         a file, or "this picture" - fits better).
         """
-        from planners.embedded import instruction_words
-
-        text = _ize(instruction_words(clause))
+        text = _ize(_instruction(clause))
         head = _head(text)
+        capability = _without_refs(clause)  # "the mood of the text in x.png": the mood
+        if tokens(capability):
+            text = capability
         kinds = _file_kinds(clause) | {
             k for k, p in _TYPED_REF.items() if k in given and p.search(clause)
         }
@@ -142,8 +163,9 @@ class ZooPlanner:
         # The card's own words count as much as its task's: two cards of one task (OCR and a
         # captioner) share the task's words but not what each of them does.
         full, own = self.index.similarities(text), self.own.similarities(text)
+        covered = self.coverage(text)
         for i, entry in enumerate(self.entries):
-            sim = 0.5 * full[i] + 0.5 * own[i]
+            sim = 0.5 * full[i] + 0.5 * own[i] if covered[i] >= _MIN_COVERAGE else 0.0
             score = sim
             if sim > 0 and head and head in self.heads[i]:
                 score += _HEAD_BONUS
@@ -169,21 +191,25 @@ class ZooPlanner:
     def _by_input(self, clause: str, given: frozenset[str]) -> tuple[int, float] | None:
         """The card for a clause naming an input but no capability ("what is in photo.jpg").
 
-        Of the cards reading that kind, the one whose description shares most words with it.
+        Such a clause asks what the input shows or says: of the runnable cards reading that
+        kind, the one whose description best fits that (and the clause's own words).
         """
         kinds = _file_kinds(clause) | {
             k for k, p in _TYPED_REF.items() if k in given and k != "text" and p.search(clause)
         }
-        words = set(_raw_stems(clause))
+        if not kinds:
+            return None
+        asked = f"{clause} says what the {' '.join(sorted(kinds))} shows, describes what is in it"
+        sims = self.own.similarities(_ize(asked))
         readers = [
-            (len(words & set(_raw_stems(_own_document(e.card)))), e.card.strength, -i)
+            (e.available, round(sims[i], 6), e.card.strength, -i)
             for i, e in enumerate(self.entries)
             if e.card.input_types() & kinds and not _takes_prompt(e.card)
         ]
         if not readers:
             return None
         best = max(readers)
-        return (-best[2], _MIN_SIMILARITY)
+        return (-best[3], _MIN_SIMILARITY)
 
     def _reachable(self, kinds: set[str]) -> set[str]:
         """The types the cards can make from ``kinds`` (converting steps only)."""
@@ -201,15 +227,13 @@ class ZooPlanner:
 
     def is_general_request(self, clause: str) -> bool:
         """A question, or a request whose leading verb a general text-generation card does."""
-        from planners.embedded import instruction_words
-
         text = _POLITE.sub("", clause.strip()).strip()
-        words = re.findall(r"[a-z']+", text.lower())
+        words = [w.removesuffix("'s") for w in re.findall(r"[a-z']+", text.lower())]
         if not words:
             return False
         if words[0] in _QUESTION_HEAD or clause.rstrip().endswith("?"):
             return True
-        head = _head(_ize(instruction_words(clause)))
+        head = _head(_ize(_instruction(clause)))
         return any(head and head in self.heads[i] for i in self.general())
 
     # -- planning -----------------------------------------------------------------------------
@@ -217,14 +241,14 @@ class ZooPlanner:
     def plan(self, request: str, files: Sequence[Path], name: str) -> Plan:
         from planners.embedded import split_clauses
 
-        clauses = split_clauses(request)
+        clauses = split_clauses(request, colon_text=True)
         draft = _Draft(request=request, sources=_request_sources(request, clauses, files))
         goals = self._goals(clauses, draft.given)
         if not goals:
             raise NoCapableTool(
-                "no tool in the zoo matches this request; the zoo can do: "
-                f"{', '.join(self.tasks)}. "
-                "Rephrase the request, or add a tool card for what you need."
+                f"no card of the zoo does what {_said(request)} asks; the zoo's cards do: "
+                f"{', '.join(self.tasks)}. Add a tool card for a model or tool that does it "
+                "(README: Tool cards), or rephrase the request."
             )
         for order, clause, chain in goals:
             self._plan_clause(draft, order, clause, self._rematch(draft, order, clause, chain))
@@ -292,10 +316,8 @@ class ZooPlanner:
 
     def _chain_in_clause(self, clause: str, best: int) -> list[int]:
         """The best card, and a second one its left-over words ask for, when types chain."""
-        from planners.embedded import instruction_words
-
         doc = set(_raw_stems(_card_document(self.entries[best].card)))
-        words = _ize(instruction_words(clause))
+        words = _ize(_instruction(clause))
         for pattern in _TYPED_REF.values():  # "the image", "the text": inputs, not capabilities
             words = pattern.sub(" ", words)
         rest = " ".join(w for w in words.split() if stem(w.lower()) not in doc)
@@ -315,7 +337,7 @@ class ZooPlanner:
             return [best]
         second = max(others, key=lambda k: (sims[k], -k))
         second_card = self.entries[second].card
-        head = _head(_ize(instruction_words(clause)))
+        head = _head(_ize(_instruction(clause)))
         leads = head in self.heads[second] and head not in doc  # "say the transcript ..."
         if (
             (sims[second] >= _SECOND_CAPABILITY or (leads and sims[second] > 0))
@@ -409,9 +431,7 @@ class ZooPlanner:
                 and self.entries[i].card.task == best.task
             ]
         scores = self.scores(clause, draft.given)
-        from planners.embedded import instruction_words
-
-        own = self.own.similarities(_ize(instruction_words(clause)))
+        own = self.own.similarities(_ize(_instruction(clause)))
         same_task = [  # a card of the same task that says it does this as well as the best one
             i
             for i, e in enumerate(self.entries)
@@ -464,6 +484,10 @@ class ZooPlanner:
             if io.optional or io.type in args:
                 continue
             if io.type == "text" and io.name in _PROMPT_INPUTS and given is None:
+                context = self._context(draft, order, clause)
+                if context is not None:  # "write a reply to the text in note.png"
+                    args["text"] = ComposeArg(steps=[context], prompt=_prompt(clause))
+                    continue
                 # The clause is the instruction; the texts it quotes are part of it.
                 for source in draft.sources:
                     if isinstance(source.arg, TextArg) and source.arg.value in clause:
@@ -490,6 +514,35 @@ class ZooPlanner:
             draft.used.add(id(source))
             args[io.type] = source.arg
         return args
+
+    def _context(self, draft: _Draft, order: int, clause: str) -> str | None:
+        """The step whose text a generator's clause is about, made text first if need be.
+
+        A file the clause names (the text in an image, a recording's transcript), or what an
+        earlier step made when the clause refers to it ("... and write a reply to it"). A
+        quoted text stays in the prompt itself; None when the clause reads nothing.
+        """
+        source = None
+        if any(s.path is not None and s.path in clause for s in draft.sources):
+            source = self._explicit(draft, clause, "text")
+        elif draft.made and (
+            _PRONOUN.search(clause) or any(p.search(clause) for p in _TYPED_REF.values())
+        ):
+            source = self._find(draft, order, clause, "text")
+        if (
+            source is None
+            or source.missing is not None
+            or source.path is None
+            and not isinstance(source.arg, RefArg)
+        ):
+            return None
+        if isinstance(source.arg, FileArg) and source.kind == "text":
+            return None  # a text file is read as the prompt's own text (see _inputs)
+        made = self._bridge(draft, order, clause, source, "text")
+        if made is None or not isinstance(made.arg, RefArg):
+            return None
+        draft.used.add(id(source))
+        return made.arg.step
 
     def _explicit(self, draft: _Draft, clause: str, kind: str) -> _Source | None:
         """A source named in the clause itself: a file, or a quoted text."""
@@ -586,9 +639,7 @@ class ZooPlanner:
         return current
 
     def bridge_path(self, clause: str, start: str, goal: str) -> list[int] | None:
-        from planners.embedded import instruction_words
-
-        sims = self.own.similarities(_ize(instruction_words(clause)))
+        sims = self.own.similarities(_ize(_instruction(clause)))
         usable = [
             i
             for i, e in enumerate(self.entries)
@@ -748,6 +799,16 @@ def _ize(text: str) -> str:
     return _ISE.sub(r"\1iz\2", text)
 
 
+def _instruction(clause: str) -> str:
+    """The clause's instruction words: no quoted texts, file names or text after a colon."""
+    from planners.embedded import instruction_words
+
+    colon = _after_colon(clause)
+    if colon:
+        clause = clause[: clause.rindex(colon)]
+    return instruction_words(clause)
+
+
 def _raw_stems(text: str) -> list[str]:
     return [stem(w) for w in re.findall(r"[a-z0-9]+", text.lower())]
 
@@ -796,9 +857,7 @@ def _output_noun(card: ToolCard) -> str:
 
 def _without_refs(clause: str) -> str:
     """The clause's instruction words without the inputs it names ("the second image")."""
-    from planners.embedded import instruction_words
-
-    words = _ize(instruction_words(clause))
+    words = _ize(_instruction(clause))
     for pattern in _TYPED_REF.values():
         words = pattern.sub(" ", words)
     return words
@@ -862,7 +921,7 @@ def _request_sources(request: str, clauses: list[str], files: Sequence[Path]) ->
     return sources
 
 
-_COLON_TEXT = re.compile(r"^[^:\"'“]{3,80}:\s*(\S.*)$")
+_COLON_TEXT = re.compile(r"^[^:\"'“]{3,80}:\s*(\S.*)$", re.DOTALL)
 
 
 def _after_colon(clause: str) -> str | None:

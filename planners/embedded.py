@@ -76,13 +76,29 @@ def file_type(path: str) -> str | None:
     return None
 
 
-def split_clauses(request: str) -> list[str]:
-    """Sentences, then comma / 'then' / 'and' pieces; quotes and file names stay whole."""
-    protected, kept = _protect(request)
+def split_clauses(request: str, *, colon_text: bool = False) -> list[str]:
+    """Sentences, then comma / 'then' / 'and' pieces; quotes and file names stay whole.
+
+    With ``colon_text``, the text after an instruction and a colon ("Is this positive: I came,
+    I saw. I left.") is the input of the clause before it, kept whole.
+    """
+    head, text = request, ""
+    if colon_text:
+        found = _COLON_INPUT.match(request.strip())
+        if found:
+            head, text = found.group(1), found.group(2).strip()
+    protected, kept = _protect(head)
     clauses: list[str] = []
     for sentence in _SENTENCE.split(protected):
         clauses.extend(_LEADING_JOINER.sub("", p.strip()) for p in _JOINERS.split(sentence))
-    return [_restore(c, kept) for c in clauses if c and c.strip(" ,")]
+    clauses = [_restore(c, kept) for c in clauses if c and c.strip(" ,")]
+    if text:
+        clauses[-1:] = [f"{clauses[-1]}: {text}" if clauses else text]
+    return clauses
+
+
+# An instruction (no quotes, no colon), a colon and a space, then the text to work on.
+_COLON_INPUT = re.compile(r"^([^:\"'“”\n]{3,80}?):\s+(\S.*)$", re.DOTALL)
 
 
 def _protect(text: str) -> tuple[str, list[str]]:

@@ -206,7 +206,8 @@ CASES = [
         "booking",
         "out-of-zoo",
         "Book a table for two at an Italian restaurant tonight",
-        status=("unservable", "rejected"),
+        status=("unservable",),
+        words=("tool card",),
         absent=("answered",),
     ),
     Case(

@@ -41,7 +41,7 @@ def test_the_python_example_prints_what_the_readme_says(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     first = done.stdout.splitlines()[0]
-    assert first == "ok Sentiment: positive."
+    assert first == "ok Sentiment of 'what a lovely day': positive."
     assert re.search(r"^s1 vader-sentiment score", done.stdout.splitlines()[1])
 
 
@@ -73,4 +73,7 @@ def test_the_new_card_walkthrough_chooses_the_new_card(tmp_path):
     assert result["status"] == "ok"
     chosen = {s["task"]: s["card"] for s in result["steps"]}
     assert chosen == {"summarization": "lead-summary", "text-classification": "vader-sentiment"}
-    assert result["answer"] == "Summary: The storm hit the coast at dawn. Sentiment: neutral."
+    assert result["answer"] == (
+        "Summary of 'The storm hit the coast at dawn. Thousands lost power.': "
+        "'The storm hit the coast at dawn.' Sentiment of the summary: neutral."
+    )

@@ -119,7 +119,10 @@ def test_cancel_keeps_finished_steps_counts_spend_once_and_resumes(tmp_path):
     with _orchestrator(tmp_path, cards) as orch:
         resumed = orch.resume("cx")
         assert resumed.status == "ok", resumed.message
-        assert resumed.answer == "Summary: The storm hit the coast at dawn. Language: German."
+        assert resumed.answer == (
+            f"Summary of '{STORY}': The storm hit the coast at dawn. "
+            "Language of 'Guten Morgen': German."
+        )
         assert resumed.spent["calls"] == 3  # both carried over once, s1 run once more
         assert Decimal(resumed.spent["usd"]) == Decimal("0.004")
         assert orch.runs()[0]["spent"]["calls"] == 3
@@ -358,7 +361,10 @@ def test_a_run_interrupted_by_keyboard_interrupt_is_unfinished_and_counted_once(
         assert {s.step for s in shown.steps if s.status == "done"} >= {"s2"}
         resumed = orch.resume("ki")
         assert resumed.status == "ok", resumed.message
-        assert resumed.answer == "Summary: The storm hit the coast at dawn. Language: German."
+        assert resumed.answer == (
+            f"Summary of '{STORY}': The storm hit the coast at dawn. "
+            "Language of 'Guten Morgen': German."
+        )
     log = calls(shared)
     assert log.count("lang-quick done") == 1
     assert resumed.spent["calls"] == sum(1 for line in log if line.endswith(" done"))

@@ -54,7 +54,7 @@ def test_chat_completion_through_the_openai_sdk(client):
     reply = client.chat.completions.create(
         model="orchestrator", messages=[{"role": "user", "content": SENTIMENT}]
     )
-    assert reply.choices[0].message.content == "Sentiment: positive."
+    assert reply.choices[0].message.content == "Sentiment of 'I love this sunny day': positive."
     assert reply.choices[0].finish_reason == "stop"
     run = reply.model_extra["orchestrator"]
     assert run["status"] == "ok"
@@ -78,7 +78,7 @@ def test_streamed_chat_carries_progress_events_the_sdk_ignores(client):
         if (chunk.model_extra or {}).get("orchestrator"):
             events.append(chunk.model_extra["orchestrator"])
         usage = chunk.usage or usage
-    assert text == "Sentiment: positive."
+    assert text == "Sentiment of 'I love this sunny day': positive."
     kinds = [e["type"] for e in events]
     assert kinds[0] == "run" and kinds[-1] == "result"
     for kind in ("plan", "select", "step_started", "step_finished", "budget", "answer"):
@@ -356,7 +356,7 @@ def test_model_naming_a_card_runs_that_card_alone(client):
     run = reply.model_extra["orchestrator"]
     assert run["plan"]["planner"] == "single-card"
     assert [s["card"] for s in run["steps"]] == ["vader-sentiment"]
-    assert reply.choices[0].message.content == "Sentiment: negative."
+    assert reply.choices[0].message.content == "Sentiment of 'What a dreadful day.': negative."
     assert reply.model == "vader-sentiment"
 
 
@@ -399,7 +399,8 @@ def test_concurrent_streams_each_get_their_own_run(server):
     for sentence, label, payloads in zip(sentences, expected, results, strict=True):
         events = [p["orchestrator"] for p in payloads[:-1] if "orchestrator" in p]
         content = "".join(p["choices"][0]["delta"].get("content") or "" for p in payloads[:-1])
-        assert content == f"Sentiment: {label}."
+        text = sentence.split(": ", 1)[1]
+        assert content == f"Sentiment of '{text}': {label}."
         plan = next(e for e in events if e["type"] == "plan")
         assert plan["plan"]["request"] == sentence
         ids = {e["run_id"] for e in events if "run_id" in e}
