@@ -142,9 +142,9 @@ class ToolSetModel:
             return self._zero_shot().plan(request)
         scored = self._score(request, clauses)
         count = self._count(request, clauses)
-        chosen = sorted(scored, key=lambda s: (-s.score, s.name))[:count]
+        chosen = self._one_domain(sorted(scored, key=lambda s: (-s.score, s.name)), count)
         chosen = [c for c in chosen if c.score > 0] or chosen[:1]
-        ordered = self._order(chosen)
+        ordered = self._order(self._placed(chosen, clauses))
         return ToolPlan(
             request=request,
             nodes=ordered,
@@ -152,6 +152,42 @@ class ToolSetModel:
             planner="embedded",
             notes=[f"{len(clauses)} clauses; {count} tools expected"],
         )
+
+    def _placed(self, chosen: list[_Scored], clauses: list[str]) -> list[_Scored]:
+        """Each chosen tool at the first clause it fits best of the chosen tools.
+
+        "Cancel the alarm, then adjust the daily one": both alarm tools match both clauses,
+        but the first clause fits the cancelling tool better than the changing one.
+        """
+        if len(chosen) < 2 or len(clauses) < 2:
+            return chosen
+        index = {n: i for i, n in enumerate(self._names)}
+        first: dict[str, float] = {}
+        for position, clause in enumerate(clauses):
+            sims = self._tool_index.similarities(terms(clause))
+            best = max(chosen, key=lambda c: (sims.get(index[c.name], 0.0), -c.score))
+            if sims.get(index[best.name], 0.0) > 0:
+                first.setdefault(best.name, float(position))
+        return [_Scored(c.name, c.score, first.get(c.name, c.position)) for c in chosen]
+
+    def _one_domain(self, ranked: list[_Scored], count: int) -> list[_Scored]:
+        """The best ``count`` tools that share a domain (tools naming none fit any).
+
+        The domain is the one whose best ``count`` tools score highest in total.
+        """
+        domains = sorted({d for s in ranked for d in self._domains(s.name)})
+        if not domains:
+            return ranked[:count]
+
+        def fitting(domain: str) -> list[_Scored]:
+            return [s for s in ranked if domain in (self._domains(s.name) or (domain,))][:count]
+
+        best = max(domains, key=lambda d: (sum(s.score for s in fitting(d)), d))
+        return fitting(best)
+
+    def _domains(self, name: str) -> tuple[str, ...]:
+        tool = self.tools.get(name)
+        return tool.domains if tool is not None else ()
 
     def _zero_shot(self) -> GraphPathPlanner:
         """The planner for a tool set with no examples (built on first use)."""
