@@ -20,6 +20,7 @@ bench_app = typer.Typer(
 
 # Registered evaluations and benchmarks (each module adds its commands on import).
 from evals import bench_executor as _bench_executor  # noqa: E402,F401
+from evals import bench_planning as _bench_planning  # noqa: E402,F401
 from evals import bench_selection as _bench_selection  # noqa: E402,F401
 from evals import bench_server as _bench_server  # noqa: E402,F401
 from evals import planning as _planning  # noqa: E402,F401
