@@ -295,3 +295,75 @@ def test_chat_says_at_start_which_of_your_cards_cannot_run(tmp_path, monkeypatch
     lines = [line for line in out.getvalue().splitlines() if line.startswith("Your card")]
     assert len(lines) == 1 and "Your card mine (" in lines[0]
     assert "shoutt_missing" in lines[0]
+
+
+# -- what refers back, and what "it" hands on ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "Read it aloud",
+        "what language is that?",
+        "Translate the transcript into German",
+        "now summarise the answer",
+        "say those again",
+    ],
+)
+def test_a_request_that_refers_to_an_earlier_turn(request_text):
+    from orchestrator.chat import refers_back
+
+    assert refers_back(request_text)
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "Write a short story about a cat and then read it aloud",  # "it" is its own story
+        "Write a poem about a dragon, then read it aloud",
+        "Transcribe meeting.wav",
+        "Tell me a joke",
+        "What is the capital of France?",
+    ],
+)
+def test_a_self_contained_request_does_not_refer_back(request_text):
+    from orchestrator.chat import refers_back
+
+    assert not refers_back(request_text)
+
+
+def test_a_self_contained_request_picks_up_nothing_from_earlier_turns(tmp_path):
+    notes = tmp_path / "review.txt"
+    notes.write_text("The service was slow.")
+    turn = Turn("Write a haiku", "smollm2-135m-chat answered: Waves.", texts=["Waves."])
+    conversation = Conversation(turns=[turn])
+    request = "Write a poem about a dragon and then read it aloud"
+    assert conversation.inputs_for(request) == (request, [])
+
+
+def test_it_after_a_spoken_turn_is_the_speech_it_made(tmp_path):
+    speech = tmp_path / "speech-1.wav"
+    speech.write_bytes(b"RIFF")
+    turn = Turn(
+        "Read this aloud: 'the weather is lovely today'",
+        "Spoken audio: speech-1.wav.",
+        files=[speech],
+        analysed="the weather is lovely today",
+        made=[speech],
+    )
+    prompt, files = Conversation(turns=[turn]).inputs_for("Transcribe it")
+    # The file it made, and not also the text it was given (which no step would read).
+    assert (prompt, files) == ("Transcribe it", [speech.resolve()])
+
+
+def test_an_answer_handed_to_a_tool_has_no_links_paths_or_markup():
+    from orchestrator.chat import _quotable
+
+    answer = (
+        "**Transcript** of [memo.wav](/v1/files/ab12/memo.wav): hello there. "
+        "Audio: /v1/files/ab12/speech-1.wav, see https://example.com/x and /tmp/runs/a/b.wav"
+    )
+    plain = _quotable(answer)
+    for leftover in ("/v1/files", "https://", "/tmp/runs", "**", "]("):
+        assert leftover not in plain
+    assert "hello there" in plain and "memo.wav" in plain

@@ -128,3 +128,85 @@ def test_limit_and_bad_folds(data: Path):
     assert evaluate_planning(tools, examples, get_planner("embedded"), limit=5).n == 5
     with pytest.raises(Exception, match="at least 2"):
         evaluate_planning(tools, examples, get_planner("embedded"), folds=1)
+
+
+# -- the held-out split and zero-shot planning --------------------------------------------------
+
+
+def test_the_held_out_fifth_is_fixed_by_the_request_text(data: Path):
+    from evals.planning import is_held_out, split_examples
+
+    examples = load_examples(data / "dev.jsonl")
+    held = [e.request for e in examples if is_held_out(e)]
+    # The same requests whatever the order of the file.
+    assert [e.request for e in reversed(examples) if is_held_out(e)] == held[::-1]
+    learn, score = split_examples(examples, "dev")
+    assert learn == score and not {e.request for e in score} & set(held)
+    learn, score = split_examples(examples, "holdout")
+    assert [e.request for e in score] == held
+    assert not {e.request for e in learn} & set(held)
+    assert len(learn) + len(score) == len(examples)
+    learn, score = split_examples(examples, "all")
+    assert learn == score == examples
+    with pytest.raises(Exception, match="all, dev or holdout"):
+        split_examples(examples, "test")
+
+
+def test_the_held_out_share_is_about_a_fifth():
+    from evals.planning import is_held_out
+    from planners.toolset import Example
+
+    examples = [Example(f"request number {i}", ("a",)) for i in range(2000)]
+    share = sum(map(is_held_out, examples)) / len(examples)
+    assert 0.17 < share < 0.23
+
+
+def test_zero_shot_plans_from_descriptions_and_the_graph_alone(data: Path):
+    from evals.planning import evaluate_fixed
+    from orchestrator._embed import HashingEmbedder
+    from planners.embedded import EmbeddedPlanner
+
+    tools = ToolSet.from_taskbench(data / "tool_desc.json", data / "graph_desc.json")
+    examples = load_examples(data / "dev.jsonl")
+    given: list[int] = []
+
+    class Spy(EmbeddedPlanner):
+        def plan_tools(self, request, tool_set):
+            given.append(len(tool_set.examples))
+            return super().plan_tools(request, tool_set)
+
+    planner = Spy(embedder=HashingEmbedder())  # no model weights: a hashing embedder
+    score = evaluate_fixed(tools, [], examples, planner, limit=None)
+    assert score.n == 24 and set(given) == {0}  # no worked example from any fold
+    # Two clauses, two tools, in the graph's order; "Book me a train" names only the booking
+    # (the search before it is what examples teach: cross-validated, it is found).
+    plan = planner.plan_tools("Cancel my 5 am alarm and set a new alarm for 6 am", tools)
+    assert plan.links == [("clock_alarm_cancel", "clock_alarm_set")]
+    plan = planner.plan_tools("Check the weather in Oslo and text it to 555-0100", tools)
+    assert plan.nodes == ["weather_query", "send_sms"]
+    assert planner.plan_tools("Book me a train from Oslo to Rome", tools).nodes == [
+        "train_ticket_booking"
+    ]
+    assert score.node_f1 == pytest.approx((16 + 8 * 2 / 3) / 24)
+
+
+def test_cli_zero_shot_and_holdout_flags(data: Path, monkeypatch):
+    from orchestrator._embed import HashingEmbedder
+
+    monkeypatch.setattr("orchestrator._embed.default_embedder", lambda: HashingEmbedder())
+    base = [
+        "eval", "planning",
+        "--tools", str(data / "tool_desc.json"),
+        "--graph", str(data / "graph_desc.json"),
+        "--requests", str(data / "dev.jsonl"),
+        "--json",
+    ]  # fmt: skip
+    zero = CliRunner().invoke(app, [*base, "--zero-shot", "--split", "dev"])
+    assert zero.exit_code == 0, zero.output
+    score = json.loads(zero.output)
+    assert score["folds"] == 0 and score["n"] < 24  # the held-out part is not scored
+    held = CliRunner().invoke(app, [*base, "--split", "holdout"])
+    assert held.exit_code == 0, held.output
+    assert json.loads(held.output)["n"] == 24 - score["n"]
+    bad = CliRunner().invoke(app, [*base, "--split", "test"])
+    assert bad.exit_code == 2 and "all, dev or holdout" in bad.output
