@@ -267,3 +267,94 @@ def test_odd_json_shapes_are_plan_errors_for_the_repair_round():
     ):
         with pytest.raises(PlanError):
             _tool_plan_from_answer(answer, "r")
+
+
+# -- an LLM's plan goes through the same check as any plan (planners.checked_plan) --------------
+# The endpoint below is a real HTTP server on a local socket, spoken to by the real ``openai``
+# client; its answer is scripted (tests/_scripted_llm.py), because a model that writes exactly
+# the faulty plan each test needs cannot be had here.
+
+
+def _llm_plan(subtasks: list[dict]) -> str:
+    import json
+
+    return json.dumps({"subtasks": subtasks})
+
+
+_IMAGE_AS_TEXT = _llm_plan(
+    [
+        {
+            "id": "s1",
+            "task": "text-classification",
+            "instruction": "which language is the text written in",
+            "deps": [],
+            "args": {"text": {"kind": "file", "path": "fr.png"}},
+        }
+    ]
+)
+
+
+def test_scripted_llm_plan_feeding_an_image_to_a_text_step_gets_a_reading_step(builtin_zoo):
+    from _scripted_llm import ScriptedServer
+
+    from planners import checked_plan
+
+    request = "Which language is the text in fr.png written in?"
+    with ScriptedServer(_IMAGE_AS_TEXT) as base_url:
+        planner = LlmPlanner(base_url=base_url, model="scripted", retries=1)
+        plan = planner.plan(request, builtin_zoo)
+    assert plan.planner == "llm" and plan.notes[0].startswith("valid:")
+    checked = checked_plan(
+        plan, builtin_zoo, [], lambda: EmbeddedPlanner().plan(request, builtin_zoo)
+    )
+    reading, language = checked.subtasks
+    assert reading.task == "image-to-text" and reading.args["image"].path == "fr.png"
+    assert language.args["text"].step == reading.id and language.deps == [reading.id]
+    assert checked.planner == "llm" and checked.notes[-1].startswith("repaired: step s1")
+
+
+def test_scripted_llm_plan_leaving_a_file_unread_is_replaced(builtin_zoo):
+    from _scripted_llm import ScriptedServer
+
+    from planners import checked_plan
+
+    request = "Transcribe one.wav and two.wav"
+    answer = _llm_plan(
+        [
+            {
+                "id": "s1",
+                "task": "automatic-speech-recognition",
+                "instruction": "transcribe one.wav",
+                "deps": [],
+                "args": {"audio": {"kind": "file", "path": "one.wav"}},
+            }
+        ]
+    )
+    with ScriptedServer(answer) as base_url:
+        plan = LlmPlanner(base_url=base_url, model="scripted", retries=1).plan(request, builtin_zoo)
+    checked = checked_plan(
+        plan, builtin_zoo, [], lambda: EmbeddedPlanner().plan(request, builtin_zoo)
+    )
+    read = [a.path for s in checked.subtasks for a in s.args.values() if hasattr(a, "path")]
+    assert sorted(read) == ["one.wav", "two.wav"] and checked.planner == "embedded"
+    assert checked.notes[-1] == "replaced the llm plan: two.wav was given but no step reads it"
+
+
+@pytest.mark.slow  # runs the OCR and language-identification models
+def test_a_run_with_the_scripted_llm_plan_reads_the_image_first(builtin_zoo, tmp_path):
+    from _scripted_llm import ScriptedServer
+
+    from orchestrator import Orchestrator
+    from orchestrator.demo import render_text_png
+
+    render_text_png("Le chat noir dort tranquillement sur le canape rouge", tmp_path / "fr.png")
+    request = "Which language is the text in fr.png written in?"
+    with ScriptedServer(_IMAGE_AS_TEXT) as base_url:
+        planner = LlmPlanner(base_url=base_url, model="scripted", retries=1)
+        config = Config(runs_dir=tmp_path / "runs")
+        with Orchestrator(config, zoo=builtin_zoo, planner=planner) as orch:
+            result = orch.run(request, base_dir=tmp_path)
+    assert result.status == "ok", result.message
+    assert [s.card for s in result.steps] == ["rapidocr", "lingua-langid"]
+    assert "French" in result.answer and "chat noir" in result.answer
+    assert any(n.startswith("repaired:") for n in result.plan.notes)
