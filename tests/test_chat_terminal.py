@@ -88,8 +88,8 @@ def test_a_turn_shows_plan_models_answer_and_budget(terminal):
     assert re.search(r"s1\s+whisper-tiny-en\s+ok\s+[\d.]+\s+\$0\.\d+", screen)
     assert re.search(r"s2\s+vader-sentiment\s+ok", screen)
     assert "Answer (ok)" in screen
-    assert re.search(r"Transcript: I really love this wonderful sunny day", screen)
-    assert "Sentiment: positive" in screen
+    assert re.search(r"Transcript of demo.wav: 'I really love this wonderful sunny day", screen)
+    assert "Sentiment of the transcript: positive" in screen
     assert re.search(r"left \$0\.04\d+", screen)
 
 
@@ -134,7 +134,7 @@ def test_a_long_pasted_request_arrives_whole(terminal):
     term.type(f"Which language is this text in: {text}")
     # The long line pushes older lines out of the captured history, so no offset: no earlier
     # turn of this session answered French.
-    term.wait_for(r"Language: French")
+    term.wait_for(r"Language of .*: French")
     env = {**os.environ, "ORCHESTRATOR_RUNS_DIR": str(home / "runs")}
     env.pop("ORCHESTRATOR_CONFIG", None)
     exe = Path(sys.executable).parent / "orchestrator"

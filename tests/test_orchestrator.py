@@ -247,11 +247,11 @@ def test_an_attached_or_named_text_file_is_the_text_to_analyse(orchestrator, tmp
     assert result.status == "ok", result.message
     [step] = result.plan.subtasks
     assert step.args["text"].kind == "file" and step.args["text"].path == str(review.resolve())
-    assert result.answer == "Sentiment: positive."
+    assert result.answer == "Sentiment of review.txt: positive."
     (tmp_path / "greeting.md").write_text("Guten Morgen, wie geht es dir heute?")
     named = orchestrator.run("Which language is greeting.md in?", base_dir=tmp_path)
     assert named.status == "ok", named.message
-    assert named.answer == "Language: German."
+    assert named.answer == "Language of greeting.md: German."
 
 
 def test_a_cancel_during_the_last_step_keeps_the_whole_answer_and_its_files(orchestrator):

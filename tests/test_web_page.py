@@ -97,7 +97,7 @@ def test_request_shows_plan_models_progress_and_answer(page):
     assert row.locator(".status").inner_text() == "ok"
     assert float(row.locator("td.num").first.inner_text()) >= 0
     assert row.locator("td.num").nth(1).inner_text().startswith("$")
-    assert turn.locator(".answer").inner_text() == "Sentiment: positive."
+    assert turn.locator(".answer").inner_text() == "Sentiment of 'I love this sunny day': positive."
     statuses = page.evaluate("window.__statuses")
     assert statuses[:3] == ["waiting", "running", "ok"], statuses  # shown live, step by step
     assert page.locator("#spent").inner_text() != "$0"
