@@ -63,7 +63,7 @@ _TYPE_NOUNS = {
     "image": r"image|picture|photo|photograph|pic|scan|screenshot|drawing|snapshot|figure"
     r"|png|jpe?g",
     "audio": r"audio|recording|record|voice\s+(?:note|memo|message)|clip|sound|speech|wav|mp3"
-    r"|podcast|dictation|memo",
+    r"|podcast|dictation|memo|speaker|caller|narrator",
     "text": r"transcript|transcription|caption|text|message|summary|translation|note|document",
 }
 _TYPED_REF = {
@@ -122,11 +122,12 @@ class ZooPlanner:
         self.heads = [set(_raw_stems(_card_document(e.card))) for e in self.entries]
         self.tasks = sorted({e.card.task for e in self.entries})
         self.terms = [set(tokens(_card_document(e.card))) for e in self.entries]
+        self.own_terms = [set(tokens(_own_document(e.card))) for e in self.entries]
         counts = Counter(t for terms in self.terms for t in terms)
         n = len(self.entries)
         self.idf = {t: math.log((1 + n) / (1 + c)) + 1.0 for t, c in counts.items()}
 
-    def coverage(self, text: str) -> list[float]:
+    def coverage(self, text: str, own: bool = False) -> list[float]:
         """The share of the text's words (weighted by rarity) each card's document has.
 
         "Book a table at an Italian restaurant" shares one word in six with a language
@@ -137,7 +138,8 @@ class ZooPlanner:
         total = sum(weight.values())
         if not total:
             return [0.0] * len(self.entries)
-        return [sum(weight[w] for w in words & terms) / total for terms in self.terms]
+        documents = self.own_terms if own else self.terms
+        return [sum(weight[w] for w in words & terms) / total for terms in documents]
 
     # -- matching ---------------------------------------------------------------------------
 
@@ -243,7 +245,9 @@ class ZooPlanner:
 
         clauses = split_clauses(request, colon_text=True)
         draft = _Draft(request=request, sources=_request_sources(request, clauses, files))
+        self.unmatched: list[str] = []
         goals = self._goals(clauses, draft.given)
+        draft.unserved.extend(self.unmatched)
         if not goals:
             raise NoCapableTool(
                 f"no card of the zoo does what {_said(request)} asks; the zoo's cards do: "
@@ -277,6 +281,11 @@ class ZooPlanner:
                 found = None  # "... and in the second image": only names an input
             if found is None and not goals and self.is_general_request(clause) and self.general():
                 goals.append((order, clause, [self.general()]))
+            elif found is None and goals and _acts_on_it(clause):
+                self.unmatched.append(
+                    f"{_said(clause)}: no card of the zoo does this (its cards do: "
+                    f"{', '.join(self.tasks)}); add a tool card that does"
+                )
             elif found is None and goals:
                 o, previous, chain = goals[-1]
                 goals[-1] = (o, f"{previous} and {clause}", chain)
@@ -412,24 +421,17 @@ class ZooPlanner:
         )
 
     def _alternatives(self, draft: _Draft, clause: str, cards: list[int]) -> list[int]:
-        """The planned card(s) first, then those that may stand in when none can run.
+        """The planned card(s) first, then those that may stand in for them.
 
-        Those are cards of the same task that say they do it as well, and cards of another
-        task that read and make the same types and fit the clause nearly as well ("what's in
-        this picture": an image classifier when the captioner is missing).
+        Cards of the same task that say they do it nearly as well are the step's fallbacks
+        (a run retries on them when the first fails); when none of those can run, cards of
+        another task that read and make the same types and fit the clause nearly as well
+        stand in ("what's in this picture": an image classifier when the captioner is missing).
         """
         ranked = sorted(cards, key=lambda i: (not self.entries[i].available, i))
-        if len(cards) > 1 or self.entries[cards[0]].available:
+        if len(cards) > 1:
             return ranked
         best = self.entries[cards[0]].card
-        if _takes_prompt(best):  # general models of one task stand in for each other
-            ranked += [
-                i
-                for i in self.general()
-                if i not in ranked
-                and _takes_prompt(self.entries[i].card)
-                and self.entries[i].card.task == best.task
-            ]
         scores = self.scores(clause, draft.given)
         own = self.own.similarities(_ize(_instruction(clause)))
         same_task = [  # a card of the same task that says it does this as well as the best one
@@ -441,7 +443,28 @@ class ZooPlanner:
             and own[i] >= _NEAR_BEST * own[cards[0]] > 0
             and scores[i] >= _NEAR_BEST * scores[cards[0]]
         ]
-        ranked += sorted(same_task, key=lambda i: -scores[i])
+        if self.entries[cards[0]].available:
+            # What a run may retry on: a card of the same task whose own words cover the
+            # clause as well (another sentiment model, not the language identifier).
+            covered = self.coverage(_without_refs(clause), own=True)
+            fallbacks = [
+                i
+                for i, e in enumerate(self.entries)
+                if e.available
+                and i not in ranked
+                and e.card.task == best.task
+                and covered[i] >= max(_MIN_COVERAGE, _NEAR_BEST * covered[cards[0]])
+            ]
+            return [*ranked, *sorted(fallbacks, key=lambda i: -scores[i])]
+        if _takes_prompt(best):  # general models of one task stand in for each other
+            ranked += [
+                i
+                for i in self.general()
+                if i not in ranked
+                and _takes_prompt(self.entries[i].card)
+                and self.entries[i].card.task == best.task
+            ]
+        ranked += sorted((i for i in same_task if i not in ranked), key=lambda i: -scores[i])
         signature = (best.input_types(), best.primary_output().type)
         near = [
             i
@@ -787,7 +810,9 @@ def _card_document(card: ToolCard) -> str:
 
 
 def _own_document(card: ToolCard) -> str:
-    text = " ".join([card.description, " ".join(t.replace("-", " ") for t in card.tags)])
+    """The card's description, tags, and the probe instructions its profile shows it does."""
+    done = [p.instruction for p in card.profile.probes if p.score >= 0.5] if card.profile else []
+    text = " ".join([card.description, " ".join(t.replace("-", " ") for t in card.tags), *done])
     return _ize(text)
 
 
@@ -861,6 +886,14 @@ def _without_refs(clause: str) -> str:
     for pattern in _TYPED_REF.values():
         words = pattern.sub(" ", words)
     return words
+
+
+_ACTS_ON_IT = re.compile(r"^\s*[a-z]+\s+(?:it|them|this|that|these|those)\b", re.IGNORECASE)
+
+
+def _acts_on_it(clause: str) -> bool:
+    """An action on an earlier result ("email it to Bob"), not a fragment of the clause before."""
+    return bool(_ACTS_ON_IT.match(_POLITE.sub("", clause))) and bool(tokens(_without_refs(clause)))
 
 
 def _said(clause: str) -> str:

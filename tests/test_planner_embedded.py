@@ -226,3 +226,68 @@ def test_tool_set_from_taskbench_files(tmp_path):
     (tmp_path / "broken.jsonl").write_text('{"user_request": "x"}\nnot json\n')
     with pytest.raises(UserError, match="broken.jsonl:2"):
         load_examples(tmp_path / "broken.jsonl")
+
+
+# -- inputs, capabilities and what is left undone -------------------------------------------------
+
+
+def test_text_after_a_colon_is_one_input_however_many_sentences(planner, builtin_zoo):
+    text = "Bonjour. Je suis content, merci beaucoup."
+    plan = planner.plan(f"Tell me the language of this: {text}", builtin_zoo)
+    [step] = plan.subtasks
+    assert step.cards[0] == "lingua-langid" and step.args["text"].value == text
+    assert split_clauses("Is it positive: I came, I saw, I left", colon_text=True) == [
+        "Is it positive: I came, I saw, I left"
+    ]
+
+
+def test_words_about_the_input_do_not_pick_the_card(planner, builtin_zoo):
+    # "the speaker" is the person in the recording, not a request for speech.
+    plan = planner.plan("Transcribe sad.wav and tell me if the speaker sounds upset", builtin_zoo)
+    assert [s.cards[0] for s in plan.subtasks] == ["whisper-tiny-en", "vader-sentiment"]
+    plan = planner.plan("what's the mood of the text in complaint.png", builtin_zoo)
+    assert [s.cards[0] for s in plan.subtasks] == ["rapidocr", "vader-sentiment"]
+
+
+def test_a_generator_gets_the_text_its_clause_is_about(planner, builtin_zoo):
+    plan = planner.plan("write a short reply to the text in note.png", builtin_zoo)
+    reading, writing = plan.subtasks
+    assert reading.cards[0] == "rapidocr" and reading.args["image"].path == "note.png"
+    prompt = writing.args["text"]
+    assert prompt.kind == "compose" and prompt.steps == [reading.id]
+    assert prompt.prompt == "write a short reply to the text in note.png"
+    # A request with nothing to read is the prompt itself.
+    [joke] = planner.plan("tell me a joke", builtin_zoo).subtasks
+    assert joke.args["text"].value == "tell me a joke"
+
+
+def test_an_action_on_the_result_no_card_does_is_said_not_dropped(planner, builtin_zoo):
+    plan = planner.plan("Transcribe memo.wav and email it to Bob", builtin_zoo)
+    assert [s.task for s in plan.subtasks] == ["automatic-speech-recognition"]
+    [said] = plan.unserved
+    assert said.startswith("“email it to Bob”: no card of the zoo does this")
+
+
+def test_a_step_may_fall_back_on_a_card_doing_the_same_but_not_on_another_capability(
+    planner, builtin_zoo
+):
+    from orchestrator.cards import ToolCard
+    from orchestrator.zoo import Zoo
+
+    twin = ToolCard.model_validate(
+        {
+            "name": "sentiment-two",
+            "task": "text-classification",
+            "description": "Tells whether a text sounds positive or negative (sentiment).",
+            "inputs": [{"name": "text", "type": "text"}],
+            "outputs": [{"name": "label", "type": "text"}],
+            "backend": {"kind": "python", "entry": "_e2e_tools:load_broken"},
+            "tags": ["sentiment", "positive", "negative"],
+            "strength": 1.0,
+        }
+    )
+    zoo = Zoo.from_cards([*(e.card for e in builtin_zoo), twin])
+    [step] = planner.plan('is "what a lovely gift" positive or negative?', zoo).subtasks
+    assert step.cards == ["sentiment-two", "vader-sentiment"]  # the language identifier is not
+    [language] = planner.plan('which language is "hallo Welt"?', zoo).subtasks
+    assert language.cards == ["lingua-langid"]  # and no sentiment model falls in for it
