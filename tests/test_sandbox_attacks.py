@@ -7,6 +7,7 @@ attacks go through the worker pool itself (results that are huge, not UTF-8, or 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sys
@@ -21,6 +22,8 @@ from orchestrator.backends import CallContext
 from orchestrator.cards import ToolCard
 from orchestrator.errors import ToolFailed
 from orchestrator.execute import WorkerPoolExecutor
+from orchestrator.sandbox import Sandbox
+from orchestrator.sandbox.probe import probe_host
 from orchestrator.sandbox.run_file import ExecResult, run_source
 
 ATTACKS = Path(__file__).resolve().parent / "attacks"
@@ -252,6 +255,101 @@ def test_non_utf8_result_fails_cleanly(pool: WorkerPoolExecutor, tmp_path: Path)
 
 def test_symlink_output_does_not_leak(pool: WorkerPoolExecutor, tmp_path: Path) -> None:
     ctx = CallContext(scratch=tmp_path / "scratch", timeout_s=30)
-    with pytest.raises(ToolFailed, match="output 'picture'"):
+    with pytest.raises(ToolFailed, match="'out.png' is a symbolic link"):
         pool.call(_card("symlink-result"), {"text": "symlink-output"}, ctx)
     assert not any(p.is_symlink() for p in (tmp_path / "scratch").rglob("*"))
+
+
+# --- returned files: bounded, plain names only, never replacing anything (both sandbox modes) ---
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64  # what attacks/returned_files.py writes
+
+
+def _files_card() -> ToolCard:
+    card = _card("returned-files").model_dump()
+    card["backend"]["entry"] = "attacks.returned_files:load"
+    return ToolCard.model_validate(card)
+
+
+@pytest.fixture(scope="module", params=["namespaces", "landlock"])
+def files_pool(request: pytest.FixtureRequest):
+    """A worker pool under bubblewrap, and one under the Landlock fallback (no namespaces)."""
+    probe = probe_host()
+    if request.param == "landlock":
+        assert probe.landlock_abi, "this host has no Landlock: the fallback cannot be tested"
+        probe = dataclasses.replace(probe, bwrap=None, bwrap_reason="test: Landlock mode")
+    sandbox = Sandbox(probe=probe)
+    assert sandbox.mode == request.param
+    tests_dir = str(Path(__file__).resolve().parent)
+    with WorkerPoolExecutor(extra_sys_path=[tests_dir], sandbox=sandbox) as p:
+        yield p
+
+
+def _refused(pool: WorkerPoolExecutor, command: str, dest: Path, says: str) -> None:
+    """The call fails saying ``says``, copies nothing, and its worker stays warm."""
+    card = _files_card()
+    before = sorted(dest.rglob("*")) if dest.exists() else []
+    with pytest.raises(ToolFailed, match=says):
+        pool.call(card, {"text": command}, CallContext(scratch=dest, timeout_s=120))
+    assert (sorted(dest.rglob("*")) if dest.exists() else []) == before
+    assert pool.is_warm(card)
+
+
+def test_deep_nesting_fails_the_call_and_the_warm_worker_serves_on(
+    files_pool: WorkerPoolExecutor, tmp_path: Path
+) -> None:
+    dest = tmp_path / "run"
+    _refused(files_pool, "deep-1500", dest, "is nested deeper than 8 levels")
+    # The next call empties the 1500 levels and is served by the same warm worker.
+    again = files_pool.call(
+        _files_card(), {"text": "nested-ok"}, CallContext(scratch=dest, timeout_s=120)
+    )
+    assert again.load_seconds == 0
+    assert (dest / "frames" / "one" / "f2.png").read_bytes() == PNG
+    assert not (dest / "d").exists()
+
+
+def test_thousands_of_files_fail_the_call(files_pool: WorkerPoolExecutor, tmp_path: Path) -> None:
+    _refused(files_pool, "many-1500", tmp_path / "run", "more than 1000 files and folders")
+
+
+def test_control_names_never_land_in_the_run_folder(
+    files_pool: WorkerPoolExecutor, tmp_path: Path
+) -> None:
+    dest = tmp_path / "project"  # e.g. `orchestrator run --out .` in a git checkout
+    (dest / ".git" / "hooks").mkdir(parents=True)
+    (dest / ".git" / "hooks" / "README").write_text("mine")
+    _refused(files_pool, "control-names", dest, "'.git' starts with a dot")
+    assert [p.name for p in (dest / ".git" / "hooks").iterdir()] == ["README"]
+    assert not (dest / ".ssh").exists() and not (dest / ".orchestrator-serve").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ("odd-names", "holds a control, format or separator character"),
+        ("newline-name", "holds a control, format or separator character"),
+        ("fifo", "'pipe.png' is a device, fifo or socket"),
+    ],
+)
+def test_odd_names_and_special_files_fail_the_call(
+    files_pool: WorkerPoolExecutor, tmp_path: Path, command: str, says: str
+) -> None:
+    _refused(files_pool, command, tmp_path / "run", says)
+
+
+def test_returned_files_never_replace_what_is_there(
+    files_pool: WorkerPoolExecutor, tmp_path: Path
+) -> None:
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "picture.png").write_bytes(b"mine")
+    (dest / "frames").mkdir()
+    outcome = files_pool.call(
+        _files_card(), {"text": "nested-ok"}, CallContext(scratch=dest, timeout_s=60)
+    )
+    assert (dest / "picture.png").read_bytes() == b"mine"
+    assert outcome.outputs["picture"] == str(dest / "picture-2.png")
+    assert (dest / "picture-2.png").read_bytes() == PNG
+    assert list((dest / "frames").iterdir()) == []
+    assert (dest / "frames-2" / "one" / "f1.png").stat().st_mode & 0o777 == 0o644
