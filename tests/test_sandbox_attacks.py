@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import resource
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -353,3 +356,56 @@ def test_returned_files_never_replace_what_is_there(
     assert (dest / "picture-2.png").read_bytes() == PNG
     assert list((dest / "frames").iterdir()) == []
     assert (dest / "frames-2" / "one" / "f1.png").stat().st_mode & 0o777 == 0o644
+
+
+# --- hostile card files: refused when read, in bounded memory ----------------------------------
+
+LAUGHS_TOOL = "def load(options):\n    return lambda inputs, ctx: {'label': 'lol'}\n"
+# Zoo loading as run, chat and serve do it, then the card's first use (sent to its worker).
+LOAD_AND_USE = """
+import json, sys
+from pathlib import Path
+from orchestrator.zoo import Zoo
+zoo = Zoo.load([Path(sys.argv[1])])
+print(len(json.dumps(zoo.get("billion-laughs").card.model_dump(mode="json"))))
+"""
+
+
+def _in_memory_mb(args: list[str], memory_mb: int) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` with its address space capped: a regression fails, the host stays up."""
+
+    def cap() -> None:
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return subprocess.run(
+        args, preexec_fn=cap, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_billion_laughs_and_oversized_cards_are_refused_by_validate_and_zoo(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    shutil.copy(ATTACKS / "billion_laughs.yaml", folder / "billion-laughs.yaml")
+    (folder / "laughs_tool.py").write_text(LAUGHS_TOOL)
+    validate = [sys.executable, "-m", "orchestrator", "cards", "validate", str(folder)]
+    done = _in_memory_mb(validate, 768)
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "billion-laughs.yaml: <yaml>: refused: the alias '*a' is not allowed" in said, said
+    assert "at line 13, column 12" in said and "Traceback" not in said
+    loaded = _in_memory_mb([sys.executable, "-c", LOAD_AND_USE, str(folder)], 768)
+    assert loaded.returncode == 1, loaded.stdout + loaded.stderr
+    assert "CardError" in loaded.stderr and "the alias '*a' is not allowed" in loaded.stderr
+
+    (folder / "billion-laughs.yaml").unlink()
+    nested = "name: deep\ntask: text-classification\ndescription: " + "[" * 5000 + "]" * 5000
+    (folder / "deep.yaml").write_text(nested + "\n")
+    (folder / "huge.yaml").write_text("name: huge\ndescription: " + "lol " * 70_000 + "\n")
+    done = _in_memory_mb(validate + ["--no-imports"], 768)
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 1 and "Traceback" not in said, said
+    assert "deep.yaml: <yaml>: refused: values are nested deeper than 32 levels" in said
+    assert "huge.yaml: <file>: the file is larger than 256 KB" in said
