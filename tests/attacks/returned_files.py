@@ -1,11 +1,34 @@
 """A tool (python-entry card) that returns hostile files: what it leaves in its scratch folder.
 
-Its one text input is a command; its one output, ``reply`` (text), and an optional ``picture``.
-Copied beside a card file by the server tests; imported as ``attacks.returned_files`` by the
-worker-pool tests.
+Its one text input ends with a command; its outputs are ``reply`` (text) and ``picture``.
+:func:`install_card` writes it as a card folder (a user's ``--cards`` folder); the worker-pool
+tests import it as ``attacks.returned_files``.
 """
 
 import os
+import shutil
+from pathlib import Path
+
+CARD = """\
+name: hostile-files
+task: summarization
+description: Summarises a text by its first words (and leaves hostile files in its scratch).
+inputs: [{name: text, type: text}]
+outputs: [{name: reply, type: text}, {name: picture, type: image, optional: true}]
+backend: {kind: python, entry: "hostile_files:load"}
+cost: {usd_per_call: "0", latency_s: 0.01, load_s: 0.1, memory_mb: 30}
+tags: [summary, summarize, shorten]
+strength: 0.9
+"""
+
+
+def install_card(folder):
+    """Write the card ``hostile-files`` and its code (this module) into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hostile-files.yaml").write_text(CARD)
+    shutil.copy(__file__, folder / "hostile_files.py")
+    return folder
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
