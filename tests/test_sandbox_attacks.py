@@ -8,6 +8,7 @@ attacks go through the worker pool itself (results that are huge, not UTF-8, or 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import resource
 import shutil
@@ -356,6 +357,39 @@ def test_returned_files_never_replace_what_is_there(
     assert (dest / "picture-2.png").read_bytes() == PNG
     assert list((dest / "frames").iterdir()) == []
     assert (dest / "frames-2" / "one" / "f1.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_run_out_folder_gets_no_control_names_and_loses_nothing(tmp_path: Path) -> None:
+    """`orchestrator run --out .` in a git checkout, with a card that returns hostile files."""
+    from _cli_tools import cli_env, run_cli
+    from attacks.returned_files import install_card
+
+    cards = install_card(tmp_path / "my_cards")
+    out = tmp_path / "checkout"
+    (out / ".git" / "hooks").mkdir(parents=True)
+    (out / ".git" / "hooks" / "README").write_text("mine")
+    (out / "picture.png").write_bytes(b"mine")
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    env = cli_env(tmp_path)
+    args = ["--cards", str(cards), "--out", str(out), "--json"]
+    hostile = run_cli("run", 'Summarize "control-names"', *args, env=env)
+    assert hostile.returncode == 1, hostile.stdout + hostile.stderr
+    result = json.loads(hostile.stdout)
+    (attempt,) = result["steps"][0]["attempts"]
+    assert result["status"] == "failed" and attempt["card"] == "hostile-files"
+    assert "the returned name '.git' starts with a dot" in attempt["error"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    plain = run_cli("run", 'Summarize "nested-ok"', *args, env=env)
+    assert json.loads(plain.stdout)["status"] == "ok", plain.stdout + plain.stderr
+    assert (out / "picture.png").read_bytes() == b"mine"  # its own picture came as picture-2
+    made = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert made == [
+        ".git/hooks/README",
+        "frames/one/f1.png",
+        "frames/one/f2.png",
+        "picture-2.png",
+        "picture.png",
+    ]
 
 
 # --- hostile card files: refused when read, in bounded memory ----------------------------------
