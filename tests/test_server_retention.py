@@ -131,6 +131,20 @@ def test_a_refused_request_leaves_no_run_folder(tmp_path):
     assert Ledger(runs.resolve()).names("runs") == []
 
 
+def test_a_marker_file_inside_a_run_folder_makes_it_nobodys_to_sweep(tmp_path):
+    """What the server deletes is in its ledger, which lies outside every run folder."""
+    runs = tmp_path / "runs"
+    cli_run = runs / "c11c11c11c11"  # `orchestrator run`'s folder, where tools write
+    cli_run.mkdir(parents=True)
+    for forged in (".orchestrator-serve", ".orchestrator-server", "MARKER"):
+        (cli_run / forged).write_text("")
+    (cli_run / "speech.wav").write_bytes(b"RIFF" + b"\0" * 1000)
+    _age(cli_run, 100)
+    with _retention(runs, max_mb=0.000001) as retention:  # old, and over any size cap
+        sweep = retention.sweep()
+    assert sweep.deleted == [] and (cli_run / "speech.wav").exists()
+
+
 def test_symbolic_links_are_not_followed(tmp_path):
     runs = tmp_path / "runs"
     outside = tmp_path / "outside"
