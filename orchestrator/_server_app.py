@@ -442,7 +442,9 @@ def _add_upload_routes(app: Any, uploads: UploadStore, retention: Retention) -> 
     """List, describe, read and delete uploads (registered before the produced-files route)."""
 
     @app.get("/v1/files")
-    def list_files(request: Request, after: str | None = None, limit: int = 10_000) -> dict:
+    def list_files(
+        request: Request, after: str | None = None, limit: int = 10_000
+    ) -> dict[str, Any]:
         owner = client_of(request.scope)
         ids = uploads.ids(owner)
         if after in ids:  # the SDK pages on with the last id it got
