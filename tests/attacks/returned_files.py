@@ -30,6 +30,7 @@ def install_card(folder):
     shutil.copy(__file__, folder / "hostile_files.py")
     return folder
 
+
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
 
 
