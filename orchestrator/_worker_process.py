@@ -22,7 +22,7 @@ from typing import Any
 from orchestrator.cards import ToolCard
 from orchestrator.errors import ToolFailed
 from orchestrator.sandbox import Launch
-from orchestrator.sandbox.transfer import clear_io, copy_in, copy_out
+from orchestrator.sandbox.transfer import FilesRefused, clear_io, copy_in, copy_out
 
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 STOP_GRACE_S = 2.0
@@ -165,6 +165,8 @@ class Worker:
         assert self.launch is not None
         try:
             return copy_out(self._io(), scratch, self.launch.policy.scratch_mb * 1024 * 1024)
+        except FilesRefused as exc:  # the call fails; the worker is fine (``out`` is emptied)
+            raise ToolFailed(self.name, f"{exc}; none of its files were kept") from None
         except OSError:
             return {}  # the worker died meanwhile: its files are gone with it
 

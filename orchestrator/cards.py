@@ -33,6 +33,7 @@ __all__ = [
     "Requirements",
     "ToolCard",
     "TransformersBackend",
+    "MAX_CARD_BYTES",
     "card_from_yaml",
     "load_card",
     "yaml_problem",
@@ -42,6 +43,9 @@ IOType = Literal["text", "audio", "image", "json"]
 IO_TYPES: tuple[str, ...] = ("text", "audio", "image", "json")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TASK_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+MAX_CARD_BYTES = 256 * 1024
+"""The largest card file read: a card is a short text (its profile is a file of its own)."""
+_MAX_YAML_DEPTH = 32
 
 
 class _Strict(BaseModel):
@@ -339,6 +343,42 @@ def _defects_from(error: ValidationError, path: Path | None) -> list[CardDefect]
     return defects
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML that a card file may not use (an alias, or nesting past the cap)."""
+
+
+class _CardLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases and with a nesting cap.
+
+    An alias (``*name``) repeats a subtree, so a few lines of nested aliases expand to billions
+    of nodes ("billion laughs") when a card is first used; deep nesting exhausts the stack.
+    A card needs neither, so both are refused while the file is read, before anything grows.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(
+                problem=f"the alias '*{event.anchor}' is not allowed in a card file (aliases "
+                "can expand without bound); write the value out",
+                problem_mark=event.start_mark,
+            )
+        self._depth += 1
+        try:
+            if self._depth > _MAX_YAML_DEPTH:
+                raise _Refused(
+                    problem=f"values are nested deeper than {_MAX_YAML_DEPTH} levels",
+                    problem_mark=self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def yaml_problem(exc: yaml.YAMLError) -> str:
     """A YAML error in one line, with line and column (PyYAML's text names no file)."""
     problem = getattr(exc, "problem", None)
@@ -347,7 +387,7 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
         return "not valid YAML: " + " ".join(str(exc).replace('"<unicode string>", ', "").split())
     context = getattr(exc, "context", None)
     context_mark = getattr(exc, "context_mark", None)
-    text = f"not valid YAML: {problem}"
+    text = f"refused: {problem}" if isinstance(exc, _Refused) else f"not valid YAML: {problem}"
     if mark is not None:
         text += f" at line {mark.line + 1}, column {mark.column + 1}"
     if context:
@@ -361,7 +401,7 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 def card_from_yaml(text: str, path: Path | None = None) -> ToolCard:
     """Parse and validate one card; raise :class:`CardError` naming file, field and fix."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_CardLoader)  # a safe loader, minus aliases
     except yaml.YAMLError as exc:
         raise CardError([CardDefect(path, "<yaml>", yaml_problem(exc))]) from exc
     if not isinstance(data, dict):
@@ -373,9 +413,21 @@ def card_from_yaml(text: str, path: Path | None = None) -> ToolCard:
 
 
 def load_card(path: Path) -> ToolCard:
-    """Load one card file, validated."""
+    """Load one card file (at most :data:`MAX_CARD_BYTES`), validated."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_CARD_BYTES + 1)
     except OSError as exc:
         raise CardError([CardDefect(path, "<file>", f"cannot read: {exc.strerror}")]) from exc
+    if len(data) > MAX_CARD_BYTES:
+        message = (
+            f"the file is larger than {MAX_CARD_BYTES // 1024} KB, the most a card file may "
+            "be; a card is a short YAML text"
+        )
+        raise CardError([CardDefect(path, "<file>", message)])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        message = f"not UTF-8 text (byte {exc.start}); save the card as UTF-8"
+        raise CardError([CardDefect(path, "<file>", message)]) from exc
     return card_from_yaml(text, path)

@@ -274,12 +274,20 @@ def serve_llm(
     ),
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8001,
+    api_key_env: Annotated[
+        str, typer.Option(help="variable holding the key clients must send (if set)")
+    ] = "ORCHESTRATOR_LLM_API_KEY",
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="a host name clients reach this server by (repeatable)"),
+    ] = None,
 ) -> None:
     """Serve a local text-generation card over the OpenAI chat-completions protocol."""
     from orchestrator.llm_server import serve
 
+    key = os.environ.get(api_key_env) or None
     try:
-        serve(card, host, port)
+        serve(card, host, port, api_key=key, allowed_hosts=allowed_host or [])
     except UserError as exc:
         raise _fail(str(exc)) from exc
 

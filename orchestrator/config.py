@@ -97,10 +97,25 @@ class ServerConfig(BaseModel):
     max_stored_mb: int = Field(
         default=2000, ge=1, description="above this total, the oldest stored files go first"
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names clients reach this server by (beyond its address, localhost "
+        "and this machine's name); other Host headers are refused; '*' turns the check off",
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, allow_inf_nan=False, description="a request body must arrive in this"
+    )
+    max_concurrent_bodies: int = Field(
+        default=8, ge=1, description="request bodies read at once (half of them per client address)"
+    )
 
     def key(self) -> str | None:
         """The API key clients must send: ``api_key``, else the variable ``api_key_env``."""
         return self.api_key or os.environ.get(self.api_key_env) or None
+
+    def keys(self) -> list[str]:
+        """Every accepted key (:meth:`key` may list several, comma-separated: one per client)."""
+        return [k.strip() for k in (self.key() or "").split(",") if k.strip()]
 
 
 class Config(BaseModel):

@@ -529,11 +529,41 @@ def resolve_card(name_or_path: str) -> ToolCard:
         raise UserError(f"{exc.args[0]}; or give the path of a YAML card file") from None
 
 
-def serve(card_name_or_path: str, host: str, port: int) -> None:
-    """Serve one text-generation card over HTTP, OpenAI-compatible, until interrupted."""
+MAX_BODY_BYTES = 4_000_000  # a chat request is text: a long conversation fits with room
+
+
+def serve(
+    card_name_or_path: str,
+    host: str,
+    port: int,
+    *,
+    api_key: str | None = None,
+    allowed_hosts: list[str] | None = None,
+) -> None:
+    """Serve one text-generation card over HTTP, OpenAI-compatible, until interrupted.
+
+    The same guard as ``orchestrator serve`` stands in front (:mod:`orchestrator._server_guard`):
+    Host header, cross-site browser requests, request bodies (at most :data:`MAX_BODY_BYTES`,
+    30 s, 8 at once), and the key when one is given - required to listen beyond this machine.
+    """
+    from orchestrator._server_guard import AllowedHosts, BodyLimits, Guard
+    from orchestrator.server import is_loopback
+
     uvicorn = _require("uvicorn")
+    if not is_loopback(host) and not api_key:
+        raise UserError(
+            f"refusing to listen on {host} without an API key: anyone who can reach this "
+            "machine could use the model. Set one (serve-llm --api-key-env NAME) or bind to "
+            "127.0.0.1"
+        )
     app = create_app(resolve_card(card_name_or_path))
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    guarded = Guard(
+        app,
+        keys=[api_key] if api_key else [],
+        limits=BodyLimits(MAX_BODY_BYTES),
+        hosts=AllowedHosts(host, allowed_hosts or []),
+    )
+    uvicorn.run(guarded, host=host, port=port, log_level="info")
 
 
 def _require(module: str) -> Any:

@@ -23,7 +23,11 @@ server's run folders are deleted ``keep_files_hours`` after they were last writt
 beyond ``max_stored_mb`` (see :mod:`orchestrator._server_retention`). Every error is a JSON
 body in OpenAI's shape with a 4xx status saying what is wrong (a 500 only for a bug, and never
 with a traceback). Bound to anything but a loopback address the server refuses to start without
-an API key, which clients then send as ``Authorization: Bearer KEY``.
+an API key, which clients then send as ``Authorization: Bearer KEY`` (several keys, comma
+separated, give several clients). Before any route, :mod:`orchestrator._server_guard` checks the
+Host header, the key, cross-site browser requests and the size, arrival time and number of
+request bodies. Uploads and runs belong to the client that made them (its key, or the bearer
+token it sends to a keyless server): no client lists, reads or deletes another's.
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ def serve(config: Config, host: str, port: int) -> None:
             "or bind to 127.0.0.1"
         )
     _log_to_stderr()
+    # The Host check (see orchestrator._server_guard) knows the address actually bound.
+    config = config.model_copy(update={"server": config.server.model_copy(update={"host": host})})
     app = create_app(config)
     shown = f"[{host}]" if ":" in host else host
     key = " (send the API key as 'Authorization: Bearer KEY')" if config.server.key() else ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -254,6 +255,41 @@ inputs: [{{name: {input}, type: {type}}}]
 outputs: [{{name: label, type: text}}]
 backend: {{kind: python, entry: "nowhere.at_all:load"}}
 """
+
+
+def test_the_guard_refuses_other_hosts_cross_site_posts_and_huge_bodies(server: str) -> None:
+    rebound = httpx.get(f"{server}/v1/models", headers={"Host": "attacker.example"}, timeout=30)
+    assert rebound.status_code == 421 and rebound.json()["error"]["code"] == "host_not_allowed"
+    cross_site = httpx.post(
+        f"{server}/v1/chat/completions",
+        content=b'{"model": "x"}',
+        headers={"Origin": "http://attacker.example", "Content-Type": "text/plain"},
+        timeout=30,
+    )
+    assert cross_site.status_code == 403, cross_site.text
+    huge = json.dumps({"model": CARD, "messages": [{"role": "user", "content": "x" * 5_000_000}]})
+    too_big = httpx.post(
+        f"{server}/v1/chat/completions",
+        content=huge,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert too_big.status_code == 413, too_big.text
+
+
+def test_serve_llm_refuses_a_public_address_without_a_key() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "serve-llm", "--host", "0.0.0.0", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_LLM_API_KEY"},
+    )
+    assert done.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without an API key" in " ".join(done.stderr.split())
 
 
 def test_only_text_generation_cards_are_servable() -> None:

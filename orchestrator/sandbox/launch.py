@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from orchestrator.sandbox.cgroup import ProcessCgroup
 from orchestrator.sandbox.confine import CONFINE_ENV, apply_rlimits
 from orchestrator.sandbox.policy import Policy, model_read_paths
 from orchestrator.sandbox.probe import HostProbe, probe_host
+from orchestrator.sandbox.transfer import remove_tree
 
 __all__ = ["Launch", "Sandbox", "SandboxRefused"]
 
@@ -108,7 +108,10 @@ class Launch:
             self.cgroup.remove()
             self.cgroup = None
         if self.host_dir is not None:
-            shutil.rmtree(self.host_dir, ignore_errors=True)
+            try:
+                remove_tree(self.host_dir)  # what a tool left there may be nested at any depth
+            except OSError as exc:
+                log.warning("could not delete the sandbox folder %s: %s", self.host_dir, exc)
             self.host_dir = None
 
 
