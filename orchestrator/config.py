@@ -20,9 +20,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.budget import Budget
+from orchestrator.cards import Permissions
 from orchestrator.errors import ConfigError
 
 __all__ = ["BudgetConfig", "Config", "LlmConfig", "SandboxConfig", "ServerConfig"]
+
+# A card's permissions are requests; ``[approve.NAME]`` is what the user allows it, e.g.
+#   [approve.my-card]
+#   network = ["127.0.0.1:8001"]
+#   env = ["MY_TOKEN"]
+# or ``my-card = true`` under ``[approve]`` for everything it asks for.
 
 
 class BudgetConfig(BaseModel):
@@ -55,6 +62,9 @@ class SandboxConfig(BaseModel):
         default=None, ge=256, description="memory cap of each worker (default: from its card)"
     )
     max_concurrency: int = Field(default=4, ge=1, description="tool calls running at once")
+    worker_idle_s: float = Field(
+        default=600.0, gt=0, allow_inf_nan=False, description="a warm worker idle this long stops"
+    )
 
 
 class LlmConfig(BaseModel):
@@ -128,6 +138,10 @@ class Config(BaseModel):
         ge=1,
         description="longer requests are refused (attach long text as a .txt file)",
     )
+    approve: dict[str, bool | Permissions] = Field(
+        default_factory=dict,
+        description="per card name, what it may do of what it asks (true: all of it)",
+    )
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
@@ -166,6 +180,12 @@ class Config(BaseModel):
         if "card_dirs" in data:
             update["card_dirs"] = [p if p.is_absolute() else folder / p for p in self.card_dirs]
         return self.model_copy(update=update)
+
+    def with_approvals(self, names: list[str]) -> Config:
+        """This config with everything the cards ``names`` ask for approved (``--approve``)."""
+        if not names:
+            return self
+        return self.model_copy(update={"approve": {**self.approve, **dict.fromkeys(names, True)}})
 
     def with_environment(self) -> Config:
         """This config with the environment variables applied."""

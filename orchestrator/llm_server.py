@@ -520,9 +520,11 @@ def resolve_card(name_or_path: str) -> ToolCard:
     if path.suffix in (".yaml", ".yml") or path.is_file():
         return load_card(path)
     from orchestrator.config import Config
+    from orchestrator.sandbox.policy import Approvals
     from orchestrator.zoo import Zoo
 
-    zoo = Zoo.load(Config.load().card_dirs)
+    config = Config.load()
+    zoo = Zoo.load(config.card_dirs, approvals=Approvals.from_config(config))
     try:
         return zoo.get(name_or_path).card
     except KeyError as exc:

@@ -13,7 +13,15 @@ from orchestrator.answer import render_value
 from orchestrator.run import RunResult
 from orchestrator.zoo import Zoo, ZooEntry
 
-__all__ = ["EventPrinter", "print_card", "print_cards", "print_result", "print_run", "usd"]
+__all__ = [
+    "EventPrinter",
+    "print_card",
+    "print_cards",
+    "print_result",
+    "print_run",
+    "request_lines",
+    "usd",
+]
 
 
 def usd(amount: object) -> str:
@@ -191,3 +199,32 @@ def print_card(console: Console, entry: ZooEntry) -> None:
         console.print(
             f"profile: {len(card.profile.probes)} probes, mean score {card.profile.mean_score:.2f}"
         )
+
+
+def request_lines(paths: Any, approvals: Any) -> list[str]:
+    """For each card in ``paths``: what it asks for, and what of it is not approved."""
+    from orchestrator.cards import load_card
+    from orchestrator.errors import CardError
+    from orchestrator.sandbox.policy import card_requests, unapproved
+    from orchestrator.zoo import _card_files
+
+    lines = []
+    for path in _card_files(paths):
+        try:
+            card = load_card(path)
+        except (CardError, OSError):
+            continue  # reported as a defect
+        asked = card_requests(card).describe()
+        if not asked:
+            lines.append(f"{card.name} asks for nothing beyond the sandbox's defaults")
+            continue
+        lines.append(f"{card.name} asks for: {', '.join(asked)}")
+        problem = approvals.problem(card)
+        requests = card_requests(card)
+        missing = unapproved(requests, approvals.for_card(card), withheld=approvals.withheld)
+        if problem is None:
+            lines.append("  approved" + (" (a built-in card)" if card.builtin else ""))
+        else:
+            lines.append(f"  not approved, so it does not run: {', '.join(missing)}")
+            lines.append(f"  ({problem.split('; ', 1)[-1]})")
+    return lines
