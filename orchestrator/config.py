@@ -138,7 +138,7 @@ class Config(BaseModel):
         ge=1,
         description="longer requests are refused (attach long text as a .txt file)",
     )
-    approve: dict[str, bool | Permissions] = Field(
+    approve: dict[str, Permissions | bool] = Field(
         default_factory=dict,
         description="per card name, what it may do of what it asks (true: all of it)",
     )
@@ -179,6 +179,10 @@ class Config(BaseModel):
                 update[key] = folder / value
         if "card_dirs" in data:
             update["card_dirs"] = [p if p.is_absolute() else folder / p for p in self.card_dirs]
+        if "approve" in data:
+            update["approve"] = {
+                name: _paths_from(folder, grant) for name, grant in self.approve.items()
+            }
         return self.model_copy(update=update)
 
     def with_approvals(self, names: list[str]) -> Config:
@@ -211,6 +215,17 @@ class Config(BaseModel):
 
 
 _PATH_KEYS = ("runs_dir", "checkpoints", "selection_encoder")
+
+
+def _paths_from(folder: Path, grant: bool | Permissions) -> bool | Permissions:
+    """An approval whose relative read/write paths are read from the config file's folder."""
+    if isinstance(grant, bool):
+        return grant
+
+    def absolute(paths: list[str]) -> list[str]:
+        return [p if p.startswith(("/", "~")) else str(folder / p) for p in paths]
+
+    return grant.model_copy(update={"read": absolute(grant.read), "write": absolute(grant.write)})
 
 
 def _unknown_key_hint(model: type[BaseModel], error: Any) -> str:

@@ -350,6 +350,24 @@ class _ChatModel:
         return _Generation(text, finish, ctx.usage.input_tokens, ctx.usage.output_tokens)
 
 
+def _refuse_card_code(card: ToolCard) -> None:
+    """Refuse a card that brings code: this server loads models in its own process.
+
+    Code a card brings (a python entry, a model's own code) runs only in sandboxed workers.
+    """
+    if card.builtin:
+        return
+    options = getattr(card.backend, "options", {}) or {}
+    if card.backend.kind == "python" or options.get("trust_remote_code"):
+        what = "a python card"
+        if card.backend.kind != "python":
+            what = "a card running its model's code"
+        raise NotServable(
+            f"card '{card.name}' is {what}: serve-llm loads the model in this process, outside "
+            "the sandbox, so it serves only built-in cards and cards without code of their own"
+        )
+
+
 def create_app(card: ToolCard) -> Any:
     """Load ``card``'s model in this process and return the FastAPI app that serves it."""
     fastapi = _require("fastapi")
@@ -361,6 +379,7 @@ def create_app(card: ToolCard) -> Any:
             f"served as a chat model"
         )
     shape = _ToolShape.of(card)
+    _refuse_card_code(card)
     reason = unavailable_reason(card)
     if reason:
         raise NotServable(f"card '{card.name}' is unavailable here: {reason}")

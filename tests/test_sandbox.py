@@ -80,6 +80,13 @@ def test_sandbox_info_command() -> None:
     for layer in ("namespaces", "landlock", "seccomp", "cgroup", "rlimits", "timeout"):
         assert layer in result.output
     assert f"mode: {Sandbox().mode}" in result.output
+    # Measured by a sandboxed process: the uid the host sees, and its host-global interfaces.
+    expected_uid = 65534 if os.geteuid() == 0 else os.geteuid()
+    assert f"tools run as: host uid {expected_uid}, gid " in result.output
+    assert "; no capabilities" in result.output
+    if Sandbox().mode == "namespaces":
+        assert "/proc/sys read-only; /sys absent; /dev: core fd full null" in result.output
+        assert "/dev/shm 64 MB, noexec; network interfaces lo: its own" in result.output
 
 
 def test_require_full_isolation_refuses_a_weaker_host() -> None:
