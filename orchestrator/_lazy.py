@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import importlib.util
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,9 @@ def locate_module(name: str, last: Sequence[str] = ()) -> str | None:
     sandboxed worker; a package's ``__init__`` is never executed to find its submodules.
     Returns the module's file (or package folder), or None when it is not found.
     """
+    loaded = sys.modules.get(name)
+    if loaded is not None:  # already imported here (e.g. os.path, an alias no finder knows)
+        return getattr(loaded, "__file__", None) or name
     parts = name.split(".")
     try:
         spec = importlib.util.find_spec(parts[0])
