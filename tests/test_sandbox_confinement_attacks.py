@@ -319,7 +319,10 @@ def test_no_capability_device_or_host_unix_socket(mode: str) -> None:
     thread = threading.Thread(target=serve)
     thread.start()
     try:
-        result = attack("landlock_caps", {"SOCKET": str(path)}, sandbox=sandbox_for(mode))
+        # Under namespaces /dev/shm is the sandbox's own (capped, noexec: see the /dev test).
+        host = "/dev" if mode == "namespaces" else "/dev /dev/shm"
+        values = {"SOCKET": str(path), "HOST_FOLDERS": host}
+        result = attack("landlock_caps", values, sandbox=sandbox_for(mode))
     finally:
         stop.set()
         thread.join()
@@ -421,6 +424,49 @@ except OSError as exc:
     assert_blocked(result)
     assert "reply b'pong'" in out(result)
     assert allowed.received == [b"hello"] and other.received == []
+
+
+def _host_address() -> str:
+    """This host's own IPv4 address on its outgoing interface (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))
+        return str(probe.getsockname()[0])
+
+
+def test_an_approved_ipv4_endpoint_is_reached_at_its_own_address() -> None:
+    """A LAN-style endpoint written as an address: the sandbox's loopback carries it."""
+    address = _host_address()
+    server = socket.create_server(("0.0.0.0", 0))
+    port = server.getsockname()[1]
+    received: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        received.append(conn.recv(10))
+        conn.sendall(b"pong")
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    source = f"""
+import socket
+s = socket.create_connection(({address!r}, {port}), timeout=5)
+s.sendall(b"hello")
+print("reply", s.recv(10))
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=3).sendall(b"stolen")
+    print("ESCAPED: the same port on the host's localhost")
+except OSError as exc:
+    print(f"BLOCKED: {{exc}}")
+"""
+    try:
+        policy = Policy(network=(f"{address}:{port}",), label="exec")
+        result = run_source(source.encode(), capture=True, policy=policy, timeout_s=30)
+        thread.join(10)
+    finally:
+        server.close()
+    assert_blocked(result)
+    assert "reply b'pong'" in out(result) and received == [b"hello"]
 
 
 def test_an_openai_card_reaches_the_users_approved_local_llm_server(

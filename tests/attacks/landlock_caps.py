@@ -1,4 +1,4 @@
-"""Keep capabilities, read the kernel log and raw disks, reach host unix sockets (by path)."""
+"""Keep capabilities, read the kernel log and raw disks, write /dev, reach host unix sockets."""
 
 import os
 import socket
@@ -26,6 +26,14 @@ try:
     found.append("connected to a host unix socket")
 except OSError as exc:
     print(f"unix socket: {exc}")
+for folder in "@HOST_FOLDERS@".split():  # the host's own /dev (and /dev/shm without namespaces)
+    try:
+        with open(f"{folder}/planted-{os.getpid()}", "w") as planted:
+            planted.write("x")
+        found.append(f"wrote into {folder}")
+        os.unlink(f"{folder}/planted-{os.getpid()}")
+    except OSError:
+        pass
 if os.getuid() == 0 or os.geteuid() == 0:
     found.append("runs as uid 0")
 print(f"ESCAPED: {found}" if found else "BLOCKED: no capability, device or host socket")
