@@ -219,12 +219,20 @@ def request_lines(paths: Any, approvals: Any) -> list[str]:
             lines.append(f"{card.name} asks for nothing beyond the sandbox's defaults")
             continue
         lines.append(f"{card.name} asks for: {', '.join(asked)}")
-        problem = approvals.problem(card)
         requests = card_requests(card)
         missing = unapproved(requests, approvals.for_card(card), withheld=approvals.withheld)
-        if problem is None:
+        never = [m.removesuffix(" (never given to a tool)") for m in missing if "never" in m]
+        pending = [m for m in missing if "never" not in m]
+        if not missing:
             lines.append("  approved" + (" (a built-in card)" if card.builtin else ""))
-        else:
-            lines.append(f"  not approved, so it does not run: {', '.join(missing)}")
-            lines.append(f"  ({problem.split('; ', 1)[-1]})")
+        if pending:
+            lines.append(
+                f"  not approved, so it does not run: {', '.join(pending)} - approve it under "
+                f"[approve.{card.name}] in orchestrator.toml, or with --approve {card.name}"
+            )
+        if never:
+            lines.append(
+                f"  never given to a tool, approved or not: {', '.join(never)} - the card cannot "
+                "run as it is"
+            )
     return lines
