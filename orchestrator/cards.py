@@ -7,13 +7,23 @@ A card says what a model does (task type, description, typed inputs and outputs)
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib.resources
 import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.errors import CardDefect, CardError
 
@@ -34,6 +44,7 @@ __all__ = [
     "ToolCard",
     "TransformersBackend",
     "MAX_CARD_BYTES",
+    "builtin_cards_dir",
     "card_from_yaml",
     "load_card",
     "yaml_problem",
@@ -110,11 +121,13 @@ class Requirements(_Strict):
 
 
 class Permissions(_Strict):
-    """What a tool may do beyond the sandbox's defaults (no network, scratch read-write only).
+    """What a tool asks to do beyond the sandbox's defaults (no network, scratch read-write only).
 
-    ``network``: ``true`` for any, or a list of ``host:port`` endpoints (``requires.network:
-    true`` counts as ``true``; an openai card gets its endpoint without asking). ``read`` /
-    ``write``: extra host paths the tool sees read-only / read-write. ``env``: names of
+    In a card these are requests: each must be approved by the user (the same fields under
+    ``[approve.NAME]`` in the configuration) before the card runs. ``network``: ``true`` for any
+    public address, or a list of ``host:port`` endpoints (``requires.network: true`` counts as
+    ``true``; an openai card asks for its endpoint). ``read`` / ``write``: extra host paths the
+    tool sees read-only / read-write (its own card folder is always readable). ``env``: names of
     environment variables passed to the tool (none of the parent's are, by default).
     """
 
@@ -127,10 +140,10 @@ class Permissions(_Strict):
     @classmethod
     def _endpoints(cls, value: bool | list[str]) -> bool | list[str]:
         if isinstance(value, list):
+            from orchestrator.sandbox.relay import parse_endpoint
+
             for endpoint in value:
-                host, _, port = endpoint.rpartition(":")
-                if not host or not port.isdigit():
-                    raise ValueError(f"network endpoints are host:port, got {endpoint!r}")
+                parse_endpoint(endpoint)
         return value
 
 
@@ -239,6 +252,39 @@ class ToolCard(_Strict):
         default=0.5, ge=0, le=1, description="prior quality in 0..1, used until profiled"
     )
     profile: CapabilityProfile | None = None
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The file this card was loaded from (None for a card made in memory)."""
+        return self._source
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder of the card file: a python card's code lives there (None in memory)."""
+        return self._source.parent if self._source is not None else None
+
+    @property
+    def code_folder(self) -> Path | None:
+        """Where a python card's own modules are imported from: its folder.
+
+        Only its own workers import from it, after the interpreter's modules. None for other
+        kinds of card and for the built-in ones.
+        """
+        if self.backend.kind != "python" or self.builtin:
+            return None
+        return self.folder
+
+    @property
+    def builtin(self) -> bool:
+        """Whether the card ships with the project (its requests are approved as they are)."""
+        return self.folder is not None and self.folder == builtin_cards_dir()
+
+    def with_source(self, path: Path) -> ToolCard:
+        """This card, as loaded from ``path``."""
+        card = self.model_copy()
+        card._source = path.resolve()
+        return card
 
     @field_validator("name")
     @classmethod
@@ -413,7 +459,7 @@ def card_from_yaml(text: str, path: Path | None = None) -> ToolCard:
 
 
 def load_card(path: Path) -> ToolCard:
-    """Load one card file (at most :data:`MAX_CARD_BYTES`), validated."""
+    """Load one card file (at most :data:`MAX_CARD_BYTES`), validated, its ``source`` set."""
     try:
         with path.open("rb") as file:
             data = file.read(MAX_CARD_BYTES + 1)
@@ -430,4 +476,10 @@ def load_card(path: Path) -> ToolCard:
     except UnicodeDecodeError as exc:
         message = f"not UTF-8 text (byte {exc.start}); save the card as UTF-8"
         raise CardError([CardDefect(path, "<file>", message)]) from exc
-    return card_from_yaml(text, path)
+    return card_from_yaml(text, path).with_source(path)
+
+
+@functools.cache
+def builtin_cards_dir() -> Path:
+    """The folder of the cards that ship with the project."""
+    return Path(str(importlib.resources.files("tool_cards"))).resolve()

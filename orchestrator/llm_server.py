@@ -350,6 +350,24 @@ class _ChatModel:
         return _Generation(text, finish, ctx.usage.input_tokens, ctx.usage.output_tokens)
 
 
+def _refuse_card_code(card: ToolCard) -> None:
+    """Refuse a card that brings code: this server loads models in its own process.
+
+    Code a card brings (a python entry, a model's own code) runs only in sandboxed workers.
+    """
+    if card.builtin:
+        return
+    options = getattr(card.backend, "options", {}) or {}
+    if card.backend.kind == "python" or options.get("trust_remote_code"):
+        what = "a python card"
+        if card.backend.kind != "python":
+            what = "a card running its model's code"
+        raise NotServable(
+            f"card '{card.name}' is {what}: serve-llm loads the model in this process, outside "
+            "the sandbox, so it serves only built-in cards and cards without code of their own"
+        )
+
+
 def create_app(card: ToolCard) -> Any:
     """Load ``card``'s model in this process and return the FastAPI app that serves it."""
     fastapi = _require("fastapi")
@@ -361,6 +379,7 @@ def create_app(card: ToolCard) -> Any:
             f"served as a chat model"
         )
     shape = _ToolShape.of(card)
+    _refuse_card_code(card)
     reason = unavailable_reason(card)
     if reason:
         raise NotServable(f"card '{card.name}' is unavailable here: {reason}")
@@ -520,9 +539,11 @@ def resolve_card(name_or_path: str) -> ToolCard:
     if path.suffix in (".yaml", ".yml") or path.is_file():
         return load_card(path)
     from orchestrator.config import Config
+    from orchestrator.sandbox.policy import Approvals
     from orchestrator.zoo import Zoo
 
-    zoo = Zoo.load(Config.load().card_dirs)
+    config = Config.load()
+    zoo = Zoo.load(config.card_dirs, approvals=Approvals.from_config(config))
     try:
         return zoo.get(name_or_path).card
     except KeyError as exc:

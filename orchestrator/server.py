@@ -69,9 +69,12 @@ def create_app(config: Config | None = None, *, zoo: Zoo | None = None) -> Any:
                 f"the server needs '{module}', which is not installed: {SERVER_EXTRA_HINT}"
             ) from exc
     from orchestrator._server_app import build_app
+    from orchestrator.sandbox.policy import Approvals
 
     config = config or Config.load()
-    return build_app(config, zoo if zoo is not None else Zoo.load(config.card_dirs))
+    if zoo is None:
+        zoo = Zoo.load(config.card_dirs, approvals=Approvals.from_config(config))
+    return build_app(config, zoo)
 
 
 def _log_to_stderr() -> None:
@@ -122,6 +125,12 @@ def serve_command(
     cards: Annotated[
         list[Path] | None, typer.Option("--cards", help="extra folder of tool cards (repeatable)")
     ] = None,
+    approve: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--approve", metavar="CARD", help="let this card have all it asks for (repeatable)"
+        ),
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible API and the web chat page (http://127.0.0.1:8080/)."""
     from decimal import Decimal, InvalidOperation
@@ -135,6 +144,7 @@ def serve_command(
         config = Config.load()
         if cards:
             config = config.model_copy(update={"card_dirs": config.card_dirs + list(cards)})
+        config = config.with_approvals(approve or [])
         limits = config.budget.model_dump()
         for name, value in (("seconds", max_seconds), ("calls", max_calls)):
             if value is not None:

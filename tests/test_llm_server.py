@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import openai
@@ -12,7 +13,7 @@ import pytest
 from _llm_server import CARD
 
 from orchestrator.backends import unavailable_reason
-from orchestrator.cards import card_from_yaml
+from orchestrator.cards import TransformersBackend, card_from_yaml
 from orchestrator.errors import UserError
 from orchestrator.llm_server import (
     ChatCompletionRequest,
@@ -303,6 +304,33 @@ def test_only_text_generation_cards_are_servable() -> None:
     )
     with pytest.raises(NotServable, match="one required text input"):
         create_app(captioner)
+
+
+def test_a_cards_own_code_is_never_loaded_in_the_server(tmp_path: Path) -> None:
+    marker = tmp_path / "ran-in-the-server"
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    (folder / "chatty.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    (folder / "chatty.yaml").write_text(
+        CARD_YAML.format(name="chatty", task="text-generation", input="prompt", type="text")
+        .replace("nowhere.at_all:load", "chatty:load")
+    )
+    card = resolve_card(str(folder / "chatty.yaml"))
+    with pytest.raises(NotServable, match="a python card: serve-llm loads the model in this"):
+        create_app(card)
+    assert not marker.exists()
+    remote = card.model_copy(
+        update={
+            "backend": TransformersBackend(
+                kind="transformers",
+                task="text-generation",
+                model=str(folder),
+                options={"trust_remote_code": True},
+            )
+        }
+    )
+    with pytest.raises(NotServable, match="running its model's code"):
+        create_app(remote)
 
 
 def test_unavailable_cloud_card_is_not_served(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -127,14 +127,17 @@ def test_connect_to_a_host_server_is_blocked(secrets: dict[str, str]) -> None:
     assert accepted == []
 
 
-def test_network_is_shared_only_when_allowed(secrets: dict[str, str]) -> None:
+def test_an_approved_endpoint_on_the_hosts_localhost_is_reached(secrets: dict[str, str]) -> None:
+    from orchestrator.sandbox.policy import Policy
+
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     source = (
         f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3); print('ok')"
     )
+    policy = Policy(network=(f"127.0.0.1:{port}",), label="exec")
     try:
-        result = run_source(source.encode(), allow_network=True, capture=True, timeout_s=20)
+        result = run_source(source.encode(), policy=policy, capture=True, timeout_s=20)
     finally:
         server.close()
     assert b"ok" in result.stdout, out(result)
