@@ -1,11 +1,13 @@
 """Check that python cards' entries import, in the sandbox tools run in (``cards validate``).
 
-The parent (:func:`entry_defects`) starts ``python -m orchestrator._entry_check`` under a
-sandbox policy, with the card folders importable as in a worker, and sends the entries
-(``module:factory``) as one JSON list on standard input. The child imports each module, looks
-up the factory, and prints one JSON object: per entry, None when it imports and names a
-callable, else the error and the file and line where it happened. Importing runs the module's
-top-level code, which is why it happens in the sandbox and under a timeout.
+The parent (:func:`entry_defects`) starts ``orchestrator._entry_check`` in the sandbox tools
+run in, once per card folder, with that folder importable as in its cards' workers (last, after
+the installed modules), and sends the entries (``module:factory``) as one JSON list on standard
+input. The child imports each module, looks up the factory, and prints one JSON object: per
+entry, None when it imports and names a callable, else the error and the file and line where it
+happened. Importing runs the module's top-level code, which is why it happens in the sandbox,
+under a timeout, and with its output capped (:data:`MAX_OUTPUT_BYTES`; only the end of its
+standard error is kept).
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,27 +33,40 @@ if TYPE_CHECKING:
 __all__ = ["entry_defects"]
 
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+MAX_OUTPUT_BYTES = 1 << 20
+"""The most a check may print on standard output; more ends it (a module should not print)."""
+_ERR_TAIL_BYTES = 4096
 
 
 def entry_defects(
     cards: list[tuple[ToolCard, Path]],
-    code_dirs: list[str],
+    code_dirs: list[str] = (),  # type: ignore[assignment]
     *,
     sandbox: Sandbox | None = None,
     timeout_s: float = 60.0,
 ) -> list[CardDefect]:
-    """A defect for each python card whose entry does not import or names no callable."""
+    """A defect for each python card whose entry does not import or names no callable.
+
+    Each card's entry is imported from its own folder (``code_dirs`` for cards not loaded from
+    a file), one sandboxed check per folder.
+    """
     python = [(c, p) for c, p in cards if isinstance(c.backend, PythonBackend)]
-    if not python:
-        return []
-    entries = sorted({c.backend.entry for c, _ in python if isinstance(c.backend, PythonBackend)})
-    results = _check_in_sandbox(entries, code_dirs, sandbox, timeout_s)
-    defects = []
+    by_folder: dict[tuple[str, ...], list[tuple[ToolCard, Path]]] = {}
     for card, path in python:
-        assert isinstance(card.backend, PythonBackend)
-        problem = results.get(card.backend.entry, "the check did not report on this entry")
-        if problem:
-            defects.append(CardDefect(path, "backend.entry", f"'{card.backend.entry}' {problem}"))
+        folders = (str(card.code_folder),) if card.code_folder else tuple(code_dirs)
+        by_folder.setdefault(folders, []).append((card, path))
+    defects = []
+    for folders, group in by_folder.items():
+        entries = sorted(
+            {c.backend.entry for c, _ in group if isinstance(c.backend, PythonBackend)}
+        )
+        results = _check_in_sandbox(entries, list(folders), sandbox, timeout_s)
+        for card, path in group:
+            assert isinstance(card.backend, PythonBackend)
+            problem = results.get(card.backend.entry, "the check did not report on this entry")
+            if problem:
+                message = f"'{card.backend.entry}' {problem}"
+                defects.append(CardDefect(path, "backend.entry", message))
     return defects
 
 
@@ -58,13 +75,12 @@ def _check_in_sandbox(
 ) -> dict[str, str | None]:
     from orchestrator.sandbox import Policy, Sandbox
     from orchestrator.sandbox.bwrap import package_dirs
+    from orchestrator.sandbox.launch import python_command
     from orchestrator.sandbox.policy import DEFAULT_ENV
 
     sandbox = sandbox or Sandbox()
     env = {k: v for k, v in os.environ.items() if k in DEFAULT_ENV}
-    env["PYTHONPATH"] = os.pathsep.join([*code_dirs, str(_PACKAGE_ROOT)])
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    inner = [sys.executable, "-m", "orchestrator._entry_check"]
+    inner = python_command("orchestrator._entry_check", code=code_dirs)
     policy = Policy(label="validate")
     launch = sandbox.prepare(policy, inner, env, package_dirs(_PACKAGE_ROOT) + code_dirs)
     try:
@@ -79,16 +95,16 @@ def _check_in_sandbox(
             start_new_session=True,
         )
         try:
-            out, err = proc.communicate(json.dumps(entries).encode(), timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+            out, err, why = _bounded_output(proc, json.dumps(entries).encode(), timeout_s)
+        finally:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
             launch.kill_all()
-            proc.communicate()
-            why = f"could not be checked: importing took longer than {timeout_s:g} s"
-            return dict.fromkeys(entries, why)
+            proc.wait()
     finally:
         launch.cleanup()
+    if why:
+        return dict.fromkeys(entries, f"could not be checked: {why}")
     try:
         reported: dict[str, str | None] = json.loads(out.decode().strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -96,6 +112,45 @@ def _check_in_sandbox(
         why = f"could not be checked: the import check exited with code {proc.returncode}"
         return dict.fromkeys(entries, f"{why} ({tail})" if tail else why)
     return reported
+
+
+def _bounded_output(
+    proc: subprocess.Popen[bytes], data: bytes, timeout_s: float
+) -> tuple[bytes, bytes, str]:
+    """Send ``data``; read standard output and the end of standard error until both close.
+
+    Standard output is capped at :data:`MAX_OUTPUT_BYTES`; the third value says why the check
+    was cut short (empty when it was not).
+    """
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        proc.stdin.write(data)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout_s
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ, out)
+        selector.register(proc.stderr, selectors.EVENT_READ, err)
+        while selector.get_map():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return bytes(out), bytes(err), f"importing took longer than {timeout_s:g} s"
+            for key, _ in selector.select(min(left, 1.0)):
+                chunk = os.read(key.fd, 1 << 16)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                key.data.extend(chunk)
+                if key.data is err and len(err) > _ERR_TAIL_BYTES:
+                    del err[: len(err) - _ERR_TAIL_BYTES]
+            if len(out) > MAX_OUTPUT_BYTES:
+                return bytes(out), bytes(err), (
+                    f"importing printed more than {MAX_OUTPUT_BYTES // (1 << 20)} MB on standard "
+                    "output (a module should not print when imported)"
+                )
+    return bytes(out), bytes(err), ""
 
 
 def _where(exc: BaseException) -> str:
@@ -133,9 +188,7 @@ def _check(entry: str) -> str | None:
 
 
 def _main() -> int:
-    from orchestrator.sandbox.confine import confine_from_env
-
-    confine_from_env()
+    """Inside the sandbox (already confined): check the entries read from standard input."""
     entries = json.loads(sys.stdin.read())
     results = {entry: _check(entry) for entry in entries}
     sys.stdout.write("\n" + json.dumps(results) + "\n")

@@ -36,10 +36,11 @@ from orchestrator._server_files import (
     produced_file,
     store_input,
 )
-from orchestrator._server_guard import Guard
-from orchestrator._server_retention import Claim, Retention
+from orchestrator._server_guard import AllowedHosts, BodyLimits, Guard, client_of
+from orchestrator._server_retention import UPLOADS, Claim, Retention
 from orchestrator._server_runs import LiveRun, RunJob, RunService
 from orchestrator.budget import Budget
+from orchestrator.chat import FILE_LINK
 from orchestrator.config import Config
 from orchestrator.errors import UserError
 from orchestrator.llm_server import install_error_handlers
@@ -105,13 +106,13 @@ def _check_model(zoo: Zoo, model: str) -> str | None:
 
 
 def _upload(uploads: UploadStore, claim: Claim, file_id: str, param: str) -> Path:
-    """An uploaded file, held for the run; a swept one is a 404 saying it expired."""
+    """An upload of this client, held for the run; a swept one is a 404 saying it expired."""
     retention = claim.retention
     with retention.lock:  # a sweep deletes under this lock: the file stays until the run ends
         try:
-            path = uploads.path(file_id, param)
+            path = uploads.path(file_id, param, claim.owner)
         except RequestRejected as exc:
-            if retention.swept(file_id):
+            if retention.swept(file_id, claim.owner):
                 what = f"the uploaded file '{file_id}'"
                 raise retention.expired(what, param=param, type_="not_found_error") from None
             raise RequestRejected(
@@ -126,8 +127,21 @@ def _upload(uploads: UploadStore, claim: Claim, file_id: str, param: str) -> Pat
 
 
 def _hold(claim: Claim, files: list[Path]) -> None:
-    """Hold every file a run reads (earlier runs' files too); one swept meanwhile is a 404."""
+    """Hold every file a run reads (earlier runs' files too); one swept meanwhile is a 404.
+
+    Each must lie in an upload or a run folder of this client: another's is never read.
+    """
+    retention = claim.retention
     for path in files:
+        item = retention.item_of(path)
+        if item is None or retention.owner_of(item) != claim.owner:
+            raise RequestRejected(
+                404,
+                f"no file '{path.name}' of yours on this server",
+                type_="not_found_error",
+                param="messages",
+                code="file_not_found",
+            )
         if not claim.add(path):
             raise claim.retention.expired(
                 f"the file '{path.name}'", param="messages", type_="not_found_error"
@@ -166,19 +180,19 @@ def _inputs(
     prompt, files = _conversation_inputs(
         body,
         files,
-        claim.retention.runs_dir,
+        claim,
         lambda i: _attachments(body, i, claim, uploads, limit),
     )
     _hold(claim, files)
     return prompt, files
 
 
-def _produced(runs_dir: Path, retention: Retention, run_id: str, name: str) -> Path:
+def _produced(retention: Retention, run_id: str, name: str, owner: str) -> Path:
     """A file a run made (see :func:`produced_file`); one a sweep deleted is a 404 saying so."""
     try:
-        return produced_file(runs_dir, run_id, name)
+        return produced_file(retention.runs_dir, run_id, name, retention.ledger, owner)
     except RequestRejected:
-        if retention.swept(run_id):
+        if retention.swept(run_id, owner):
             what = f"the file '{name}' of run '{run_id}'"
             raise retention.expired(what, type_="not_found_error") from None
         raise
@@ -187,22 +201,48 @@ def _produced(runs_dir: Path, retention: Retention, run_id: str, name: str) -> P
 def _conversation_inputs(
     body: ChatRequest,
     files: list[Path],
-    runs_dir: Path,
+    claim: Claim,
     earlier_files: Callable[[int], list[Path]] | None = None,
 ) -> tuple[str, list[Path]]:
     """The prompt and files of the last user message, in the light of the earlier turns.
 
-    Files the assistant made earlier are recognised by their ``/v1/files/`` links; files
+    Files the assistant made earlier are recognised by their ``/v1/files/`` links (links to
+    runs of other clients are dropped first: for this client they do not exist); files
     attached to earlier user messages come from ``earlier_files(index)``.
     """
     from orchestrator.chat import Conversation
 
-    messages = [m.model_dump(exclude_none=True) for m in body.messages]
+    messages = [_own_links(m.model_dump(exclude_none=True), claim) for m in body.messages]
     try:
-        conversation, request = Conversation.from_messages(messages, runs_dir, earlier_files)
+        conversation, request = Conversation.from_messages(
+            messages, claim.retention.runs_dir, earlier_files
+        )
         return conversation.inputs_for(request, files)
     except UserError as exc:
         raise RequestRejected(400, str(exc), param="messages") from exc
+
+
+def _own_links(message: dict[str, Any], claim: Claim) -> dict[str, Any]:
+    """An assistant message without its links to files of runs this client did not start."""
+    if message.get("role") != "assistant":
+        return message
+    ledger = claim.retention.ledger
+
+    def keep(link: Any) -> str:
+        return link.group(0) if ledger.owner("runs", link.group(1)) == claim.owner else ""
+
+    content = message.get("content")
+    if isinstance(content, str):
+        return {**message, "content": FILE_LINK.sub(keep, content)}
+    if isinstance(content, list):
+        parts = [
+            {**p, "text": FILE_LINK.sub(keep, p["text"])}
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
+            else p
+            for p in content
+        ]
+        return {**message, "content": parts}
+    return message
 
 
 def _file_links(result: Any, base_url: str) -> list[dict[str, str]]:
@@ -320,6 +360,7 @@ async def _queue_run(
     service: RunService,
     uploads: UploadStore,
     limit: int,
+    owner: str,
 ) -> LiveRun:
     """Store the request's files in a new run folder (held from sweeps) and queue its run."""
     index, message = body.last_user()
@@ -333,7 +374,7 @@ async def _queue_run(
         )
     run_id = uuid.uuid4().hex[:12]
     run_dir = service.retention.runs_dir / run_id
-    claim = await asyncio.to_thread(service.retention.claim, run_dir)
+    claim = await asyncio.to_thread(service.retention.claim, run_dir, owner)
     try:
         prompt, files = await asyncio.to_thread(_inputs, body, index, claim, uploads, limit)
         job = RunJob(run_id, prompt, files, budget, run_dir, card=card, claim=claim)
@@ -401,32 +442,35 @@ def _add_upload_routes(app: Any, uploads: UploadStore, retention: Retention) -> 
     """List, describe, read and delete uploads (registered before the produced-files route)."""
 
     @app.get("/v1/files")
-    def list_files(after: str | None = None, limit: int = 10_000) -> dict[str, Any]:
-        ids = uploads.ids()
+    def list_files(
+        request: Request, after: str | None = None, limit: int = 10_000
+    ) -> dict[str, Any]:
+        owner = client_of(request.scope)
+        ids = uploads.ids(owner)
         if after in ids:  # the SDK pages on with the last id it got
             ids = ids[ids.index(after) + 1 :]
         page = ids[: max(limit, 1)]
         return {
             "object": "list",
-            "data": [uploads.info(i) for i in page],
+            "data": [uploads.info(i, owner) for i in page],
             "has_more": len(page) < len(ids),
             "first_id": page[0] if page else None,
             "last_id": page[-1] if page else None,
         }
 
     @app.get("/v1/files/{file_id}")
-    def file_info(file_id: str) -> dict[str, Any]:
-        return uploads.info(file_id)
+    def file_info(file_id: str, request: Request) -> dict[str, Any]:
+        return uploads.info(file_id, client_of(request.scope))
 
     @app.get("/v1/files/{file_id}/content")
-    def file_content(file_id: str) -> Any:
-        path = uploads.path(file_id, "file_id")
+    def file_content(file_id: str, request: Request) -> Any:
+        path = uploads.path(file_id, "file_id", client_of(request.scope))
         return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lstrip(".").lower()))
 
     @app.delete("/v1/files/{file_id}")
-    def delete_file(file_id: str) -> dict[str, Any]:
+    def delete_file(file_id: str, request: Request) -> dict[str, Any]:
         with retention.lock:  # a run that attaches it meanwhile waits for this
-            folder = uploads.path(file_id, "file_id").parent
+            folder = uploads.path(file_id, "file_id", client_of(request.scope)).parent
             if retention.is_held(folder):
                 raise RequestRejected(
                     409,
@@ -435,6 +479,7 @@ def _add_upload_routes(app: Any, uploads: UploadStore, retention: Retention) -> 
                     code="file_in_use",
                 )
             shutil.rmtree(folder)
+            retention.ledger.forget(UPLOADS, file_id)
         return {"id": file_id, "object": "file", "deleted": True}
 
 
@@ -457,7 +502,7 @@ def build_app(config: Config, zoo: Zoo) -> Any:
 
     app = fastapi.FastAPI(title="orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None)
     _install_error_handlers(app)
-    uploads = UploadStore(runs_dir / "uploads", limit)
+    uploads = UploadStore(runs_dir / UPLOADS, limit, retention.ledger)
     created = int(time.time())
     models = _model_entries(zoo, created)
 
@@ -477,10 +522,13 @@ def build_app(config: Config, zoo: Zoo) -> Any:
 
     @app.post("/v1/files")
     async def upload(
-        file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()] = "user_data"
+        request: Request,
+        file: Annotated[UploadFile, File()],
+        purpose: Annotated[str, Form()] = "user_data",
     ) -> dict[str, Any]:
         data = await file.read(limit + 1)
-        file_id, path = await asyncio.to_thread(uploads.save, data, file.filename)
+        owner = client_of(request.scope)
+        file_id, path = await asyncio.to_thread(uploads.save, data, file.filename, owner)
         retention.maybe_sweep()
         return {
             "id": file_id,
@@ -495,8 +543,8 @@ def build_app(config: Config, zoo: Zoo) -> Any:
     _add_upload_routes(app, uploads, retention)
 
     @app.get("/v1/files/{run_id}/{name:path}")
-    def get_file(run_id: str, name: str) -> Any:
-        path = _produced(runs_dir, retention, run_id, name)
+    def get_file(run_id: str, name: str, request: Request) -> Any:
+        path = _produced(retention, run_id, name, client_of(request.scope))
         media = MEDIA_TYPES[path.suffix.lstrip(".").lower()]
         return FileResponse(path, media_type=media)
 
@@ -508,7 +556,8 @@ def build_app(config: Config, zoo: Zoo) -> Any:
             if body.budget
             else config.budget.to_budget()
         )
-        live = await _queue_run(body, card, budget, state["service"], uploads, limit)
+        owner = client_of(request.scope)
+        live = await _queue_run(body, card, budget, state["service"], uploads, limit, owner)
         completion = _Completion(body.model)
         base_url = str(request.base_url)
         if body.stream:
@@ -531,6 +580,8 @@ def build_app(config: Config, zoo: Zoo) -> Any:
         return FileResponse(WEB_DIR / "index.html", media_type="text/html")
 
     app.mount("/web", StaticFiles(directory=WEB_DIR), name="web")
-    key = config.server.key()
+    server = config.server
     max_body = limit * 4 // 3 + 1_000_000  # base64 inflates files by a third
-    return Guard(app, key=key, max_body=max_body)
+    limits = BodyLimits(max_body, server.body_timeout_s, server.max_concurrent_bodies)
+    hosts = AllowedHosts(server.host, server.allowed_hosts)
+    return Guard(app, keys=server.keys(), limits=limits, hosts=hosts)

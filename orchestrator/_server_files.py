@@ -5,8 +5,10 @@ most ``max_upload_bytes``; the type is read from the file's first bytes, not fro
 declared content type, and the stored file gets the matching extension. Uploads
 (``POST /v1/files``) are kept under ``RUNS/uploads/file-ID/``; files attached inline to a
 message are written into the run's own folder ``RUNS/RUN_ID/inputs/``. Produced files are served
-from ``GET /v1/files/RUN_ID/NAME`` (only media files inside that run's folder). Both are deleted
-after a while (:mod:`orchestrator._server_retention`).
+from ``GET /v1/files/RUN_ID/NAME`` (only media files inside that run's folder). Both belong to
+the client that made them (the server's :class:`~orchestrator._server_retention.Ledger` says
+which): another client finds neither, as if it did not exist. Both are deleted after a while
+(:mod:`orchestrator._server_retention`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from orchestrator._filekind import FileKind, sniff
 from orchestrator._server_api import RequestRejected
+from orchestrator._server_retention import UPLOADS, Ledger
 
 __all__ = [
     "ACCEPTED",
@@ -131,28 +134,34 @@ def store_input(
 
 
 class UploadStore:
-    """Files uploaded with ``POST /v1/files``, kept as ``ROOT/file-ID/NAME``."""
+    """Files uploaded with ``POST /v1/files``, kept as ``ROOT/file-ID/NAME``, each its client's."""
 
-    def __init__(self, root: Path, limit: int) -> None:
+    def __init__(self, root: Path, limit: int, ledger: Ledger) -> None:
         self.root = root
         self.limit = limit
+        self.ledger = ledger
 
-    def save(self, data: bytes, filename: str | None) -> tuple[str, Path]:
-        """Check and keep one upload; return its id and path."""
+    def save(self, data: bytes, filename: str | None, owner: str) -> tuple[str, Path]:
+        """Check and keep one upload of client ``owner``; return its id and path."""
         file_id = f"file-{uuid.uuid4().hex[:24]}"
         path = store_input(data, filename, self.root / file_id, limit=self.limit, param="file")
+        self.ledger.record(UPLOADS, file_id, owner)
         return file_id, path
 
-    def ids(self) -> list[str]:
-        """The ids of the uploads kept now, oldest first."""
+    def ids(self, owner: str) -> list[str]:
+        """The ids of ``owner``'s uploads kept now, oldest first."""
         if not self.root.is_dir():
             return []
-        found = [d for d in self.root.iterdir() if _FILE_ID.match(d.name) and d.is_dir()]
+        found = [
+            d
+            for d in self.root.iterdir()
+            if _FILE_ID.match(d.name) and d.is_dir() and self.ledger.owner(UPLOADS, d.name) == owner
+        ]
         return [d.name for d in sorted(found, key=lambda d: d.stat().st_mtime)]
 
-    def info(self, file_id: str, param: str = "file_id") -> dict[str, object]:
+    def info(self, file_id: str, owner: str, param: str = "file_id") -> dict[str, object]:
         """An upload as an OpenAI file object (a 404 for an unknown id)."""
-        path = self.path(file_id, param)
+        path = self.path(file_id, param, owner)
         stat = path.stat()
         return {
             "id": file_id,
@@ -164,9 +173,10 @@ class UploadStore:
             "status": "processed",
         }
 
-    def path(self, file_id: str, param: str) -> Path:
-        """The stored file of ``file_id``; an unknown id is a 404."""
-        folder = self.root / file_id if _FILE_ID.match(file_id) else None
+    def path(self, file_id: str, param: str, owner: str) -> Path:
+        """The stored file of ``file_id``; an unknown id, or another client's, is a 404."""
+        mine = _FILE_ID.match(file_id) and self.ledger.owner(UPLOADS, file_id) == owner
+        folder = self.root / file_id if mine else None
         files = sorted(folder.iterdir()) if folder is not None and folder.is_dir() else []
         if not files:
             raise RequestRejected(
@@ -175,12 +185,12 @@ class UploadStore:
         return files[0]
 
 
-def produced_file(runs_dir: Path, run_id: str, name: str) -> Path:
-    """A media file inside a run's folder (``name`` may be ``inputs/x.png``); else a 404."""
+def produced_file(runs_dir: Path, run_id: str, name: str, ledger: Ledger, owner: str) -> Path:
+    """A media file in a run ``owner`` started (``name`` may be ``inputs/x.png``); else a 404."""
     missing = RequestRejected(
         404, f"no file '{name}' in run '{run_id}'", type_="not_found_error", code="file_not_found"
     )
-    if not _RUN_ID.match(run_id) or run_id == "uploads":
+    if not _RUN_ID.match(run_id) or run_id == "uploads" or ledger.owner("runs", run_id) != owner:
         raise missing
     folder = (runs_dir / run_id).resolve()
     path = (folder / name).resolve()

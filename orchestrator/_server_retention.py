@@ -1,11 +1,13 @@
 """Retention of what ``orchestrator serve`` stores: uploads and the folders of its own runs.
 
 The server stores two kinds of things, both under the runs folder: uploads
-(``RUNS/uploads/file-ID/``) and the folders of the runs it starts (``RUNS/RUN_ID/``). It marks
-each run folder it creates with an empty file :data:`MARKER`, so a sweep tells its own run
-folders from those of ``orchestrator run`` in the same runs folder (which it never touches), and
-knows them again after a restart. Nothing else is ever deleted: not the run store, not files in
-the upload folder that do not look like an upload, not symbolic links.
+(``RUNS/uploads/file-ID/``) and the folders of the runs it starts (``RUNS/RUN_ID/``). It records
+each one in its :class:`Ledger` (``RUNS/.orchestrator-server/``) with the client that made it,
+so a sweep tells its own run folders from those of ``orchestrator run`` in the same runs folder
+(which it never touches), knows them again after a restart, and each client sees only its own
+files. The record lies outside every run folder: no file a tool returns can forge one (returned
+files land inside their run's folder, under plain names). Nothing else is ever deleted: not the
+run store, not files in the upload folder that do not look like an upload, not symbolic links.
 
 A sweep deletes every stored item (an upload or a marked run folder) whose newest file is older
 than ``[server] keep_files_hours``, then, while the total stored is above ``max_stored_mb``, the
@@ -35,18 +37,77 @@ from pathlib import Path
 from orchestrator._server_api import RequestRejected
 from orchestrator.config import ServerConfig
 
-__all__ = ["MARKER", "REMEMBERED", "SWEEP_INTERVAL_S", "Claim", "Retention", "Stored", "Sweep"]
+__all__ = [
+    "LEDGER",
+    "REMEMBERED",
+    "SWEEP_INTERVAL_S",
+    "Claim",
+    "Ledger",
+    "Retention",
+    "Stored",
+    "Sweep",
+]
 
 log = logging.getLogger("orchestrator.server")
 
-MARKER = ".orchestrator-serve"
-"""The empty file that marks a run folder as made by the server (and so the server's to delete)."""
+LEDGER = ".orchestrator-server"
+"""The server's own records in the runs folder: ``runs/RUN_ID`` and ``uploads/FILE_ID``."""
 SWEEP_INTERVAL_S = 60.0
 REMEMBERED = 100_000
 UPLOADS = "uploads"
 
 _UPLOAD_ID = re.compile(r"^file-[0-9a-f]{24}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_KINDS = {"runs": _RUN_ID, "uploads": _UPLOAD_ID}
+
+
+class Ledger:
+    """What the server stored and for which client: one small file per item, holding the owner.
+
+    ``RUNS/.orchestrator-server/runs/RUN_ID`` for a run folder it made, ``.../uploads/FILE_ID``
+    for an upload. An item without a record is not the server's: never served, never swept.
+    """
+
+    def __init__(self, runs_dir: Path) -> None:
+        self.root = runs_dir / LEDGER
+
+    def _path(self, kind: str, name: str) -> Path | None:
+        return self.root / kind / name if _KINDS[kind].match(name) else None
+
+    def record(self, kind: str, name: str, owner: str) -> None:
+        """Note that ``owner`` made the item ``name`` (``kind``: runs or uploads)."""
+        path = self._path(kind, name)
+        if path is None:
+            raise ValueError(f"not a {kind} id: {name!r}")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(path, flags, 0o600), "w", encoding="ascii") as file:
+            file.write(owner)
+
+    def owner(self, kind: str, name: str) -> str | None:
+        """Who made the item (None: the server did not make it)."""
+        path = self._path(kind, name)
+        if path is None:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        with os.fdopen(fd, encoding="ascii", errors="replace") as file:
+            return file.read(200).strip() or None
+
+    def forget(self, kind: str, name: str) -> None:
+        """Drop the record of a deleted item."""
+        path = self._path(kind, name)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def names(self, kind: str) -> list[str]:
+        """The ids recorded for ``kind``."""
+        try:
+            return [e.name for e in os.scandir(self.root / kind) if _KINDS[kind].match(e.name)]
+        except FileNotFoundError:
+            return []
 
 
 @dataclass(frozen=True)
@@ -94,9 +155,10 @@ class Sweep:
 class Claim:
     """The stored items one run uses; held from the request until :meth:`release`."""
 
-    def __init__(self, retention: Retention, run_dir: Path) -> None:
+    def __init__(self, retention: Retention, run_dir: Path, owner: str) -> None:
         self.retention = retention
         self.run_dir = run_dir
+        self.owner = owner
         self.items: list[Path] = []
         self._released = False
 
@@ -125,6 +187,7 @@ class Claim:
         with self.retention.lock:
             if item is not None and not self.retention.is_held(item):
                 shutil.rmtree(item, ignore_errors=True)
+                self.retention.ledger.forget("runs", item.name)
 
 
 class Retention:
@@ -143,9 +206,10 @@ class Retention:
         self.keep_hours = keep_hours
         self.max_bytes = max_bytes
         self.interval = interval
+        self.ledger = Ledger(self.runs_dir)
         self.lock = threading.RLock()
         self._held: Counter[Path] = Counter()
-        self._swept: OrderedDict[str, None] = OrderedDict()
+        self._swept: OrderedDict[str, str | None] = OrderedDict()  # id -> its owner
         self._last = float("-inf")
         self._running = False
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sweep")
@@ -159,13 +223,21 @@ class Retention:
 
     # --- holding ------------------------------------------------------------------------------
 
-    def claim(self, run_dir: Path) -> Claim:
-        """Hold a run's folder, then create it (marked as the server's)."""
-        claim = Claim(self, run_dir)
+    def claim(self, run_dir: Path, owner: str) -> Claim:
+        """Hold a new run's folder, create it, and record it as ``owner``'s run."""
+        claim = Claim(self, run_dir, owner)
         claim.add(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / MARKER).touch()
+        run_dir.mkdir(parents=True, exist_ok=False)
+        self.ledger.record("runs", run_dir.name, owner)
         return claim
+
+    def owner_of(self, item: Path) -> str | None:
+        """The client that made the stored item (None: not an item the server made)."""
+        if item.parent == self.upload_root:
+            return self.ledger.owner(UPLOADS, item.name)
+        if item.parent == self.runs_dir:
+            return self.ledger.owner("runs", item.name)
+        return None
 
     def hold(self, item: Path) -> None:
         """Keep sweeps off ``item`` (counted: each hold needs its own :meth:`unhold`)."""
@@ -196,10 +268,10 @@ class Retention:
 
     # --- expired ids --------------------------------------------------------------------------
 
-    def swept(self, name: str) -> bool:
-        """Whether a sweep deleted the upload or run of this id (of the last REMEMBERED)."""
+    def swept(self, name: str, owner: str | None = None) -> bool:
+        """Whether a sweep deleted the upload or run of this id (of ``owner``, when given)."""
         with self.lock:
-            return name in self._swept
+            return name in self._swept and (owner is None or self._swept[name] == owner)
 
     def policy(self) -> str:
         """How long this server keeps files, in words."""
@@ -235,7 +307,7 @@ class Retention:
             for entry in entries:
                 if not pattern.match(entry.name) or not entry.is_dir(follow_symlinks=False):
                     continue
-                if kind == "run" and not os.path.isfile(os.path.join(entry.path, MARKER)):
+                if kind == "run" and self.ledger.owner("runs", entry.name) is None:
                     continue  # not a run this server started
                 newest, size = _measure(Path(entry.path))
                 found.append(Stored(kind, entry.name, Path(entry.path), newest, size))
@@ -262,8 +334,17 @@ class Retention:
                 result.kept.remove(item)
                 total -= item.size
         result.held = sum(1 for item in result.kept if self.is_held(item.path))
+        self._forget_orphans()
         log.info(result.line())
         return result
+
+    def _forget_orphans(self) -> None:
+        """Drop the records of items deleted by other means (not those being made now)."""
+        for kind, folder in (("runs", self.runs_dir), (UPLOADS, self.upload_root)):
+            for name in self.ledger.names(kind):
+                with self.lock:
+                    if not self.is_held(folder / name) and not (folder / name).exists():
+                        self.ledger.forget(kind, name)
 
     def maybe_sweep(self) -> None:
         """Sweep in the background, unless a sweep ran within the interval or is running."""
@@ -307,11 +388,13 @@ class Retention:
         with self.lock:
             if self.is_held(item.path):
                 return False
+            owner = self.owner_of(item.path)
             shutil.rmtree(item.path, ignore_errors=True)
             if item.path.exists():
                 log.warning("retention sweep could not delete %s", item.path)
                 return False
-            self._swept[item.name] = None
+            self.ledger.forget("runs" if item.kind == "run" else UPLOADS, item.name)
+            self._swept[item.name] = owner
             while len(self._swept) > REMEMBERED:
                 self._swept.popitem(last=False)
             return True

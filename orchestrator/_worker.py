@@ -1,4 +1,7 @@
-"""The worker process: loads one tool and serves its calls (``python -m orchestrator._worker``).
+"""The worker process: loads one tool and serves its calls.
+
+It is started through :func:`orchestrator.sandbox.launch.python_command`, which confines it
+first.
 
 Protocol, one JSON object per line:
 
@@ -10,8 +13,9 @@ Protocol, one JSON object per line:
   ``{"ok": false, "kind": "raised" | "bad_output", "error", "traceback"}``.
 * end of file on stdin: the worker exits with code 0.
 
-Before reading the card the worker confines itself as ``$ORCHESTRATOR_SANDBOX_CONFINE`` says
-(:func:`orchestrator.sandbox.confine.confine_from_env`): the parent cannot do that for it.
+The sandbox's bootstrap (:mod:`orchestrator.sandbox.boot`) confined the process before this
+module was imported: no code of a card was importable until then, and its folder comes last on
+the import path.
 
 Protocol messages go through a private duplicate of the original stdout; file descriptor 1 is
 pointed at stderr (the worker's log) before anything else is imported, so libraries that print
@@ -104,14 +108,6 @@ def _serve(tool: Any, protocol_in: BinaryIO, protocol_out: BinaryIO) -> None:
 def main() -> int:
     """Load the card's tool, then serve calls until standard input ends."""
     protocol_in, protocol_out = _private_channels()
-    try:
-        from orchestrator.sandbox.confine import confine_from_env
-
-        confine_from_env()  # seccomp / Landlock / rlimits, before any tool code is loaded
-    except Exception as exc:
-        protocol_in.readline()
-        _send(protocol_out, _error(RuntimeError(f"the sandbox could not be applied: {exc}")))
-        return 1
     line = protocol_in.readline()
     if not line:
         return 0

@@ -2,6 +2,11 @@
 
 :class:`~orchestrator.execute.WorkerPoolExecutor` keeps one :class:`Worker` per card and
 decides when to start, reuse and stop them; this module is the process plumbing.
+
+Between calls every process of a worker is stopped (SIGSTOP; SIGCONT before the next call), so a
+thread or a child a call left running cannot go on using the machine outside any timeout. The
+worker's standard error is read into memory, keeping its last :data:`LOG_KEEP_BYTES` (no file
+grows on the host).
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import os
 import select
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +26,13 @@ from typing import Any
 from orchestrator.cards import ToolCard
 from orchestrator.errors import ToolFailed
 from orchestrator.sandbox import Launch
-from orchestrator.sandbox.transfer import clear_io, copy_in, copy_out
+from orchestrator.sandbox.boot import BOOT_FAILED
+from orchestrator.sandbox.transfer import FilesRefused, clear_io, copy_in, copy_out
 
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 STOP_GRACE_S = 2.0
+LOG_KEEP_BYTES = 64 * 1024
+"""How much of a worker's standard error is kept (its end)."""
 _LOG_TAIL_BYTES = 4000
 _REASON_CHARS = 300
 _READ_CHUNK = 1 << 20
@@ -45,7 +52,7 @@ class Worker:
         self.busy = 0
         self.last_used = time.monotonic()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path: Path | None = None
+        self.log = _LogTail(LOG_KEEP_BYTES)
         self.launch: Launch | None = None
         self.host_io: Path | None = None
         self.memory_mb = card.cost.memory_mb
@@ -70,9 +77,8 @@ class Worker:
         ``overrun`` is the reason given when loading takes longer than ``timeout``.
         """
         started = time.monotonic()
-        fd, log_name = tempfile.mkstemp(prefix=f"orchestrator-worker-{self.name}-", suffix=".log")
-        self.log_path = Path(log_name)
         self.launch = launch
+        self.log = _LogTail(LOG_KEEP_BYTES)
         try:
             # Started from one long-lived thread: the sandbox ties a worker's life to the thread
             # that spawned it (--die-with-parent), and the graph's threads come and go.
@@ -81,7 +87,7 @@ class Worker:
                 launch.argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=fd,
+                stderr=subprocess.PIPE,
                 env=launch.env,
                 cwd=launch.cwd,
                 preexec_fn=launch.preexec(),
@@ -90,8 +96,8 @@ class Worker:
         except (OSError, subprocess.SubprocessError) as exc:
             self.discard()
             raise ToolFailed(self.name, f"cannot start a worker: {exc}") from exc
-        finally:
-            os.close(fd)
+        assert self.proc.stderr is not None
+        self.log.follow(self.proc.stderr)
         self._buffer.clear()
         assert self.proc.stdin is not None and self.proc.stdout is not None
         os.set_blocking(self.proc.stdin.fileno(), False)
@@ -101,9 +107,10 @@ class Worker:
         if reply is None:
             self._fail(overrun or f"loading took longer than {timeout:g} s; worker killed")
         if not reply.get("ok"):
+            self.discard(grace_s=1.0)
             detail = _join(str(reply.get("traceback", "")), self.log_tail())
-            self.discard()
             raise ToolFailed(self.name, "failed to load: " + _one_line(reply.get("error")), detail)
+        self._freeze()
         return time.monotonic() - started
 
     def request(
@@ -120,10 +127,12 @@ class Worker:
         started = time.monotonic()
         scratch = Path(request["scratch"])
         message = self._staged(request, file_inputs)
+        self._thaw()
         reply = self._exchange(message, started + timeout, "during the call")
         seconds = time.monotonic() - started
         if reply is None:
             self._fail(overrun or f"timed out after {timeout:g} s; worker killed")
+        self._freeze()
         copied = self._collect(scratch)
         measured = self.launch.memory_mb() if self.launch is not None else None
         if measured:
@@ -165,6 +174,8 @@ class Worker:
         assert self.launch is not None
         try:
             return copy_out(self._io(), scratch, self.launch.policy.scratch_mb * 1024 * 1024)
+        except FilesRefused as exc:  # the call fails; the worker is fine (``out`` is emptied)
+            raise ToolFailed(self.name, f"{exc}; none of its files were kept") from None
         except OSError:
             return {}  # the worker died meanwhile: its files are gone with it
 
@@ -235,13 +246,26 @@ class Worker:
                 return b""
             self._buffer += chunk
 
+    def _freeze(self) -> None:
+        """Stop every process of the worker until the next call (see the module)."""
+        if self.launch is not None and self.proc is not None:
+            self.launch.freeze(self.proc.pid)
+
+    def _thaw(self) -> None:
+        if self.launch is not None and self.proc is not None:
+            self.launch.thaw(self.proc.pid)
+
     def _exit_reason(self, when: str) -> str:
         """Kill what is left of the worker and say how it ended."""
         assert self.proc is not None
         code = _end_process_group(self.proc, grace_s=1.0)
+        self.log.settle(1.0)
         memory = self.launch.death_reason() if self.launch is not None else ""
         if self.launch is not None and self.launch.mode == "namespaces" and code > 128:
             code = 128 - code  # bubblewrap exits with 128 + the signal that killed the tool
+        if code == BOOT_FAILED:
+            lines = self.log.text().strip().splitlines()
+            return f"the sandbox could not be applied {when}: " + (lines[-1] if lines else "?")
         if memory:
             return f"worker {memory} and was killed {when}"
         if code < 0:
@@ -266,19 +290,18 @@ class Worker:
         raise ToolFailed(self.name, reason, detail)
 
     def log_tail(self) -> str:
-        if self.log_path is None:
-            return ""
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(0, os.SEEK_END)
-                log.seek(max(0, log.tell() - _LOG_TAIL_BYTES))
-                return log.read().decode("utf-8", errors="replace")
-        except OSError:
-            return ""
+        """The end of the worker's standard error (for failure details).
+
+        Once the worker has ended, what it wrote last is waited for briefly.
+        """
+        if self.proc is None or _has_exited(self.proc.pid):
+            self.log.settle(1.0)
+        return self.log.text()[-_LOG_TAIL_BYTES:]
 
     def begin_stop(self) -> None:
         """Ask the worker to exit: it reads end of file and returns."""
         if self.proc is not None and self.proc.stdin is not None:
+            self._thaw()
             _close_quietly(self.proc.stdin)
 
     def discard(self, grace_s: float = 0.0) -> None:
@@ -293,14 +316,56 @@ class Worker:
             self.launch.cleanup()
             self.launch = None
         self.host_io = None
-        if self.log_path is not None:
-            self.log_path.unlink(missing_ok=True)
-            self.log_path = None
         self._buffer.clear()
 
 
 class _TooLarge(Exception):
     """A reply line exceeded the size cap."""
+
+
+class _LogTail:
+    """The last ``keep`` bytes of a pipe, read by a thread until the pipe ends."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self._data = bytearray()
+        self._lock = threading.Lock()
+        self.total = 0
+
+    def follow(self, pipe: Any) -> None:
+        self._reader = threading.Thread(
+            target=self._read, args=(pipe,), name="worker-log", daemon=True
+        )
+        self._reader.start()
+
+    def settle(self, timeout: float) -> None:
+        """Wait (at most ``timeout``) for the rest of a pipe whose writer has ended."""
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.join(timeout)
+
+    def _read(self, pipe: Any) -> None:
+        fd = pipe.fileno()
+        try:
+            while chunk := os.read(fd, _READ_CHUNK):
+                with self._lock:
+                    self.total += len(chunk)
+                    self._data += chunk
+                    if len(self._data) > self.keep:
+                        del self._data[: len(self._data) - self.keep]
+        except OSError:
+            pass
+        finally:
+            _close_quietly(pipe)
+
+    def kept(self) -> int:
+        """How many bytes are held now (at most ``keep``)."""
+        with self._lock:
+            return len(self._data)
+
+    def text(self) -> str:
+        with self._lock:
+            return bytes(self._data).decode("utf-8", errors="replace")
 
 
 def stop_workers(workers: list[Worker], grace_s: float = STOP_GRACE_S) -> None:

@@ -7,13 +7,23 @@ A card says what a model does (task type, description, typed inputs and outputs)
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib.resources
 import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.errors import CardDefect, CardError
 
@@ -33,6 +43,8 @@ __all__ = [
     "Requirements",
     "ToolCard",
     "TransformersBackend",
+    "MAX_CARD_BYTES",
+    "builtin_cards_dir",
     "card_from_yaml",
     "load_card",
     "yaml_problem",
@@ -42,6 +54,9 @@ IOType = Literal["text", "audio", "image", "json"]
 IO_TYPES: tuple[str, ...] = ("text", "audio", "image", "json")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TASK_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+MAX_CARD_BYTES = 256 * 1024
+"""The largest card file read: a card is a short text (its profile is a file of its own)."""
+_MAX_YAML_DEPTH = 32
 
 
 class _Strict(BaseModel):
@@ -106,11 +121,13 @@ class Requirements(_Strict):
 
 
 class Permissions(_Strict):
-    """What a tool may do beyond the sandbox's defaults (no network, scratch read-write only).
+    """What a tool asks to do beyond the sandbox's defaults (no network, scratch read-write only).
 
-    ``network``: ``true`` for any, or a list of ``host:port`` endpoints (``requires.network:
-    true`` counts as ``true``; an openai card gets its endpoint without asking). ``read`` /
-    ``write``: extra host paths the tool sees read-only / read-write. ``env``: names of
+    In a card these are requests: each must be approved by the user (the same fields under
+    ``[approve.NAME]`` in the configuration) before the card runs. ``network``: ``true`` for any
+    public address, or a list of ``host:port`` endpoints (``requires.network: true`` counts as
+    ``true``; an openai card asks for its endpoint). ``read`` / ``write``: extra host paths the
+    tool sees read-only / read-write (its own card folder is always readable). ``env``: names of
     environment variables passed to the tool (none of the parent's are, by default).
     """
 
@@ -123,10 +140,10 @@ class Permissions(_Strict):
     @classmethod
     def _endpoints(cls, value: bool | list[str]) -> bool | list[str]:
         if isinstance(value, list):
+            from orchestrator.sandbox.relay import parse_endpoint
+
             for endpoint in value:
-                host, _, port = endpoint.rpartition(":")
-                if not host or not port.isdigit():
-                    raise ValueError(f"network endpoints are host:port, got {endpoint!r}")
+                parse_endpoint(endpoint)
         return value
 
 
@@ -235,6 +252,39 @@ class ToolCard(_Strict):
         default=0.5, ge=0, le=1, description="prior quality in 0..1, used until profiled"
     )
     profile: CapabilityProfile | None = None
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        """The file this card was loaded from (None for a card made in memory)."""
+        return self._source
+
+    @property
+    def folder(self) -> Path | None:
+        """The folder of the card file: a python card's code lives there (None in memory)."""
+        return self._source.parent if self._source is not None else None
+
+    @property
+    def code_folder(self) -> Path | None:
+        """Where a python card's own modules are imported from: its folder.
+
+        Only its own workers import from it, after the interpreter's modules. None for other
+        kinds of card and for the built-in ones.
+        """
+        if self.backend.kind != "python" or self.builtin:
+            return None
+        return self.folder
+
+    @property
+    def builtin(self) -> bool:
+        """Whether the card ships with the project (its requests are approved as they are)."""
+        return self.folder is not None and self.folder == builtin_cards_dir()
+
+    def with_source(self, path: Path) -> ToolCard:
+        """This card, as loaded from ``path``."""
+        card = self.model_copy()
+        card._source = path.resolve()
+        return card
 
     @field_validator("name")
     @classmethod
@@ -339,6 +389,42 @@ def _defects_from(error: ValidationError, path: Path | None) -> list[CardDefect]
     return defects
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML that a card file may not use (an alias, or nesting past the cap)."""
+
+
+class _CardLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases and with a nesting cap.
+
+    An alias (``*name``) repeats a subtree, so a few lines of nested aliases expand to billions
+    of nodes ("billion laughs") when a card is first used; deep nesting exhausts the stack.
+    A card needs neither, so both are refused while the file is read, before anything grows.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(
+                problem=f"the alias '*{event.anchor}' is not allowed in a card file (aliases "
+                "can expand without bound); write the value out",
+                problem_mark=event.start_mark,
+            )
+        self._depth += 1
+        try:
+            if self._depth > _MAX_YAML_DEPTH:
+                raise _Refused(
+                    problem=f"values are nested deeper than {_MAX_YAML_DEPTH} levels",
+                    problem_mark=self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def yaml_problem(exc: yaml.YAMLError) -> str:
     """A YAML error in one line, with line and column (PyYAML's text names no file)."""
     problem = getattr(exc, "problem", None)
@@ -347,7 +433,7 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
         return "not valid YAML: " + " ".join(str(exc).replace('"<unicode string>", ', "").split())
     context = getattr(exc, "context", None)
     context_mark = getattr(exc, "context_mark", None)
-    text = f"not valid YAML: {problem}"
+    text = f"refused: {problem}" if isinstance(exc, _Refused) else f"not valid YAML: {problem}"
     if mark is not None:
         text += f" at line {mark.line + 1}, column {mark.column + 1}"
     if context:
@@ -361,7 +447,7 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 def card_from_yaml(text: str, path: Path | None = None) -> ToolCard:
     """Parse and validate one card; raise :class:`CardError` naming file, field and fix."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_CardLoader)  # a safe loader, minus aliases
     except yaml.YAMLError as exc:
         raise CardError([CardDefect(path, "<yaml>", yaml_problem(exc))]) from exc
     if not isinstance(data, dict):
@@ -373,9 +459,27 @@ def card_from_yaml(text: str, path: Path | None = None) -> ToolCard:
 
 
 def load_card(path: Path) -> ToolCard:
-    """Load one card file, validated."""
+    """Load one card file (at most :data:`MAX_CARD_BYTES`), validated, its ``source`` set."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_CARD_BYTES + 1)
     except OSError as exc:
         raise CardError([CardDefect(path, "<file>", f"cannot read: {exc.strerror}")]) from exc
-    return card_from_yaml(text, path)
+    if len(data) > MAX_CARD_BYTES:
+        message = (
+            f"the file is larger than {MAX_CARD_BYTES // 1024} KB, the most a card file may "
+            "be; a card is a short YAML text"
+        )
+        raise CardError([CardDefect(path, "<file>", message)])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        message = f"not UTF-8 text (byte {exc.start}); save the card as UTF-8"
+        raise CardError([CardDefect(path, "<file>", message)]) from exc
+    return card_from_yaml(text, path).with_source(path)
+
+
+@functools.cache
+def builtin_cards_dir() -> Path:
+    """The folder of the cards that ship with the project."""
+    return Path(str(importlib.resources.files("tool_cards"))).resolve()

@@ -287,6 +287,12 @@ def chat_command(
     cards: Annotated[
         list[Path] | None, typer.Option("--cards", help="extra folder of tool cards (repeatable)")
     ] = None,
+    approve: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--approve", metavar="CARD", help="let this card have all it asks for (repeatable)"
+        ),
+    ] = None,
 ) -> None:
     """Talk to the orchestrator: follow-ups can refer to earlier results and files."""
     from orchestrator.chat import ChatSession
@@ -296,7 +302,7 @@ def chat_command(
     # Lines print unwrapped (the terminal wraps them): an answer or budget line copied from the
     # screen stays whole whatever the width.
     console = Console(soft_wrap=True)
-    config = _config(cards)
+    config = _config(cards, approve)
     budget = _budget(budget_usd, max_seconds, max_calls, None, config)
     try:
         orchestrator = Orchestrator(config, zoo=_zoo(config))

@@ -56,6 +56,14 @@ CardsOption = Annotated[
     list[Path] | None,
     typer.Option("--cards", help="extra folder of tool cards (repeatable)"),
 ]
+ApproveOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--approve",
+        metavar="CARD",
+        help="let this card have everything its permissions ask for (repeatable)",
+    ),
+]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -63,19 +71,21 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _config(cards: list[Path] | None) -> Config:
+def _config(cards: list[Path] | None, approve: list[str] | None = None) -> Config:
     try:
         config = Config.load()
     except UserError as exc:
         raise _fail(str(exc)) from exc
     if cards:
         config = config.model_copy(update={"card_dirs": config.card_dirs + list(cards)})
-    return config
+    return config.with_approvals(approve or [])
 
 
 def _zoo(config: Config) -> Zoo:
+    from orchestrator.sandbox.policy import Approvals
+
     try:
-        return Zoo.load(config.card_dirs)
+        return Zoo.load(config.card_dirs, approvals=Approvals.from_config(config))
     except CardError as exc:
         raise _fail("broken tool cards:\n" + str(exc)) from exc
 
@@ -110,6 +120,7 @@ def run(
     max_tokens: Annotated[int | None, typer.Option(help="limit on tokens")] = None,
     out: Annotated[Path | None, typer.Option(help="folder for the files the run makes")] = None,
     cards: CardsOption = None,
+    approve: ApproveOption = None,
 ) -> None:
     """Run one request and print the plan, the models chosen, the outputs and the answer.
 
@@ -119,7 +130,7 @@ def run(
     from orchestrator.report import EventPrinter, print_result
     from orchestrator.run import Orchestrator
 
-    config = _config(cards)
+    config = _config(cards, approve)
     budget = _budget(budget_usd, max_seconds, max_calls, max_tokens, config)
     for path in files or []:
         if not path.is_file():
@@ -214,11 +225,12 @@ def demo(
 def cards_list(
     cards: CardsOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    approve: ApproveOption = None,
 ) -> None:
     """List every card with its task, types and availability here."""
     from orchestrator.report import print_cards
 
-    zoo = _zoo(_config(cards))
+    zoo = _zoo(_config(cards, approve))
     if as_json:
         rows = [
             {
@@ -236,11 +248,11 @@ def cards_list(
 
 
 @cards_app.command("show")
-def cards_show(name: str, cards: CardsOption = None) -> None:
+def cards_show(name: str, cards: CardsOption = None, approve: ApproveOption = None) -> None:
     """Show one card: description, types, backend, cost, needs, availability."""
     from orchestrator.report import print_card
 
-    zoo = _zoo(_config(cards))
+    zoo = _zoo(_config(cards, approve))
     try:
         entry = zoo.get(name)
     except KeyError as exc:
@@ -257,9 +269,20 @@ def cards_validate(
     imports: Annotated[
         bool, typer.Option(help="import python cards' entries (in the sandbox) to check them")
     ] = True,
+    approve: ApproveOption = None,
 ) -> None:
-    """Validate card files; exit non-zero on any defect, naming the file, the field and the fix."""
+    """Validate card files; exit non-zero on any defect, naming the file, the field and the fix.
+
+    Also says what each card asks for (network, paths, variables) and whether the configuration
+    approves it: a card whose requests are not approved does not run.
+    """
+    from orchestrator.report import request_lines
+    from orchestrator.sandbox.policy import Approvals
+
     defects = validate_paths(paths, builtin=with_builtin, imports=imports)
+    approvals = Approvals.from_config(_config(None, approve))
+    for line in request_lines(paths, approvals):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if defects:
         for defect in defects:
             err.print(str(defect), markup=False, highlight=False, soft_wrap=True)
@@ -274,12 +297,20 @@ def serve_llm(
     ),
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8001,
+    api_key_env: Annotated[
+        str, typer.Option(help="variable holding the key clients must send (if set)")
+    ] = "ORCHESTRATOR_LLM_API_KEY",
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="a host name clients reach this server by (repeatable)"),
+    ] = None,
 ) -> None:
     """Serve a local text-generation card over the OpenAI chat-completions protocol."""
     from orchestrator.llm_server import serve
 
+    key = os.environ.get(api_key_env) or None
     try:
-        serve(card, host, port)
+        serve(card, host, port, api_key=key, allowed_hosts=allowed_host or [])
     except UserError as exc:
         raise _fail(str(exc)) from exc
 

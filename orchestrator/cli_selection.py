@@ -28,6 +28,12 @@ def profile_command(
     cards: Annotated[
         list[Path] | None, typer.Option("--cards", help="extra folder of tool cards (repeatable)")
     ] = None,
+    approve: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--approve", metavar="CARD", help="let this card have all it asks for (repeatable)"
+        ),
+    ] = None,
 ) -> None:
     """Run each card's model on its task's aptitude test; write <card>.profile.json next to it.
 
@@ -37,7 +43,7 @@ def profile_command(
     """
     from orchestrator.execute import WorkerPoolExecutor
 
-    config, zoo = _config_and_zoo(cards)
+    config, zoo = _config_and_zoo(cards, approve)
     names = [e.card.name for e in zoo if e.available] if card == ["all"] else card
     for name in names:
         if name not in zoo:
@@ -188,16 +194,20 @@ def cards_tune_encoder(
     typer.echo(f'use it in orchestrator.toml: selection_encoder = "{tuned.path}"')
 
 
-def _config_and_zoo(cards: list[Path] | None) -> tuple[Config, Zoo]:
+def _config_and_zoo(
+    cards: list[Path] | None, approve: list[str] | None = None
+) -> tuple[Config, Zoo]:
     """The config and the zoo with ``cards`` folders added; exit 2 with the reason if broken."""
     from orchestrator.config import Config
+    from orchestrator.sandbox.policy import Approvals
     from orchestrator.zoo import Zoo
 
     try:
         config = Config.load()
         if cards:
             config = config.model_copy(update={"card_dirs": config.card_dirs + list(cards)})
-        return config, Zoo.load(config.card_dirs)
+        config = config.with_approvals(approve or [])
+        return config, Zoo.load(config.card_dirs, approvals=Approvals.from_config(config))
     except CardError as exc:
         typer.echo(f"error: broken tool cards:\n{exc}", err=True)
         raise typer.Exit(2) from exc

@@ -20,9 +20,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.budget import Budget
+from orchestrator.cards import Permissions
 from orchestrator.errors import ConfigError
 
 __all__ = ["BudgetConfig", "Config", "LlmConfig", "SandboxConfig", "ServerConfig"]
+
+# A card's permissions are requests; ``[approve.NAME]`` is what the user allows it, e.g.
+#   [approve.my-card]
+#   network = ["127.0.0.1:8001"]
+#   env = ["MY_TOKEN"]
+# or ``my-card = true`` under ``[approve]`` for everything it asks for.
 
 
 class BudgetConfig(BaseModel):
@@ -55,6 +62,9 @@ class SandboxConfig(BaseModel):
         default=None, ge=256, description="memory cap of each worker (default: from its card)"
     )
     max_concurrency: int = Field(default=4, ge=1, description="tool calls running at once")
+    worker_idle_s: float = Field(
+        default=600.0, gt=0, allow_inf_nan=False, description="a warm worker idle this long stops"
+    )
 
 
 class LlmConfig(BaseModel):
@@ -97,10 +107,25 @@ class ServerConfig(BaseModel):
     max_stored_mb: int = Field(
         default=2000, ge=1, description="above this total, the oldest stored files go first"
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names clients reach this server by (beyond its address, localhost "
+        "and this machine's name); other Host headers are refused; '*' turns the check off",
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, allow_inf_nan=False, description="a request body must arrive in this"
+    )
+    max_concurrent_bodies: int = Field(
+        default=8, ge=1, description="request bodies read at once (half of them per client address)"
+    )
 
     def key(self) -> str | None:
         """The API key clients must send: ``api_key``, else the variable ``api_key_env``."""
         return self.api_key or os.environ.get(self.api_key_env) or None
+
+    def keys(self) -> list[str]:
+        """Every accepted key (:meth:`key` may list several, comma-separated: one per client)."""
+        return [k.strip() for k in (self.key() or "").split(",") if k.strip()]
 
 
 class Config(BaseModel):
@@ -127,6 +152,10 @@ class Config(BaseModel):
         default=20_000,
         ge=1,
         description="longer requests are refused (attach long text as a .txt file)",
+    )
+    approve: dict[str, Permissions | bool] = Field(
+        default_factory=dict,
+        description="per card name, what it may do of what it asks (true: all of it)",
     )
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     llm: LlmConfig = Field(default_factory=LlmConfig)
@@ -165,7 +194,17 @@ class Config(BaseModel):
                 update[key] = folder / value
         if "card_dirs" in data:
             update["card_dirs"] = [p if p.is_absolute() else folder / p for p in self.card_dirs]
+        if "approve" in data:
+            update["approve"] = {
+                name: _paths_from(folder, grant) for name, grant in self.approve.items()
+            }
         return self.model_copy(update=update)
+
+    def with_approvals(self, names: list[str]) -> Config:
+        """This config with everything the cards ``names`` ask for approved (``--approve``)."""
+        if not names:
+            return self
+        return self.model_copy(update={"approve": {**self.approve, **dict.fromkeys(names, True)}})
 
     def with_environment(self) -> Config:
         """This config with the environment variables applied."""
@@ -191,6 +230,17 @@ class Config(BaseModel):
 
 
 _PATH_KEYS = ("runs_dir", "checkpoints", "selection_encoder")
+
+
+def _paths_from(folder: Path, grant: bool | Permissions) -> bool | Permissions:
+    """An approval whose relative read/write paths are read from the config file's folder."""
+    if isinstance(grant, bool):
+        return grant
+
+    def absolute(paths: list[str]) -> list[str]:
+        return [p if p.startswith(("/", "~")) else str(folder / p) for p in paths]
+
+    return grant.model_copy(update={"read": absolute(grant.read), "write": absolute(grant.write)})
 
 
 def _unknown_key_hint(model: type[BaseModel], error: Any) -> str:

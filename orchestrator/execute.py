@@ -1,9 +1,11 @@
 """Execute: run tool calls in warm, long-lived worker processes.
 
-Each tool card gets its own worker process (``python -m orchestrator._worker``), started on the
-first call and reused by later calls. A worker is keyed by the card's name and a digest of its
-content, so an edited card gets a fresh worker. Calls to one worker are serialized; different
-cards run in parallel. Parent and worker speak JSON lines (see :mod:`orchestrator._worker`).
+Each tool card gets its own worker process (:mod:`orchestrator._worker`), started on the
+first call and reused by later calls. A worker is keyed by the card's name, a digest of its
+content and the folder it came from, so an edited card gets a fresh worker. Calls to one worker
+are serialized; different cards run in parallel. Parent and worker speak JSON lines (see
+:mod:`orchestrator._worker`). Between calls a worker is frozen (every process of it stopped), so
+nothing a call left behind runs on; a worker idle for ``idle_s`` seconds is stopped.
 
 Failures never crash the caller: a tool that raises, a worker that dies, a call that times out,
 a model that does not load, and outputs that do not match the card all raise
@@ -19,12 +21,16 @@ and loading the model included: every one of those timeouts is cut to what is le
 :data:`KILL_MARGIN_S` for killing and reaping, so the call returns within the limit.
 
 Sandbox: every worker runs under :mod:`orchestrator.sandbox` with its card's policy
-(:func:`~orchestrator.sandbox.policy_for_card`). The command run inside is
-:meth:`WorkerPoolExecutor.worker_command`; :meth:`WorkerPoolExecutor.worker_launch` wraps it.
+(:func:`~orchestrator.sandbox.policy_for_card`), once the user approved what the card asks for
+(:class:`~orchestrator.sandbox.policy.Approvals`; built-in cards are approved as they are).
+The command run inside is :meth:`WorkerPoolExecutor.worker_command`: an isolated interpreter
+that is confined before the card's own folder - and only that card's - is appended to its
+import path; :meth:`WorkerPoolExecutor.worker_launch` wraps it.
 A worker sees a private I/O folder: before each call its file inputs are copied into ``in`` and
 the call's scratch is ``out``; after the call what the tool wrote to ``out`` is copied into the
 caller's ``ctx.scratch`` and output paths are rewritten to the copies. The worker's environment
-is the sandbox's allow-list plus what its card asks for plus the executor's explicit ``env``.
+is the sandbox's allow-list plus what its card asks for plus the executor's explicit ``env``,
+never a variable the approvals withhold (the server's API key).
 
 Limits: at most ``max_workers`` warm workers and, when ``memory_mb`` is set, at most that many
 MB of them (each counted by what its cgroup measured after its last call, else by its card's
@@ -38,7 +44,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import threading
 import time
 import weakref
@@ -60,7 +65,8 @@ from orchestrator.cards import IOSpec, ToolCard
 from orchestrator.errors import ToolFailed
 from orchestrator.sandbox import Launch, Sandbox, policy_for_card
 from orchestrator.sandbox.bwrap import package_dirs
-from orchestrator.sandbox.policy import DEFAULT_ENV, model_read_paths
+from orchestrator.sandbox.launch import PACKAGE_ROOT, python_command
+from orchestrator.sandbox.policy import DEFAULT_ENV, Approvals, model_read_paths
 
 __all__ = [
     "KILL_MARGIN_S",
@@ -140,6 +146,14 @@ def card_digest(card: ToolCard) -> str:
     return hashlib.sha256(card.model_dump_json().encode("utf-8")).hexdigest()[:16]
 
 
+def _key(card: ToolCard) -> str:
+    """The worker of ``card``: its name, content and code folder (same card, other code)."""
+    return f"{card.name}@{card_digest(card)}@{card.code_folder or ''}"
+
+
+DEFAULT_IDLE_S = 600.0
+
+
 def default_timeout_s(card: ToolCard) -> float:
     """Seconds a call may take when the context sets no timeout: 30 + 20 x expected latency."""
     return 30.0 + 20.0 * card.cost.latency_s
@@ -150,7 +164,11 @@ class WorkerPoolExecutor:
 
     Thread-safe. When a new worker would exceed ``max_workers`` (or the ``memory_mb`` cap), the
     least recently used idle workers are stopped (if every worker is busy, the pool exceeds the
-    limit until one is idle). ``sandbox`` defaults to the strongest this host permits.
+    limit until one is idle); one idle for ``idle_s`` seconds is stopped too. ``sandbox``
+    defaults to the strongest this host permits. ``approvals``: what the user approved of the
+    cards' requests (default: nothing, so only built-in cards and cards asking for nothing run).
+    ``extra_sys_path``: folders every worker imports from last (after the interpreter's and the
+    project's modules, before the card's own folder).
     """
 
     def __init__(
@@ -165,11 +183,15 @@ class WorkerPoolExecutor:
         memory_mb: int | None = None,
         worker_memory_mb: int | None = None,
         max_concurrency: int = 8,
+        approvals: Approvals | None = None,
+        idle_s: float = DEFAULT_IDLE_S,
     ) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if not idle_s > 0:
+            raise ValueError("idle_s must be positive")
         self.max_workers = max_workers
         self.start_timeout_s = start_timeout_s
         self.max_result_bytes = max_result_bytes
@@ -178,29 +200,32 @@ class WorkerPoolExecutor:
         self.worker_memory_mb = worker_memory_mb
         self.max_concurrency = max_concurrency
         self._slots = threading.BoundedSemaphore(max_concurrency)
+        self.approvals = approvals or Approvals()
+        self.idle_s = idle_s
         self._overrides = dict(env or {})
-        self._env = _worker_env(list(extra_sys_path), self._overrides)
-        self._code_paths = _code_paths(list(extra_sys_path))
+        self._env = _worker_env(self._overrides)
+        self._extra_sys_path = [os.path.abspath(p) for p in extra_sys_path]
         self._lock = threading.Lock()
         self._workers: dict[str, Worker] = {}
         self._closed = False
         # Stops the workers at interpreter exit (atexit), or when the executor is collected.
         self._finalizer = weakref.finalize(self, stop_all, self._lock, self._workers)
         self._finalizer.atexit = True
+        self._closing = threading.Event()
+        _start_reaper(self, self._closing)
 
     @classmethod
     def from_config(cls, config: Any) -> WorkerPoolExecutor:
         """An executor with the limits and sandbox settings of an orchestrator ``Config``."""
-        from orchestrator.zoo import card_code_dirs
-
         box = config.sandbox
         return cls(
             max_workers=config.max_workers,
-            extra_sys_path=card_code_dirs(config.card_dirs),
             sandbox=Sandbox(enabled=box.enabled, require_full_isolation=box.require_full_isolation),
             memory_mb=box.memory_mb,
             worker_memory_mb=box.worker_memory_mb,
             max_concurrency=box.max_concurrency,
+            approvals=Approvals.from_config(config),
+            idle_s=box.worker_idle_s,
         )
 
     def __enter__(self) -> WorkerPoolExecutor:
@@ -211,16 +236,28 @@ class WorkerPoolExecutor:
 
     def worker_command(self, card: ToolCard) -> list[str]:
         """The command run inside the sandbox to start a worker for ``card``."""
-        return [sys.executable, "-m", "orchestrator._worker"]
+        return python_command("orchestrator._worker", code=self._code_folders(card))
+
+    def _code_folders(self, card: ToolCard) -> list[str]:
+        own = [str(card.code_folder)] if card.code_folder is not None else []
+        return [*self._extra_sys_path, *own]
 
     def worker_launch(self, card: ToolCard) -> Launch:
-        """The sandboxed start of a worker for ``card``: its policy around the command."""
+        """The sandboxed start of a worker for ``card``: its policy around the command.
+
+        A card asking for what is not approved raises ToolFailed (nothing is started).
+        """
+        problem = self.approvals.problem(card)
+        if problem is not None:
+            raise ToolFailed(card.name, f"not started: the card {problem}")
         policy = policy_for_card(card, memory_mb=self.worker_memory_mb)
         allowed = set(DEFAULT_ENV) | set(policy.env) | set(self._overrides)
         env = {k: v for k, v in self._env.items() if k in allowed}
         if not self.sandbox.enabled:
             env = dict(self._env)
-        return self.sandbox.prepare(policy, self.worker_command(card), env, self._code_paths)
+        env = {k: v for k, v in env.items() if self.approvals.env_allowed(k, v)}
+        code_paths = package_dirs(Path(PACKAGE_ROOT)) + self._code_folders(card)
+        return self.sandbox.prepare(policy, self.worker_command(card), env, code_paths)
 
     def call(
         self,
@@ -267,14 +304,26 @@ class WorkerPoolExecutor:
     def is_warm(self, card: ToolCard) -> bool:
         """Whether a worker for ``card`` (this exact version) is running, model loaded."""
         with self._lock:
-            worker = self._workers.get(f"{card.name}@{card_digest(card)}")
+            worker = self._workers.get(_key(card))
         return worker is not None and worker.running()
 
     def close(self) -> None:
         """Stop every worker (a call in flight fails with ToolFailed). Idempotent."""
         with self._lock:
             self._closed = True
+        self._closing.set()
         self._finalizer()
+
+    def reap_idle(self) -> int:
+        """Stop the workers idle for ``idle_s`` seconds or more; how many there were."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [
+                w for w in self._workers.values() if not w.busy and now - w.last_used >= self.idle_s
+            ]
+            self._remove(idle)
+        stop_in_background(idle)
+        return len(idle)
 
     def stop_running(self) -> int:
         """Stop the calls in flight now (their steps fail); the pool stays open for more.
@@ -287,7 +336,7 @@ class WorkerPoolExecutor:
         return max(self.start_timeout_s, 3.0 * card.cost.load_s)
 
     def _checkout(self, card: ToolCard) -> tuple[Worker, list[Worker]]:
-        key = f"{card.name}@{card_digest(card)}"
+        key = _key(card)
         with self._lock:
             if self._closed:
                 raise RuntimeError("this executor is closed")
@@ -336,13 +385,13 @@ class WorkerPoolExecutor:
     def memory_of(self, card: ToolCard) -> int | None:
         """The memory the worker for ``card`` counts for (measured, else declared)."""
         with self._lock:
-            worker = self._workers.get(f"{card.name}@{card_digest(card)}")
+            worker = self._workers.get(_key(card))
         return worker.memory_mb if worker is not None else None
 
     def worker_pid(self, card: ToolCard) -> int | None:
         """The process id (as this process sees it) of the running worker for ``card``."""
         with self._lock:
-            worker = self._workers.get(f"{card.name}@{card_digest(card)}")
+            worker = self._workers.get(_key(card))
         proc = worker.proc if worker is not None else None
         return proc.pid if proc is not None and proc.returncode is None else None
 
@@ -350,6 +399,22 @@ class WorkerPoolExecutor:
         for worker in workers:
             del self._workers[worker.key]
         return workers
+
+
+def _start_reaper(pool: WorkerPoolExecutor, closing: threading.Event) -> None:
+    """A thread that stops ``pool``'s idle workers; it ends with the pool (holds no reference)."""
+    ref = weakref.ref(pool)
+    period = max(0.05, min(pool.idle_s / 4, 30.0))
+
+    def reap() -> None:
+        while not closing.wait(period):
+            alive = ref()
+            if alive is None:
+                return
+            alive.reap_idle()
+            del alive
+
+    threading.Thread(target=reap, name="worker-idle-reaper", daemon=True).start()
 
 
 def _within(
@@ -390,13 +455,7 @@ def _waited(
         lock.release()
 
 
-def _code_paths(extra_sys_path: list[str]) -> list[str]:
-    """What a worker imports from besides Python: the packages of this project, extra paths."""
-    root = Path(__file__).resolve().parent.parent
-    return package_dirs(root) + [os.path.abspath(p) for p in extra_sys_path]
-
-
-def _worker_env(extra_sys_path: list[str], overrides: dict[str, str]) -> dict[str, str]:
+def _worker_env(overrides: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("HF_HUB_OFFLINE", "1")
     # The model caches as this process resolves them (a sandboxed HOME is elsewhere).
@@ -407,13 +466,6 @@ def _worker_env(extra_sys_path: list[str], overrides: dict[str, str]) -> dict[st
     # (two torch threads per worker made parallel steps several times slower here).
     env.setdefault("OMP_NUM_THREADS", "1")
     env.update(overrides)
-    env["PYTHONUNBUFFERED"] = "1"
-    # The worker must import this very orchestrator package, wherever it is installed.
-    package_root = str(Path(__file__).resolve().parent.parent)
-    paths = [os.path.abspath(p) for p in extra_sys_path]
-    paths += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    paths.append(package_root)
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
 
 

@@ -6,6 +6,8 @@ on its node: the model stays warm in the actor's worker, and the tool runs in ex
 it gets locally. Files do not assume a shared disk: input files travel to the actor as bytes, and
 the files a call writes come back as bytes into the caller's ``ctx.scratch``.
 
+A python card's own folder is bound into its worker as locally, so it must be at the same path
+on every node (like the project itself); ``approvals`` are the user's, as for the local pool.
 Independent subtasks run in parallel on different actors; calls to one card are serialized by
 its actor. A call that fails, times out or loses its actor raises
 :class:`~orchestrator.errors.ToolFailed` with the reason, like the local executor.
@@ -33,6 +35,7 @@ from orchestrator.execute import (
     card_digest,
     default_timeout_s,
 )
+from orchestrator.sandbox.policy import Approvals
 
 __all__ = ["RayExecutor"]
 
@@ -52,7 +55,11 @@ class _CardActor:
     """Runs one card's calls on its node, in a local sandboxed worker pool."""
 
     def __init__(
-        self, sandbox_enabled: bool, start_timeout_s: float, extra_sys_path: list[str]
+        self,
+        sandbox_enabled: bool,
+        start_timeout_s: float,
+        extra_sys_path: list[str],
+        approvals: Approvals | None = None,
     ) -> None:
         from orchestrator.execute import WorkerPoolExecutor
         from orchestrator.sandbox import Sandbox
@@ -62,6 +69,7 @@ class _CardActor:
             sandbox=Sandbox(enabled=sandbox_enabled),
             start_timeout_s=start_timeout_s,
             extra_sys_path=extra_sys_path,
+            approvals=approvals,
         )
         self.root = Path(tempfile.mkdtemp(prefix="orchestrator-ray-"))
 
@@ -73,8 +81,11 @@ class _CardActor:
         max_tokens: int | None,
         timeout_s: float | None,
         limit: tuple[float, str] | None = None,
+        source: str | None = None,
     ) -> dict[str, Any]:
         card = ToolCard.model_validate(card_json)
+        if source is not None:  # its code folder: a path that must exist on this node too
+            card = card.with_source(Path(source))
         work = Path(tempfile.mkdtemp(dir=self.root))
         try:
             (work / "in").mkdir()
@@ -137,6 +148,7 @@ class RayExecutor:
         start_timeout_s: float = 120.0,
         extra_sys_path: list[str] | tuple[str, ...] = (),
         init_options: dict[str, Any] | None = None,
+        approvals: Approvals | None = None,
     ) -> None:
         ray = _ray()
         if not ray.is_initialized():
@@ -147,6 +159,7 @@ class RayExecutor:
         self.sandbox_enabled = sandbox_enabled
         self.start_timeout_s = start_timeout_s
         self.extra_sys_path = [os.path.abspath(p) for p in extra_sys_path]
+        self.approvals = approvals
         self._lock = threading.Lock()
         self._actors: dict[str, Any] = {}
         self._warm: set[str] = set()
@@ -166,7 +179,7 @@ class RayExecutor:
             actor = self._actors.get(key)
             if actor is None:
                 actor = self._actor_class.remote(
-                    self.sandbox_enabled, self.start_timeout_s, self.extra_sys_path
+                    self.sandbox_enabled, self.start_timeout_s, self.extra_sys_path, self.approvals
                 )
                 self._actors[key] = actor
         return actor
@@ -202,8 +215,9 @@ class RayExecutor:
         cold = not self.is_warm(card)
         started = time.monotonic()
         capped = None if limit is None else (limit.seconds, limit.hint)
+        source = str(card.source) if card.source is not None else None
         ref = actor.call.remote(
-            card.model_dump(mode="json"), values, files, ctx.max_tokens, timeout, capped
+            card.model_dump(mode="json"), values, files, ctx.max_tokens, timeout, capped, source
         )
         # The actor enforces the call timeout itself; this bound covers a lost or stuck actor.
         bound = timeout + (self.start_timeout_s if cold else 0) + 30

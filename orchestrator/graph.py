@@ -449,10 +449,11 @@ def answer_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
     ]
     status = state["status"]
     problems = _problems(plan, status, state.get("decisions", []), state.get("attempts", []))
-    outcome = "ok"
+    problems += _stand_ins(plan, status, results, state.get("attempts", []))
+    outcome = "ok" if not any(status.get(s.id) != "done" for s in plan.subtasks) else "partial"
     if any(v == "over_budget" for v in status.values()):
         outcome = "budget_exhausted"
-    elif problems:
+    elif outcome != "ok":
         outcome = "partial" if done else "failed"
     elif plan.unserved:
         outcome = "partial"  # the plan does what the zoo can; the rest is said below
@@ -492,6 +493,36 @@ def _problems(
                 f"Step {subtask.id} ('{short(subtask.instruction)}') did not finish: {reason}."
             )
     return problems
+
+
+_COULD_NOT_RUN = ("failed to load", "not started", "the sandbox could not be applied")
+
+
+def _stand_ins(
+    plan: Plan,
+    status: dict[str, str],
+    results: dict[str, Any],
+    attempts: Sequence[dict[str, Any]],
+) -> list[str]:
+    """Finished steps another card answered because the chosen one could not start or load."""
+    notes: dict[tuple[str, str], str] = {}
+    for subtask in plan.subtasks:
+        if status.get(subtask.id) != "done" or subtask.id not in results:
+            continue
+        answered = results[subtask.id]["card"]
+        for a in attempts:
+            error = str(a.get("error") or "")
+            if (
+                a["step"] == subtask.id
+                and a["status"] == "failed"
+                and a["card"] != answered
+                and error.startswith(_COULD_NOT_RUN)
+            ):
+                notes[(subtask.id, a["card"])] = (
+                    f"Step {subtask.id}: {a['card']} could not run ({short(error)}); "
+                    f"{answered} answered instead."
+                )
+    return list(notes.values())
 
 
 def _after_plan(state: RunState) -> str:

@@ -350,6 +350,24 @@ class _ChatModel:
         return _Generation(text, finish, ctx.usage.input_tokens, ctx.usage.output_tokens)
 
 
+def _refuse_card_code(card: ToolCard) -> None:
+    """Refuse a card that brings code: this server loads models in its own process.
+
+    Code a card brings (a python entry, a model's own code) runs only in sandboxed workers.
+    """
+    if card.builtin:
+        return
+    options = getattr(card.backend, "options", {}) or {}
+    if card.backend.kind == "python" or options.get("trust_remote_code"):
+        what = "a python card"
+        if card.backend.kind != "python":
+            what = "a card running its model's code"
+        raise NotServable(
+            f"card '{card.name}' is {what}: serve-llm loads the model in this process, outside "
+            "the sandbox, so it serves only built-in cards and cards without code of their own"
+        )
+
+
 def create_app(card: ToolCard) -> Any:
     """Load ``card``'s model in this process and return the FastAPI app that serves it."""
     fastapi = _require("fastapi")
@@ -361,6 +379,7 @@ def create_app(card: ToolCard) -> Any:
             f"served as a chat model"
         )
     shape = _ToolShape.of(card)
+    _refuse_card_code(card)
     reason = unavailable_reason(card)
     if reason:
         raise NotServable(f"card '{card.name}' is unavailable here: {reason}")
@@ -520,20 +539,52 @@ def resolve_card(name_or_path: str) -> ToolCard:
     if path.suffix in (".yaml", ".yml") or path.is_file():
         return load_card(path)
     from orchestrator.config import Config
+    from orchestrator.sandbox.policy import Approvals
     from orchestrator.zoo import Zoo
 
-    zoo = Zoo.load(Config.load().card_dirs)
+    config = Config.load()
+    zoo = Zoo.load(config.card_dirs, approvals=Approvals.from_config(config))
     try:
         return zoo.get(name_or_path).card
     except KeyError as exc:
         raise UserError(f"{exc.args[0]}; or give the path of a YAML card file") from None
 
 
-def serve(card_name_or_path: str, host: str, port: int) -> None:
-    """Serve one text-generation card over HTTP, OpenAI-compatible, until interrupted."""
+MAX_BODY_BYTES = 4_000_000  # a chat request is text: a long conversation fits with room
+
+
+def serve(
+    card_name_or_path: str,
+    host: str,
+    port: int,
+    *,
+    api_key: str | None = None,
+    allowed_hosts: list[str] | None = None,
+) -> None:
+    """Serve one text-generation card over HTTP, OpenAI-compatible, until interrupted.
+
+    The same guard as ``orchestrator serve`` stands in front (:mod:`orchestrator._server_guard`):
+    Host header, cross-site browser requests, request bodies (at most :data:`MAX_BODY_BYTES`,
+    30 s, 8 at once), and the key when one is given - required to listen beyond this machine.
+    """
+    from orchestrator._server_guard import AllowedHosts, BodyLimits, Guard
+    from orchestrator.server import is_loopback
+
     uvicorn = _require("uvicorn")
+    if not is_loopback(host) and not api_key:
+        raise UserError(
+            f"refusing to listen on {host} without an API key: anyone who can reach this "
+            "machine could use the model. Set one (serve-llm --api-key-env NAME) or bind to "
+            "127.0.0.1"
+        )
     app = create_app(resolve_card(card_name_or_path))
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    guarded = Guard(
+        app,
+        keys=[api_key] if api_key else [],
+        limits=BodyLimits(MAX_BODY_BYTES),
+        hosts=AllowedHosts(host, allowed_hosts or []),
+    )
+    uvicorn.run(guarded, host=host, port=port, log_level="info")
 
 
 def _require(module: str) -> Any:

@@ -53,6 +53,7 @@ __all__ = [
 PROBES_DIR = Path(__file__).parent / "probes"
 SPEAKER_CARD = "piper-joe-en"
 LISTENER_CARD = "whisper-tiny-en"
+MAX_PROFILE_BYTES = 4 * 2**20  # a profile is a small JSON file beside its card: read no more
 
 
 def card_digest(card: ToolCard) -> str:
@@ -75,8 +76,15 @@ def read_profile(card_path: Path) -> dict[str, Any] | None:
     path = profile_path(card_path)
     if not path.is_file():
         return None
+    with path.open("rb") as file:
+        text = file.read(MAX_PROFILE_BYTES + 1)
+    if len(text) > MAX_PROFILE_BYTES:
+        raise UserError(
+            f"{path}: larger than {MAX_PROFILE_BYTES // 2**20} MB, too large for a profile; "
+            "delete it and profile again"
+        )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON ({exc.msg}); delete it and profile again") from exc
     return data if isinstance(data, dict) else None

@@ -13,7 +13,15 @@ from orchestrator.answer import render_value
 from orchestrator.run import RunResult
 from orchestrator.zoo import Zoo, ZooEntry
 
-__all__ = ["EventPrinter", "print_card", "print_cards", "print_result", "print_run", "usd"]
+__all__ = [
+    "EventPrinter",
+    "print_card",
+    "print_cards",
+    "print_result",
+    "print_run",
+    "request_lines",
+    "usd",
+]
 
 
 def usd(amount: object) -> str:
@@ -191,3 +199,40 @@ def print_card(console: Console, entry: ZooEntry) -> None:
         console.print(
             f"profile: {len(card.profile.probes)} probes, mean score {card.profile.mean_score:.2f}"
         )
+
+
+def request_lines(paths: Any, approvals: Any) -> list[str]:
+    """For each card in ``paths``: what it asks for, and what of it is not approved."""
+    from orchestrator.cards import load_card
+    from orchestrator.errors import CardError
+    from orchestrator.sandbox.policy import card_requests, unapproved
+    from orchestrator.zoo import _card_files
+
+    lines = []
+    for path in _card_files(paths):
+        try:
+            card = load_card(path)
+        except (CardError, OSError):
+            continue  # reported as a defect
+        asked = card_requests(card).describe()
+        if not asked:
+            lines.append(f"{card.name} asks for nothing beyond the sandbox's defaults")
+            continue
+        lines.append(f"{card.name} asks for: {', '.join(asked)}")
+        requests = card_requests(card)
+        missing = unapproved(requests, approvals.for_card(card), withheld=approvals.withheld)
+        never = [m.removesuffix(" (never given to a tool)") for m in missing if "never" in m]
+        pending = [m for m in missing if "never" not in m]
+        if not missing:
+            lines.append("  approved" + (" (a built-in card)" if card.builtin else ""))
+        if pending:
+            lines.append(
+                f"  not approved, so it does not run: {', '.join(pending)} - approve it under "
+                f"[approve.{card.name}] in orchestrator.toml, or with --approve {card.name}"
+            )
+        if never:
+            lines.append(
+                f"  never given to a tool, approved or not: {', '.join(never)} - the card cannot "
+                "run as it is"
+            )
+    return lines

@@ -38,6 +38,7 @@ from orchestrator.execute import Executor, WorkerPoolExecutor
 from orchestrator.graph import RunContext, build_graph
 from orchestrator.plan import Plan
 from orchestrator.route import RouterPolicy
+from orchestrator.sandbox.policy import Approvals
 from orchestrator.select import EvidenceScorer, Scorer
 from orchestrator.zoo import Zoo
 from planners import Planner
@@ -133,7 +134,11 @@ class Orchestrator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config or Config.load()
-        self.zoo = zoo if zoo is not None else Zoo.load(self.config.card_dirs)
+        # What the user approved of the cards' requests is the configuration's, for a zoo
+        # passed in too (its python cards run their own folders' code, see WorkerPoolExecutor).
+        approvals = Approvals.from_config(self.config)
+        self.zoo = zoo if zoo is not None else Zoo.load(self.config.card_dirs, approvals=approvals)
+        self.zoo.approve(approvals)
         # A misnamed planner or router, or a bad router option, is refused here, not mid-run.
         self.planner = planner or configured_planner(self.config)
         self.scorer = scorer or EvidenceScorer(encoder=self.config.selection_encoder)

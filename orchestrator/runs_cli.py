@@ -27,11 +27,13 @@ CardsOption = Annotated[
 ]
 
 
-def _orchestrator(cards: list[Path] | None, *, resume: bool = False):  # noqa: ANN202
+def _orchestrator(  # noqa: ANN202
+    cards: list[Path] | None, *, resume: bool = False, approve: list[str] | None = None
+):
     from orchestrator.cli import _config, _fail, _zoo
     from orchestrator.run import Orchestrator, checkpoints_path
 
-    config = _config(cards)
+    config = _config(cards, approve)
     try:
         if not resume:
             if not checkpoints_path(config).is_file():
@@ -103,6 +105,12 @@ def runs_resume(
     max_seconds: Annotated[float | None, typer.Option(help="new wall-clock limit")] = None,
     max_calls: Annotated[int | None, typer.Option(help="new limit on model calls")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="new limit on tokens")] = None,
+    approve: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--approve", metavar="CARD", help="let this card have all it asks for (repeatable)"
+        ),
+    ] = None,
 ) -> None:
     """Resume a stored run that did not finish; finished subtasks are not run again.
 
@@ -118,7 +126,7 @@ def runs_resume(
     budget = None
     if any(v is not None for v in limits):
         budget = _budget(budget_usd, max_seconds, max_calls, max_tokens, _config(cards))
-    with _orchestrator(cards, resume=True) as orch, _ctrl_c_cancels(orch) as stop:
+    with _orchestrator(cards, resume=True, approve=approve) as orch, _ctrl_c_cancels(orch) as stop:
         try:
             printer = None if as_json else EventPrinter(console)
             result = orch.resume(run_id, on_event=printer, cancel=stop, budget=budget)

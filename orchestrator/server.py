@@ -23,7 +23,11 @@ server's run folders are deleted ``keep_files_hours`` after they were last writt
 beyond ``max_stored_mb`` (see :mod:`orchestrator._server_retention`). Every error is a JSON
 body in OpenAI's shape with a 4xx status saying what is wrong (a 500 only for a bug, and never
 with a traceback). Bound to anything but a loopback address the server refuses to start without
-an API key, which clients then send as ``Authorization: Bearer KEY``.
+an API key, which clients then send as ``Authorization: Bearer KEY`` (several keys, comma
+separated, give several clients). Before any route, :mod:`orchestrator._server_guard` checks the
+Host header, the key, cross-site browser requests and the size, arrival time and number of
+request bodies. Uploads and runs belong to the client that made them (its key, or the bearer
+token it sends to a keyless server): no client lists, reads or deletes another's.
 """
 
 from __future__ import annotations
@@ -65,9 +69,12 @@ def create_app(config: Config | None = None, *, zoo: Zoo | None = None) -> Any:
                 f"the server needs '{module}', which is not installed: {SERVER_EXTRA_HINT}"
             ) from exc
     from orchestrator._server_app import build_app
+    from orchestrator.sandbox.policy import Approvals
 
     config = config or Config.load()
-    return build_app(config, zoo if zoo is not None else Zoo.load(config.card_dirs))
+    if zoo is None:
+        zoo = Zoo.load(config.card_dirs, approvals=Approvals.from_config(config))
+    return build_app(config, zoo)
 
 
 def _log_to_stderr() -> None:
@@ -92,6 +99,8 @@ def serve(config: Config, host: str, port: int) -> None:
             "or bind to 127.0.0.1"
         )
     _log_to_stderr()
+    # The Host check (see orchestrator._server_guard) knows the address actually bound.
+    config = config.model_copy(update={"server": config.server.model_copy(update={"host": host})})
     app = create_app(config)
     shown = f"[{host}]" if ":" in host else host
     key = " (send the API key as 'Authorization: Bearer KEY')" if config.server.key() else ""
@@ -116,6 +125,12 @@ def serve_command(
     cards: Annotated[
         list[Path] | None, typer.Option("--cards", help="extra folder of tool cards (repeatable)")
     ] = None,
+    approve: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--approve", metavar="CARD", help="let this card have all it asks for (repeatable)"
+        ),
+    ] = None,
 ) -> None:
     """Serve the OpenAI-compatible API and the web chat page (http://127.0.0.1:8080/)."""
     from decimal import Decimal, InvalidOperation
@@ -129,6 +144,7 @@ def serve_command(
         config = Config.load()
         if cards:
             config = config.model_copy(update={"card_dirs": config.card_dirs + list(cards)})
+        config = config.with_approvals(approve or [])
         limits = config.budget.model_dump()
         for name, value in (("seconds", max_seconds), ("calls", max_calls)):
             if value is not None:

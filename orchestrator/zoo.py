@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.backends import unavailable_reason
-from orchestrator.cards import ToolCard, load_card
+from orchestrator.cards import ToolCard, builtin_cards_dir, load_card
 from orchestrator.errors import CardDefect, CardError
 from orchestrator.profile import attach_profile
+from orchestrator.sandbox.policy import Approvals
 
 __all__ = [
     "Zoo",
@@ -23,11 +24,6 @@ __all__ = [
     "missing_read_paths",
     "validate_paths",
 ]
-
-
-def builtin_cards_dir() -> Path:
-    """The folder of the cards that ship with the project."""
-    return Path(str(importlib.resources.files("tool_cards")))
 
 
 @dataclass
@@ -91,16 +87,15 @@ def _load_all(files: list[Path]) -> tuple[list[tuple[ToolCard, Path]], list[Card
 def card_code_dirs(paths: Iterable[Path]) -> list[str]:
     """The card folders that hold Python modules: a python card's entry may live beside it.
 
-    They are importable in this process (for the availability check) and, read-only, in the
-    sandboxed workers. Modules are imported by their bare names over all these folders, so
-    :func:`code_clashes` must find none for each card to get its own folder's code.
+    Each is bound read-only into the workers of its own cards only, at the end of their import
+    path (:attr:`~orchestrator.cards.ToolCard.code_folder`); never onto this process's path.
     """
     folders = [Path(p) if Path(p).is_dir() else Path(p).parent for p in paths]
     resolved = dict.fromkeys(f.resolve() for f in folders)
-    return [str(f) for f in resolved if any(f.glob("*.py"))]
+    return [str(f) for f in resolved if any(f.glob("*.py")) or _modules_in(f)]
 
 
-# Names a card's module must not take: it would hide (or be hidden by) this code.
+# Names a card's module must not take: it would be hidden by this code.
 _PROJECT_PACKAGES = frozenset({"orchestrator", "planners", "evals", "tool_cards"})
 
 
@@ -111,37 +106,39 @@ def _modules_in(folder: Path) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def code_clashes(paths: Iterable[Path]) -> list[CardDefect]:
-    """Python module names two card folders both provide, or that shadow a standard module.
+def _installed_elsewhere(name: str, folder: Path) -> bool:
+    """Whether ``name`` is importable from the interpreter's own path (found, never run)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    origin = spec.origin if spec is not None else None
+    return spec is not None and not (origin and Path(origin).resolve().is_relative_to(folder))
 
-    A worker imports a card's ``entry`` module by its bare name over every card folder: with
-    ``tool.py`` in two folders, both cards would run the first folder's code.
+
+def code_clashes(paths: Iterable[Path]) -> list[CardDefect]:
+    """Modules in card folders named like a module of Python, of this project or installed.
+
+    A worker imports the standard library and installed packages before its card's folder, so
+    such a module is never the one a card entry gets; the author is told to rename it.
     """
-    owner: dict[str, str] = {}
     defects: list[CardDefect] = []
     for folder in card_code_dirs(paths):
         for name, file in _modules_in(Path(folder)).items():
-            if name in owner:
-                defects.append(
-                    CardDefect(
-                        file,
-                        "python module",
-                        f"module '{name}' is in both {owner[name]} and {folder}; a card entry "
-                        f"'{name}:...' would run the code of one for both. Rename one of them "
-                        "(and its cards' entry)",
-                    )
-                )
-            elif name in sys.stdlib_module_names or name in _PROJECT_PACKAGES:
-                defects.append(
-                    CardDefect(
-                        file,
-                        "python module",
-                        f"module '{name}' in {folder} has the name of a module of Python or of "
-                        "this project and would shadow it or be shadowed; rename it",
-                    )
-                )
+            if name in sys.stdlib_module_names or name in _PROJECT_PACKAGES:
+                what = "a module of Python or of this project"
+            elif _installed_elsewhere(name, Path(folder)):
+                what = "an installed module"
             else:
-                owner[name] = folder
+                continue
+            defects.append(
+                CardDefect(
+                    file,
+                    "python module",
+                    f"module '{name}' in {folder} has the name of {what}, which a worker "
+                    "imports instead (a card's folder comes last on its import path); rename it",
+                )
+            )
     return defects
 
 
@@ -191,13 +188,25 @@ def missing_read_paths(card: ToolCard) -> list[str]:
 
 @dataclass
 class Zoo:
-    """A set of tool cards with their availability on this machine."""
+    """A set of tool cards with their availability on this machine.
+
+    A card is available when its backend can run here and everything it asks for (network,
+    paths, variables) is approved (``approvals``; none by default, the built-in cards' requests
+    always). Nothing of a card is imported here: python entries are found as files.
+    """
 
     entries: dict[str, ZooEntry] = field(default_factory=dict)
     _by_task: dict[str, list[ZooEntry]] = field(default_factory=dict, repr=False)
+    approvals: Approvals = field(default_factory=Approvals, repr=False)
 
     @classmethod
-    def load(cls, folders: Iterable[Path] = (), *, builtin: bool = True) -> Zoo:
+    def load(
+        cls,
+        folders: Iterable[Path] = (),
+        *,
+        builtin: bool = True,
+        approvals: Approvals | None = None,
+    ) -> Zoo:
         """Load the built-in cards and those in ``folders``; any broken card raises CardError."""
         folders = [Path(f) for f in folders]
         roots = ([builtin_cards_dir()] if builtin else []) + folders
@@ -205,18 +214,21 @@ class Zoo:
         defects += code_clashes(f for f in folders if f.exists())
         if defects:
             raise CardError(defects)
-        for code_dir in card_code_dirs(folders):
-            if code_dir not in sys.path:
-                sys.path.append(code_dir)
-        return cls.from_cards(card for card, _ in loaded).with_paths(loaded)
+        return cls.from_cards((card for card, _ in loaded), approvals).with_paths(loaded)
 
     @classmethod
-    def from_cards(cls, cards: Iterable[ToolCard]) -> Zoo:
+    def from_cards(cls, cards: Iterable[ToolCard], approvals: Approvals | None = None) -> Zoo:
         """A zoo of in-memory cards (availability checked now)."""
-        zoo = cls()
+        zoo = cls(approvals=approvals or Approvals())
         for card in cards:
             zoo.add(card)
         return zoo
+
+    def approve(self, approvals: Approvals) -> None:
+        """Check every card against ``approvals`` (instead of the ones it was loaded with)."""
+        self.approvals = approvals
+        for entry in self:
+            entry.unavailable = self._unavailable(entry.card)
 
     def with_paths(self, loaded: list[tuple[ToolCard, Path]]) -> Zoo:
         for card, path in loaded:
@@ -227,12 +239,15 @@ class Zoo:
         """Add one card; a name already in the zoo raises CardError."""
         if card.name in self.entries:
             raise CardError([CardDefect(path, "name", f"duplicate name '{card.name}'")])
+        self.entries[card.name] = ZooEntry(card, path, self._unavailable(card))
+        self._by_task.setdefault(card.task, []).append(self.entries[card.name])
+
+    def _unavailable(self, card: ToolCard) -> str | None:
         reason = unavailable_reason(card)
         missing = missing_read_paths(card)
         if reason is None and missing:
             reason = f"permissions.read names what does not exist here: {', '.join(missing)}"
-        self.entries[card.name] = ZooEntry(card, path, reason)
-        self._by_task.setdefault(card.task, []).append(self.entries[card.name])
+        return reason or self.approvals.problem(card)
 
     def __iter__(self) -> Iterator[ZooEntry]:
         return iter(self.entries.values())

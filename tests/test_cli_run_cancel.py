@@ -27,6 +27,11 @@ SUMMARY = (
 )
 
 
+def cards_args(cards: Path) -> list[str]:
+    """The test cards' folder, and the approval of their permission to write the shared log."""
+    return ["--cards", str(cards), "--approve", "sum-steady"]
+
+
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_cli(*args, cwd=tmp_path, env=cli_env(tmp_path))
 
@@ -47,7 +52,7 @@ def test_ctrl_c_twice_cancels_keeps_the_finished_step_and_resume_finishes(tmp_pa
     out = tmp_path / "run.out"
     with out.open("w") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", "run", REQUEST, "--cards", str(cards)],
+            [sys.executable, "-m", "orchestrator", "run", REQUEST, *cards_args(cards)],
             stdout=sink,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
@@ -65,7 +70,7 @@ def test_ctrl_c_twice_cancels_keeps_the_finished_step_and_resume_finishes(tmp_pa
         [row] = json.loads(listed.stdout)
         run_id = row["run_id"]
         assert row["status"] == "unfinished"
-        busy = _cli(tmp_path, "runs", "resume", run_id, "--cards", str(cards))
+        busy = _cli(tmp_path, "runs", "resume", run_id, *cards_args(cards))
         assert busy.returncode == 2
         assert f"run {run_id} is in progress in another process (pid {proc.pid})" in busy.stderr
 
@@ -101,7 +106,7 @@ def test_ctrl_c_twice_cancels_keeps_the_finished_step_and_resume_finishes(tmp_pa
     for expected in ("Plan", "Steps", "lingua-langid", "label: German", "Router decisions"):
         assert expected in shown_text
 
-    resumed = _cli(tmp_path, "runs", "resume", run_id, "--cards", str(cards), "--json")
+    resumed = _cli(tmp_path, "runs", "resume", run_id, *cards_args(cards), "--json")
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)
     assert result["status"] == "ok"
@@ -118,7 +123,7 @@ def test_one_ctrl_c_lets_the_running_step_finish_and_keeps_it(tmp_path):
     shared = tmp_path / "shared"
     cards = write_cards(tmp_path / "cards", shared, labeller=False, first_sleep=4)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "run", REQUEST, "--cards", str(cards), "--json"],
+        [sys.executable, "-m", "orchestrator", "run", REQUEST, *cards_args(cards), "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -146,7 +151,7 @@ def test_one_ctrl_c_lets_the_running_step_finish_and_keeps_it(tmp_path):
     missing = _cli(tmp_path, "runs", "resume", result["run_id"])
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "sum-steady" in missing.stderr and "--cards DIR" in missing.stderr
-    resumed = _cli(tmp_path, "runs", "resume", result["run_id"], "--cards", str(cards), "--json")
+    resumed = _cli(tmp_path, "runs", "resume", result["run_id"], *cards_args(cards), "--json")
     resumed = json.loads(resumed.stdout)
     assert resumed["status"] == "ok"
     assert SUMMARY in resumed["answer"]

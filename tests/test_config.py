@@ -62,3 +62,23 @@ def test_the_readme_example_config_is_valid(tmp_path):
     config = Config.load(path)
     assert config.planner == "auto" and config.llm.base_url == "http://127.0.0.1:8001/v1"
     assert config.budget.to_budget().calls == 20
+
+
+def test_approvals_are_read_from_the_file_with_paths_from_its_folder(tmp_path):
+    from orchestrator.cards import Permissions
+
+    path = tmp_path / "orchestrator.toml"
+    path.write_text(
+        '[approve]\nall-of-it = true\n\n[approve.some-of-it]\nnetwork = ["127.0.0.1:8001"]\n'
+        'read = ["data", "/abs/data"]\nenv = ["MY_TOKEN"]\n'
+    )
+    config = Config.load(path)
+    assert config.approve["all-of-it"] is True
+    assert config.approve["some-of-it"] == Permissions(
+        network=["127.0.0.1:8001"], read=[str(tmp_path / "data"), "/abs/data"], env=["MY_TOKEN"]
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[approve.x]\nnetwork = ["no-port"]\n')
+    with pytest.raises(ConfigError, match="approve.x.*host:port"):
+        Config.load(bad)
+    assert Config().with_approvals(["a", "b"]).approve == {"a": True, "b": True}

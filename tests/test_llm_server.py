@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import openai
@@ -11,7 +13,7 @@ import pytest
 from _llm_server import CARD
 
 from orchestrator.backends import unavailable_reason
-from orchestrator.cards import card_from_yaml
+from orchestrator.cards import TransformersBackend, card_from_yaml
 from orchestrator.errors import UserError
 from orchestrator.llm_server import (
     ChatCompletionRequest,
@@ -256,6 +258,41 @@ backend: {{kind: python, entry: "nowhere.at_all:load"}}
 """
 
 
+def test_the_guard_refuses_other_hosts_cross_site_posts_and_huge_bodies(server: str) -> None:
+    rebound = httpx.get(f"{server}/v1/models", headers={"Host": "attacker.example"}, timeout=30)
+    assert rebound.status_code == 421 and rebound.json()["error"]["code"] == "host_not_allowed"
+    cross_site = httpx.post(
+        f"{server}/v1/chat/completions",
+        content=b'{"model": "x"}',
+        headers={"Origin": "http://attacker.example", "Content-Type": "text/plain"},
+        timeout=30,
+    )
+    assert cross_site.status_code == 403, cross_site.text
+    huge = json.dumps({"model": CARD, "messages": [{"role": "user", "content": "x" * 5_000_000}]})
+    too_big = httpx.post(
+        f"{server}/v1/chat/completions",
+        content=huge,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert too_big.status_code == 413, too_big.text
+
+
+def test_serve_llm_refuses_a_public_address_without_a_key() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "serve-llm", "--host", "0.0.0.0", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "ORCHESTRATOR_LLM_API_KEY"},
+    )
+    assert done.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without an API key" in " ".join(done.stderr.split())
+
+
 def test_only_text_generation_cards_are_servable() -> None:
     classifier = card_from_yaml(
         CARD_YAML.format(name="a-classifier", task="text-classification", input="text", type="text")
@@ -267,6 +304,33 @@ def test_only_text_generation_cards_are_servable() -> None:
     )
     with pytest.raises(NotServable, match="one required text input"):
         create_app(captioner)
+
+
+def test_a_cards_own_code_is_never_loaded_in_the_server(tmp_path: Path) -> None:
+    marker = tmp_path / "ran-in-the-server"
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    (folder / "chatty.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    (folder / "chatty.yaml").write_text(
+        CARD_YAML.format(name="chatty", task="text-generation", input="prompt", type="text")
+        .replace("nowhere.at_all:load", "chatty:load")
+    )
+    card = resolve_card(str(folder / "chatty.yaml"))
+    with pytest.raises(NotServable, match="a python card: serve-llm loads the model in this"):
+        create_app(card)
+    assert not marker.exists()
+    remote = card.model_copy(
+        update={
+            "backend": TransformersBackend(
+                kind="transformers",
+                task="text-generation",
+                model=str(folder),
+                options={"trust_remote_code": True},
+            )
+        }
+    )
+    with pytest.raises(NotServable, match="running its model's code"):
+        create_app(remote)
 
 
 def test_unavailable_cloud_card_is_not_served(monkeypatch: pytest.MonkeyPatch) -> None:

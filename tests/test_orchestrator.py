@@ -227,6 +227,77 @@ def test_a_tool_that_raises_is_retried_on_the_next_candidate(builtin_zoo, tmp_pa
     assert any(d["action"] == "retry" for d in result.decisions)
 
 
+LEAD_CARD = """\
+name: {name}
+task: summarization
+description: >-
+  Summarises an English text by keeping its first sentences (the "lead" baseline of news
+  summarisation). Instant, offline, and never invents anything.
+inputs: [{{name: text, type: text, description: the text to summarise}}]
+outputs: [{{name: summary, type: text}}]
+backend: {{kind: python, entry: "{module}:load", options: {{sentences: 1}}}}
+cost: {{usd_per_call: "0.00001", latency_s: 0.01, load_s: 0.1, memory_mb: 30}}
+languages: [en]
+tags: [summary, summarize, shorten, gist]
+result_label: Summary
+strength: {strength}
+"""
+
+LEAD_MODULE = """\
+import re
+
+
+def load(options):
+    keep = int(options.get("sentences", 1))
+
+    def summarise(inputs, ctx):
+        sentences = re.split(r"(?<=[.!?])\\s+", inputs["text"].strip())
+        return {"summary": " ".join(sentences[:keep])}
+
+    return summarise
+"""
+
+STORM = 'Summarize "The storm hit the coast at dawn. Thousands lost power."'
+
+
+def test_a_zoo_passed_in_runs_its_own_python_cards(tmp_path):
+    """The zoo's cards bring their code folders: none is in the configuration's card_dirs."""
+    folder = tmp_path / "my_cards"
+    folder.mkdir()
+    (folder / "lead-summary.yaml").write_text(
+        LEAD_CARD.format(name="lead-summary", module="lead_summary", strength=0.4)
+    )
+    (folder / "lead_summary.py").write_text(LEAD_MODULE)
+    config = Config(runs_dir=tmp_path / "runs")
+    assert config.card_dirs == []
+    with Orchestrator(config, zoo=Zoo.load([folder]), durable=False) as orch:
+        result = orch.run(STORM)
+    assert result.status == "ok", result.answer
+    [step] = result.steps
+    assert step.card == "lead-summary" and len(step.attempts) == 1
+    assert result.answer == "Summary: The storm hit the coast at dawn."
+
+
+def test_a_chosen_card_that_could_not_load_is_named_in_the_answer(tmp_path):
+    folder = tmp_path / "my_cards"
+    folder.mkdir()
+    (folder / "broken-summary.yaml").write_text(
+        LEAD_CARD.format(name="broken-summary", module="broken_summary", strength=0.9)
+    )
+    (folder / "broken_summary.py").write_text("raise ImportError('a dependency is missing')\n")
+    (folder / "lead-summary.yaml").write_text(
+        LEAD_CARD.format(name="lead-summary", module="lead_summary", strength=0.4)
+    )
+    (folder / "lead_summary.py").write_text(LEAD_MODULE)
+    with Orchestrator(Config(runs_dir=tmp_path / "runs"), zoo=Zoo.load([folder])) as orch:
+        result = orch.run(STORM)
+    [step] = result.steps
+    assert [a["card"] for a in step.attempts] == ["broken-summary", "lead-summary"]
+    assert step.outputs["summary"] == "The storm hit the coast at dawn."
+    assert "broken-summary could not run (failed to load: ImportError" in result.answer
+    assert "lead-summary answered instead" in result.answer
+
+
 def test_all_candidates_failing_ends_failed_with_reason(tmp_path):
     cards = tmp_path / "cards"
     cards.mkdir()

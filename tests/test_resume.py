@@ -13,6 +13,7 @@ from pathlib import Path
 
 from orchestrator import Config, Orchestrator, Zoo
 from orchestrator.execute_inprocess import InProcessExecutor
+from orchestrator.sandbox.policy import Approvals
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
@@ -33,8 +34,8 @@ zoo = Zoo.load([Path({cards!r})], builtin=False)
 # In-process, so that SIGKILL ends every part of the run at once (a worker process would
 # outlive it and finish its call); the resume below runs through the worker pool.
 executor = InProcessExecutor()
-with Orchestrator(Config(runs_dir=Path({runs!r})), zoo=zoo, planner=ChainPlanner(4),
-                  executor=executor, checkpoint_path={db!r}) as orch:
+with Orchestrator(Config(runs_dir=Path({runs!r}), approve={{"slow-step": True}}), zoo=zoo,
+                  planner=ChainPlanner(4), executor=executor, checkpoint_path={db!r}) as orch:
     orch.run("four slow steps", run_id={run_id!r}, budget=Budget(usd=Decimal("1"), calls=10))
 """
 
@@ -165,9 +166,10 @@ def test_sigkilled_run_resumes_through_the_worker_pool(tmp_path):
     tokens = {line.split()[1]: line.split()[2] for line in before if line.startswith("done")}
 
     zoo = Zoo.load([cards], builtin=False)
-    executor = WorkerPoolExecutor(max_workers=1, extra_sys_path=[str(TESTS)])
+    approvals = Approvals({"slow-step": True})  # its permission to write the shared log
+    executor = WorkerPoolExecutor(max_workers=1, extra_sys_path=[str(TESTS)], approvals=approvals)
     with Orchestrator(
-        Config(runs_dir=tmp_path / "runs"),
+        Config(runs_dir=tmp_path / "runs", approve={"slow-step": True}),
         zoo=zoo,
         executor=executor,
         planner=ChainPlanner(4),

@@ -54,9 +54,13 @@ class TwoSteps:
         )
 
 
+# The test cards' permissions (the shared folder they log into), approved as a user would.
+APPROVED = {"sum-steady": True, "lang-quick": True}
+
+
 def _orchestrator(tmp_path: Path, cards: Path, **config: object) -> Orchestrator:
     return Orchestrator(
-        Config(runs_dir=tmp_path / "runs", card_dirs=[cards], **config),
+        Config(runs_dir=tmp_path / "runs", card_dirs=[cards], approve=APPROVED, **config),
         zoo=Zoo.load([cards], builtin=False),
         planner=TwoSteps(),
         checkpoint_path=tmp_path / "store" / "runs.sqlite",
@@ -107,7 +111,7 @@ def test_cancel_keeps_finished_steps_counts_spend_once_and_resumes(tmp_path):
         e.card for e in Zoo.load([cards], builtin=False) if "lang" in e.card.name
     )
     with Orchestrator(
-        Config(runs_dir=tmp_path / "runs"),
+        Config(runs_dir=tmp_path / "runs", approve=APPROVED),
         zoo=only_label,
         planner=TwoSteps(),
         checkpoint_path=tmp_path / "store" / "runs.sqlite",
@@ -309,11 +313,11 @@ from pathlib import Path
 # A shell that started the suite in the background made its children ignore SIGINT: undo it.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
-from test_run_lifecycle import TwoSteps
+from test_run_lifecycle import APPROVED, TwoSteps
 from orchestrator import Config, Orchestrator, Zoo
 
 cards = Path({cards!r})
-with Orchestrator(Config(runs_dir=Path({runs!r}), card_dirs=[cards]),
+with Orchestrator(Config(runs_dir=Path({runs!r}), card_dirs=[cards], approve=APPROVED),
                   zoo=Zoo.load([cards], builtin=False), planner=TwoSteps(),
                   checkpoint_path={db!r}) as orch:
     orch.run("two steps", run_id="ki")

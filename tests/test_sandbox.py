@@ -19,11 +19,12 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.backends import CallContext
-from orchestrator.cards import ToolCard, card_from_yaml
+from orchestrator.cards import Permissions, ToolCard, card_from_yaml
 from orchestrator.config import Config
 from orchestrator.errors import CardError, ToolFailed
 from orchestrator.execute import WorkerPoolExecutor
 from orchestrator.sandbox import Sandbox, SandboxRefused, policy_for_card, probe_host
+from orchestrator.sandbox.policy import Approvals
 from orchestrator.sandbox.run_file import run_source
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
@@ -79,6 +80,13 @@ def test_sandbox_info_command() -> None:
     for layer in ("namespaces", "landlock", "seccomp", "cgroup", "rlimits", "timeout"):
         assert layer in result.output
     assert f"mode: {Sandbox().mode}" in result.output
+    # Measured by a sandboxed process: the uid the host sees, and its host-global interfaces.
+    expected_uid = 65534 if os.geteuid() == 0 else os.geteuid()
+    assert f"tools run as: host uid {expected_uid}, gid " in result.output
+    assert "; no capabilities" in result.output
+    if Sandbox().mode == "namespaces":
+        assert "/proc/sys read-only; /sys absent; /dev: core fd full null" in result.output
+        assert "/dev/shm 64 MB, noexec; network interfaces lo: its own" in result.output
 
 
 def test_require_full_isolation_refuses_a_weaker_host() -> None:
@@ -287,23 +295,30 @@ def ctx(tmp_path: Path) -> CallContext:
     return CallContext(scratch=tmp_path / "scratch", timeout_s=30)
 
 
-def test_card_read_permission_is_honoured(tmp_path: Path, ctx: CallContext) -> None:
+def test_card_read_permission_is_honoured_once_approved(tmp_path: Path, ctx: CallContext) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "data.txt").write_text("shared data")
-    with WorkerPoolExecutor(extra_sys_path=[TESTS_DIR]) as pool:
-        allowed = tool_card("reader", permissions={"read": [str(shared)]})
+    asking = tool_card("reader", permissions={"read": [str(shared)]})
+    approvals = Approvals({"reader": True})
+    with WorkerPoolExecutor(extra_sys_path=[TESTS_DIR], approvals=approvals) as pool:
         assert (
-            pool.call(allowed, {"text": f"read {shared}/data.txt"}, ctx).outputs["reply"]
+            pool.call(asking, {"text": f"read {shared}/data.txt"}, ctx).outputs["reply"]
             == "shared data"
         )
         with pytest.raises(ToolFailed, match="FileNotFoundError|PermissionError"):
             pool.call(tool_card("no-reader"), {"text": f"read {shared}/data.txt"}, ctx)
-
-
-def test_card_env_permission_is_honoured(ctx: CallContext, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ATTACK_TOOL_VAR", "visible")
     with WorkerPoolExecutor(extra_sys_path=[TESTS_DIR]) as pool:
+        with pytest.raises(ToolFailed, match=r"not approved: read .*shared.*\[approve.reader\]"):
+            pool.call(asking, {"text": f"read {shared}/data.txt"}, ctx)
+
+
+def test_card_env_permission_is_honoured_once_approved(
+    ctx: CallContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ATTACK_TOOL_VAR", "visible")
+    approved = Approvals({"env-yes": Permissions(env=["ATTACK_TOOL_VAR"])})
+    with WorkerPoolExecutor(extra_sys_path=[TESTS_DIR], approvals=approved) as pool:
         granted = tool_card("env-yes", permissions={"env": ["ATTACK_TOOL_VAR"]})
         assert pool.call(granted, {"text": "env"}, ctx).outputs["reply"] == "visible"
         assert pool.call(tool_card("env-no"), {"text": "env"}, ctx).outputs["reply"] == "<unset>"
@@ -374,7 +389,11 @@ def test_bwrap_command_binds_little_and_drops_capabilities() -> None:
     assert ("--ro-bind", str(Path.home())) not in pairs
     assert closed[-2:] == ["--", "python"]
     opened = bwrap_command("bwrap", Policy(network=True, gpu=True), ["python"], [])
-    assert "--share-net" in opened and "--dev-bind-try" in opened
+    assert "--share-net" not in opened and "--dev-bind-try" in opened  # the relay, never the host's
+    as_root = bwrap_command("bwrap", Policy(), ["python"], [], privileged=True)
+    assert "--unshare-all" not in as_root and "--unshare-user" not in as_root
+    assert {"--unshare-net", "--unshare-pid", "--unshare-ipc"} <= set(as_root)
+    assert ("--ro-bind", "/proc/sys") in list(zip(as_root, as_root[1:], strict=False))
 
 
 def test_landlock_layer_kills_a_setsid_escapee(landlock_sandbox: Sandbox) -> None:

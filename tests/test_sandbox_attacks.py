@@ -7,8 +7,13 @@ attacks go through the worker pool itself (results that are huge, not UTF-8, or 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import resource
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -21,6 +26,8 @@ from orchestrator.backends import CallContext
 from orchestrator.cards import ToolCard
 from orchestrator.errors import ToolFailed
 from orchestrator.execute import WorkerPoolExecutor
+from orchestrator.sandbox import Sandbox
+from orchestrator.sandbox.probe import probe_host
 from orchestrator.sandbox.run_file import ExecResult, run_source
 
 ATTACKS = Path(__file__).resolve().parent / "attacks"
@@ -120,14 +127,17 @@ def test_connect_to_a_host_server_is_blocked(secrets: dict[str, str]) -> None:
     assert accepted == []
 
 
-def test_network_is_shared_only_when_allowed(secrets: dict[str, str]) -> None:
+def test_an_approved_endpoint_on_the_hosts_localhost_is_reached(secrets: dict[str, str]) -> None:
+    from orchestrator.sandbox.policy import Policy
+
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     source = (
         f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=3); print('ok')"
     )
+    policy = Policy(network=(f"127.0.0.1:{port}",), label="exec")
     try:
-        result = run_source(source.encode(), allow_network=True, capture=True, timeout_s=20)
+        result = run_source(source.encode(), policy=policy, capture=True, timeout_s=20)
     finally:
         server.close()
     assert b"ok" in result.stdout, out(result)
@@ -252,6 +262,187 @@ def test_non_utf8_result_fails_cleanly(pool: WorkerPoolExecutor, tmp_path: Path)
 
 def test_symlink_output_does_not_leak(pool: WorkerPoolExecutor, tmp_path: Path) -> None:
     ctx = CallContext(scratch=tmp_path / "scratch", timeout_s=30)
-    with pytest.raises(ToolFailed, match="output 'picture'"):
+    with pytest.raises(ToolFailed, match="'out.png' is a symbolic link"):
         pool.call(_card("symlink-result"), {"text": "symlink-output"}, ctx)
     assert not any(p.is_symlink() for p in (tmp_path / "scratch").rglob("*"))
+
+
+# --- returned files: bounded, plain names only, never replacing anything (both sandbox modes) ---
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64  # what attacks/returned_files.py writes
+
+
+def _files_card() -> ToolCard:
+    card = _card("returned-files").model_dump()
+    card["backend"]["entry"] = "attacks.returned_files:load"
+    return ToolCard.model_validate(card)
+
+
+@pytest.fixture(scope="module", params=["namespaces", "landlock"])
+def files_pool(request: pytest.FixtureRequest):
+    """A worker pool under bubblewrap, and one under the Landlock fallback (no namespaces)."""
+    probe = probe_host()
+    if request.param == "landlock":
+        assert probe.landlock_abi, "this host has no Landlock: the fallback cannot be tested"
+        probe = dataclasses.replace(probe, bwrap=None, bwrap_reason="test: Landlock mode")
+    sandbox = Sandbox(probe=probe)
+    assert sandbox.mode == request.param
+    tests_dir = str(Path(__file__).resolve().parent)
+    with WorkerPoolExecutor(extra_sys_path=[tests_dir], sandbox=sandbox) as p:
+        yield p
+
+
+def _refused(pool: WorkerPoolExecutor, command: str, dest: Path, says: str) -> None:
+    """The call fails saying ``says``, copies nothing, and its worker stays warm."""
+    card = _files_card()
+    before = sorted(dest.rglob("*")) if dest.exists() else []
+    with pytest.raises(ToolFailed, match=says):
+        pool.call(card, {"text": command}, CallContext(scratch=dest, timeout_s=120))
+    assert (sorted(dest.rglob("*")) if dest.exists() else []) == before
+    assert pool.is_warm(card)
+
+
+def test_deep_nesting_fails_the_call_and_the_warm_worker_serves_on(
+    files_pool: WorkerPoolExecutor, tmp_path: Path
+) -> None:
+    dest = tmp_path / "run"
+    _refused(files_pool, "deep-1500", dest, "is nested deeper than 8 levels")
+    # The next call empties the 1500 levels and is served by the same warm worker.
+    again = files_pool.call(
+        _files_card(), {"text": "nested-ok"}, CallContext(scratch=dest, timeout_s=120)
+    )
+    assert again.load_seconds == 0
+    assert (dest / "frames" / "one" / "f2.png").read_bytes() == PNG
+    assert not (dest / "d").exists()
+
+
+def test_thousands_of_files_fail_the_call(files_pool: WorkerPoolExecutor, tmp_path: Path) -> None:
+    _refused(files_pool, "many-1500", tmp_path / "run", "more than 1000 files and folders")
+
+
+def test_control_names_never_land_in_the_run_folder(
+    files_pool: WorkerPoolExecutor, tmp_path: Path
+) -> None:
+    dest = tmp_path / "project"  # e.g. `orchestrator run --out .` in a git checkout
+    (dest / ".git" / "hooks").mkdir(parents=True)
+    (dest / ".git" / "hooks" / "README").write_text("mine")
+    _refused(files_pool, "control-names", dest, "'.git' starts with a dot")
+    assert [p.name for p in (dest / ".git" / "hooks").iterdir()] == ["README"]
+    assert not (dest / ".ssh").exists() and not (dest / ".orchestrator-serve").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        ("odd-names", "holds a control, format or separator character"),
+        ("newline-name", "holds a control, format or separator character"),
+        ("fifo", "'pipe.png' is a device, fifo or socket"),
+    ],
+)
+def test_odd_names_and_special_files_fail_the_call(
+    files_pool: WorkerPoolExecutor, tmp_path: Path, command: str, says: str
+) -> None:
+    _refused(files_pool, command, tmp_path / "run", says)
+
+
+def test_returned_files_never_replace_what_is_there(
+    files_pool: WorkerPoolExecutor, tmp_path: Path
+) -> None:
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "picture.png").write_bytes(b"mine")
+    (dest / "frames").mkdir()
+    outcome = files_pool.call(
+        _files_card(), {"text": "nested-ok"}, CallContext(scratch=dest, timeout_s=60)
+    )
+    assert (dest / "picture.png").read_bytes() == b"mine"
+    assert outcome.outputs["picture"] == str(dest / "picture-2.png")
+    assert (dest / "picture-2.png").read_bytes() == PNG
+    assert list((dest / "frames").iterdir()) == []
+    assert (dest / "frames-2" / "one" / "f1.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_run_out_folder_gets_no_control_names_and_loses_nothing(tmp_path: Path) -> None:
+    """`orchestrator run --out .` in a git checkout, with a card that returns hostile files."""
+    from _cli_tools import cli_env, run_cli
+    from attacks.returned_files import install_card
+
+    cards = install_card(tmp_path / "my_cards")
+    out = tmp_path / "checkout"
+    (out / ".git" / "hooks").mkdir(parents=True)
+    (out / ".git" / "hooks" / "README").write_text("mine")
+    (out / "picture.png").write_bytes(b"mine")
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    env = cli_env(tmp_path)
+    args = ["--cards", str(cards), "--out", str(out), "--json"]
+    hostile = run_cli("run", 'Summarize "control-names"', *args, env=env)
+    assert hostile.returncode == 1, hostile.stdout + hostile.stderr
+    result = json.loads(hostile.stdout)
+    (attempt,) = result["steps"][0]["attempts"]
+    assert result["status"] == "failed" and attempt["card"] == "hostile-files"
+    assert "the returned name '.git' starts with a dot" in attempt["error"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    plain = run_cli("run", 'Summarize "nested-ok"', *args, env=env)
+    assert json.loads(plain.stdout)["status"] == "ok", plain.stdout + plain.stderr
+    assert (out / "picture.png").read_bytes() == b"mine"  # its own picture came as picture-2
+    made = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert made == [
+        ".git/hooks/README",
+        "frames/one/f1.png",
+        "frames/one/f2.png",
+        "picture-2.png",
+        "picture.png",
+    ]
+
+
+# --- hostile card files: refused when read, in bounded memory ----------------------------------
+
+LAUGHS_TOOL = "def load(options):\n    return lambda inputs, ctx: {'label': 'lol'}\n"
+# Zoo loading as run, chat and serve do it, then the card's first use (sent to its worker).
+LOAD_AND_USE = """
+import json, sys
+from pathlib import Path
+from orchestrator.zoo import Zoo
+zoo = Zoo.load([Path(sys.argv[1])])
+print(len(json.dumps(zoo.get("billion-laughs").card.model_dump(mode="json"))))
+"""
+
+
+def _in_memory_mb(args: list[str], memory_mb: int) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` with its address space capped: a regression fails, the host stays up."""
+
+    def cap() -> None:
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return subprocess.run(
+        args, preexec_fn=cap, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_billion_laughs_and_oversized_cards_are_refused_by_validate_and_zoo(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "cards"
+    folder.mkdir()
+    shutil.copy(ATTACKS / "billion_laughs.yaml", folder / "billion-laughs.yaml")
+    (folder / "laughs_tool.py").write_text(LAUGHS_TOOL)
+    validate = [sys.executable, "-m", "orchestrator", "cards", "validate", str(folder)]
+    done = _in_memory_mb(validate, 768)
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "billion-laughs.yaml: <yaml>: refused: the alias '*a' is not allowed" in said, said
+    assert "at line 13, column 12" in said and "Traceback" not in said
+    loaded = _in_memory_mb([sys.executable, "-c", LOAD_AND_USE, str(folder)], 768)
+    assert loaded.returncode == 1, loaded.stdout + loaded.stderr
+    assert "CardError" in loaded.stderr and "the alias '*a' is not allowed" in loaded.stderr
+
+    (folder / "billion-laughs.yaml").unlink()
+    nested = "name: deep\ntask: text-classification\ndescription: " + "[" * 5000 + "]" * 5000
+    (folder / "deep.yaml").write_text(nested + "\n")
+    (folder / "huge.yaml").write_text("name: huge\ndescription: " + "lol " * 70_000 + "\n")
+    done = _in_memory_mb(validate + ["--no-imports"], 768)
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 1 and "Traceback" not in said, said
+    assert "deep.yaml: <yaml>: refused: values are nested deeper than 32 levels" in said
+    assert "huge.yaml: <file>: the file is larger than 256 KB" in said

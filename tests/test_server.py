@@ -277,7 +277,8 @@ def test_upload_then_attach_then_fetch_the_produced_image(server, client):
     assert run["status"] == "ok" and run["steps"][0]["card"] == "haar-faces"
     (made,) = run["files"]
     assert made["type"] == "image" and made["url"] in reply.choices[0].message.content
-    image = httpx.get(made["url"], timeout=30)
+    # The file is this client's: fetched with the same bearer token the SDK sent.
+    image = httpx.get(made["url"], headers={"Authorization": "Bearer unused"}, timeout=30)
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
     assert image.content.startswith(b"\x89PNG")
 

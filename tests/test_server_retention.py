@@ -12,7 +12,8 @@ import httpx
 import pytest
 from _server_tools import SENTIMENT, launch_server, png_bytes
 
-from orchestrator._server_retention import MARKER, Retention
+from orchestrator._server_guard import ANONYMOUS
+from orchestrator._server_retention import Ledger, Retention
 
 MB = 10**6
 OLD_UPLOAD = "file-" + "a" * 24
@@ -33,17 +34,20 @@ def _age(path: Path, hours: float) -> None:
 
 
 def _upload(runs: Path, file_id: str, hours: float, size: int = 1000) -> Path:
+    """An upload as the server keeps it, made by a client that sent no key (as httpx here)."""
     folder = runs / "uploads" / file_id
     folder.mkdir(parents=True)
     (folder / "photo.png").write_bytes(png_bytes() + b"\0" * size)
+    Ledger(runs.resolve()).record("uploads", file_id, ANONYMOUS)
     _age(folder, hours)
     return folder
 
 
 def _server_run(runs: Path, run_id: str, hours: float, size: int = 1000) -> Path:
+    """A run folder the server made (recorded in its ledger) for a client that sent no key."""
     folder = runs / run_id
     (folder / "inputs").mkdir(parents=True)
-    (folder / MARKER).touch()
+    Ledger(runs.resolve()).record("runs", run_id, ANONYMOUS)
     (folder / "speech.wav").write_bytes(b"RIFF" + b"\0" * size)
     _age(folder, hours)
     return folder
@@ -105,11 +109,11 @@ def test_a_held_item_survives_and_goes_once_released(tmp_path):
     runs = tmp_path / "runs"
     upload = _upload(runs, OLD_UPLOAD, 30)
     with _retention(runs) as retention:
-        claim = retention.claim(runs / "r1")
+        claim = retention.claim(runs / "r1", ANONYMOUS)
         assert claim.add(upload / "photo.png")
         _age(runs / "r1", 30)
         sweep = retention.sweep()
-        assert upload.exists() and (runs / "r1" / MARKER).exists()
+        assert upload.exists() and retention.ledger.owner("runs", "r1") == ANONYMOUS
         assert sweep.deleted == [] and sweep.held == 2
         claim.release()
         claim.release()  # twice is harmless
@@ -120,21 +124,36 @@ def test_a_held_item_survives_and_goes_once_released(tmp_path):
 def test_a_refused_request_leaves_no_run_folder(tmp_path):
     runs = tmp_path / "runs"
     with _retention(runs) as retention:
-        claim = retention.claim(runs / "r2")
+        claim = retention.claim(runs / "r2", ANONYMOUS)
         (runs / "r2" / "inputs").mkdir()
         claim.abandon()
     assert not (runs / "r2").exists()
+    assert Ledger(runs.resolve()).names("runs") == []
+
+
+def test_a_marker_file_inside_a_run_folder_makes_it_nobodys_to_sweep(tmp_path):
+    """What the server deletes is in its ledger, which lies outside every run folder."""
+    runs = tmp_path / "runs"
+    cli_run = runs / "c11c11c11c11"  # `orchestrator run`'s folder, where tools write
+    cli_run.mkdir(parents=True)
+    for forged in (".orchestrator-serve", ".orchestrator-server", "MARKER"):
+        (cli_run / forged).write_text("")
+    (cli_run / "speech.wav").write_bytes(b"RIFF" + b"\0" * 1000)
+    _age(cli_run, 100)
+    with _retention(runs, max_mb=0.000001) as retention:  # old, and over any size cap
+        sweep = retention.sweep()
+    assert sweep.deleted == [] and (cli_run / "speech.wav").exists()
 
 
 def test_symbolic_links_are_not_followed(tmp_path):
     runs = tmp_path / "runs"
     outside = tmp_path / "outside"
     outside.mkdir()
-    (outside / MARKER).touch()
     (outside / "keep.txt").write_text("mine")
     run = _server_run(runs, OLD_RUN, 30)
     (run / "link").symlink_to(outside)
-    (runs / "linkedrun001").symlink_to(outside)  # looks like a marked run, is a link
+    (runs / "linkedrun001").symlink_to(outside)  # looks like a recorded run, is a link
+    Ledger(runs.resolve()).record("runs", "linkedrun001", ANONYMOUS)
     _age(outside, 30)
     _age(run, 30)
     with _retention(runs) as retention:
@@ -179,7 +198,7 @@ def test_uploads_and_folders_of_running_and_queued_runs_survive_a_sweep(
 
     def job(prompt: str, files: list[Path]) -> RunJob:
         run_id = "held" + uuid_hex()[:8]
-        claim = retention.claim(runs / run_id)
+        claim = retention.claim(runs / run_id, ANONYMOUS)
         for path in files:
             assert claim.add(path)
         _age(runs / run_id, 30)
@@ -280,8 +299,12 @@ def test_a_file_that_never_existed_is_told_apart(swept_server):
     error = unknown.json()["error"]
     assert unknown.status_code == 404 and error["code"] == "file_not_found"
     assert "no uploaded file" in error["message"] and "2 hours" in error["message"]
-    marked = [p for p in (swept_server.workdir / "runs").iterdir() if (p / MARKER).exists()]
-    assert marked == []  # the refused requests left no run folder
+    runs = swept_server.workdir / "runs"
+    assert Ledger(runs).names("runs") == []  # the refused requests left no run folder
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir() and p.name[0] != ".") == [
+        "direct000001",
+        "uploads",
+    ]
 
 
 def test_a_finished_run_is_marked_and_triggers_a_sweep(swept_server):
@@ -290,7 +313,7 @@ def test_a_finished_run_is_marked_and_triggers_a_sweep(swept_server):
     response = _chat(swept_server, SENTIMENT)
     assert response.status_code == 200, response.text
     run_id = response.json()["orchestrator"]["run_id"]
-    assert (runs / run_id / MARKER).exists()
+    assert Ledger(runs).owner("runs", run_id) == ANONYMOUS
     deadline = time.monotonic() + 30
     while (runs / "uploads" / NEW_UPLOAD).exists():
         assert time.monotonic() < deadline, "no sweep after the run"

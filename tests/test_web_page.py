@@ -197,3 +197,80 @@ def test_page_asks_for_the_key_and_then_works(browser, keyed_server):
         assert "API key" in other.locator("#error").inner_text()
     finally:
         context.close()
+
+
+# --- other sites: a cross-site upload and a page reached by a rebound name get nothing ---------
+
+ATTACKER_PAGE = """<!doctype html><html><body><script>
+async function attack(target) {
+  const form = new FormData();
+  const bytes = Uint8Array.from(atob(PNG_BASE64), (c) => c.charCodeAt(0));
+  form.append("file", new Blob([bytes], { type: "image/png" }), "stolen.png");
+  form.append("purpose", "user_data");
+  // A "simple" request: the browser sends it without asking the server first (no preflight).
+  await fetch(target + "/v1/files", { method: "POST", mode: "no-cors", body: form });
+  return "sent";
+}
+</script></body></html>"""
+
+
+@pytest.fixture
+def attacker_site(server):
+    """Another site on this machine (http://localhost:PORT, where the server is 127.0.0.1)."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    html = ATTACKER_PAGE.replace("PNG_BASE64", repr(base64.b64encode(png_bytes()).decode()))
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(html.encode())
+
+        def log_message(self, *args):
+            pass
+
+    site = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=site.serve_forever)
+    thread.start()
+    try:
+        yield f"http://localhost:{site.server_address[1]}/"
+    finally:
+        site.shutdown()
+        thread.join()
+        site.server_close()
+
+
+def test_a_page_of_another_site_cannot_upload(browser, server, attacker_site):
+    uploads = server.workdir / "runs" / "uploads"
+    before = sorted(p.name for p in uploads.iterdir()) if uploads.is_dir() else []
+    page = browser.new_page()
+    answers: list[int] = []
+    page.on("response", lambda r: answers.append(r.status) if "/v1/files" in r.url else None)
+    try:
+        page.goto(attacker_site)
+        assert page.evaluate(f"attack({server.base_url!r})") == "sent"
+        page.wait_for_timeout(300)
+    finally:
+        page.close()
+    assert answers == [403]  # the browser sent it; the server refused it
+    after = sorted(p.name for p in uploads.iterdir()) if uploads.is_dir() else []
+    assert after == before
+
+
+def test_a_page_reached_by_a_rebound_name_gets_nothing(browser, server):
+    """DNS rebinding: the browser resolves an attacker's name to this machine."""
+    port = server.base_url.rsplit(":", 1)[1]
+    rules = "--host-resolver-rules=MAP rebind.test 127.0.0.1"
+    rebound = browser.browser_type.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, rules])
+    try:
+        page = rebound.new_page()
+        answer = page.goto(f"http://rebind.test:{port}/")
+        assert answer is not None and answer.status == 421
+        status = page.evaluate("fetch('/v1/models').then((r) => r.status)")
+        assert status == 421
+    finally:
+        rebound.close()

@@ -1,15 +1,15 @@
-"""The zoo: card folders whose Python modules clash, read permissions that point nowhere."""
+"""The zoo: card folders whose Python modules share names or shadow installed ones, read
+permissions that point nowhere or are not approved."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from orchestrator.backends import CallContext
-from orchestrator.errors import CardError
+from orchestrator.cards import Permissions
 from orchestrator.execute import WorkerPoolExecutor
-from orchestrator.zoo import Zoo, card_code_dirs, code_clashes, validate_paths
+from orchestrator.sandbox.policy import Approvals
+from orchestrator.zoo import Zoo, code_clashes, validate_paths
 
 CARD = """\
 name: {name}
@@ -35,24 +35,27 @@ def card_folder(root: Path, folder: str, name: str, module: str = "tool", extra:
     return path
 
 
-def test_same_module_name_in_two_card_folders_is_refused(tmp_path):
+def test_same_module_name_in_two_card_folders_each_runs_its_own_code(tmp_path):
     c1 = card_folder(tmp_path, "c1", "sum-c1")
     c2 = card_folder(tmp_path, "c2", "sum-c2")
-    with pytest.raises(CardError) as info:
-        Zoo.load([c1, c2])
-    message = str(info.value)
-    assert "module 'tool' is in both" in message
-    assert str(c1.resolve()) in message and str(c2.resolve()) in message
-    assert "Rename one" in message
-    assert [str(d) for d in validate_paths([c1, c2])] == [str(d) for d in info.value.defects]
-
-
-def test_a_package_folder_clashes_like_a_module(tmp_path):
-    c1 = card_folder(tmp_path, "c1", "sum-c1", module="helpers")
-    c2 = card_folder(tmp_path, "c2", "sum-c2", module="other")
     (c2 / "helpers").mkdir()
     (c2 / "helpers" / "__init__.py").write_text("")
-    assert ["module 'helpers' is in both" in d.message for d in code_clashes([c1, c2])] == [True]
+    assert validate_paths([c1, c2]) == []
+    zoo = Zoo.load([c1, c2])
+    with WorkerPoolExecutor() as executor:
+        for name, folder in (("sum-c1", "c1"), ("sum-c2", "c2")):
+            ctx = CallContext(scratch=tmp_path / "scratch")
+            outcome = executor.call(zoo.get(name).card, {"text": "a"}, ctx)
+            assert outcome.outputs["summary"] == f"code from {folder}"
+
+
+def test_a_package_named_like_an_installed_one_is_refused(tmp_path):
+    folder = card_folder(tmp_path, "c1", "sum-c1")
+    (folder / "openai").mkdir()
+    (folder / "openai" / "__init__.py").write_text("")
+    defects = code_clashes([folder])
+    assert len(defects) == 1 and "module 'openai'" in defects[0].message
+    assert "installed module" in defects[0].message
 
 
 def test_a_module_named_like_a_standard_module_is_refused(tmp_path):
@@ -66,7 +69,7 @@ def test_distinct_modules_each_run_their_own_folder_code(tmp_path):
     c1 = card_folder(tmp_path, "c1", "sum-c1", module="tool_one")
     c2 = card_folder(tmp_path, "c2", "sum-c2", module="tool_two")
     zoo = Zoo.load([c1, c2, c1])  # a folder named twice is read once
-    with WorkerPoolExecutor(extra_sys_path=card_code_dirs([c1, c2])) as executor:
+    with WorkerPoolExecutor() as executor:
         for name, folder in (("sum-c1", "c1"), ("sum-c2", "c2")):
             ctx = CallContext(scratch=tmp_path / "scratch")
             outcome = executor.call(zoo.get(name).card, {"text": "a"}, ctx)
@@ -85,4 +88,7 @@ def test_a_missing_read_path_is_an_error_and_makes_the_card_unavailable(tmp_path
     assert not entry.available and str(missing) in (entry.unavailable or "")
     missing.mkdir()
     assert validate_paths([folder]) == []
-    assert Zoo.load([folder]).get("sum-reads").available
+    unapproved = Zoo.load([folder]).get("sum-reads")
+    assert not unapproved.available and "[approve.sum-reads]" in (unapproved.unavailable or "")
+    approved = Approvals({"sum-reads": Permissions(read=[str(missing)])})
+    assert Zoo.load([folder], approvals=approved).get("sum-reads").available

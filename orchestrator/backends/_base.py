@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from orchestrator._lazy import locate_module
 from orchestrator.cards import ToolCard
 
 __all__ = ["Backend", "CallContext", "Tool", "Usage", "missing_packages", "resolve_model_path"]
@@ -57,8 +58,9 @@ class Backend(Protocol):
 
 
 def missing_packages(card: ToolCard) -> list[str]:
-    """Modules the card requires that cannot be imported here."""
-    return [name for name in card.requires.packages if importlib.util.find_spec(name) is None]
+    """Modules the card requires that its worker could not import (found, never imported)."""
+    folder = [str(card.code_folder)] if card.code_folder else []
+    return [name for name in card.requires.packages if locate_module(name, folder) is None]
 
 
 def resolve_model_path(spec: str) -> str:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-
-from orchestrator._lazy import import_entry
+from orchestrator._lazy import import_entry, locate_module
 from orchestrator.backends._base import Tool
 from orchestrator.cards import PythonBackend, ToolCard
 
@@ -15,14 +13,17 @@ class PythonEntryBackend:
     """Loads ``factory(options) -> Tool`` from an importable module."""
 
     def unavailable_reason(self, card: ToolCard) -> str | None:
+        """Why the entry module cannot be found, or None.
+
+        It is looked for as a file, never imported here: importing runs a card's code, which
+        happens only in its sandboxed worker.
+        """
         spec = _spec(card)
         module_name = spec.entry.partition(":")[0]
-        try:
-            found = importlib.util.find_spec(module_name)
-        except ModuleNotFoundError:
-            found = None
-        if found is None:
-            return f"entry module '{module_name}' cannot be imported"
+        folder = [str(card.code_folder)] if card.code_folder else []
+        if locate_module(module_name, folder) is None:
+            where = f" (looked in the installed modules and {folder[0]})" if folder else ""
+            return f"entry module '{module_name}' cannot be imported{where}"
         return None
 
     def load(self, card: ToolCard) -> Tool:

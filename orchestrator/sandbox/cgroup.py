@@ -74,6 +74,13 @@ class ProcessCgroup:
         except (OSError, ValueError):
             return None
 
+    def pids(self) -> list[int]:
+        """Every process in the cgroup now."""
+        try:
+            return [int(p) for p in (self.dirs[0] / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            return []
+
     def kill_all(self) -> None:
         """SIGKILL every process left in the cgroup (a child that escaped with setsid too)."""
         for _ in range(100):

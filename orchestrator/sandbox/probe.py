@@ -52,8 +52,8 @@ class HostProbe:
         """Each layer and what it does here ('off: why' when it is not in force)."""
         rows = {
             "namespaces": (
-                f"on: bubblewrap {self.bwrap} (--unshare-all incl. network and pids, no "
-                "capabilities left once /io and /tmp are sealed noexec, minimal read-only binds)"
+                f"on: bubblewrap {self.bwrap} (own pid, network, ipc and mount namespaces; "
+                "minimal read-only binds; the tool confines itself before any card code exists)"
                 if self.namespaces
                 else f"off: {self.bwrap_reason}"
             ),
@@ -63,7 +63,8 @@ class HostProbe:
                 else f"off: {self.landlock_reason}"
             ),
             "seccomp": (
-                "on: pyseccomp filter (ptrace, mount, bpf, keyctl, ... denied)"
+                "on: pyseccomp filter (ptrace, mount API, namespaces incl. clone flags, io_uring, "
+                "bpf, keyctl, set-id modes, ... denied)"
                 if self.seccomp
                 else f"off: {self.seccomp_reason}"
             ),

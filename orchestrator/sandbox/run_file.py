@@ -1,10 +1,11 @@
 """``orchestrator sandbox exec FILE.py``: run a Python file inside exactly the sandbox tools get.
 
-The parent (:func:`run_file`) starts ``python -m orchestrator.sandbox.run_file NAME`` under a
-policy (no network unless allowed, a memory cap, a wall-clock timeout), the same way the worker
-pool starts a worker (:meth:`orchestrator.sandbox.Sandbox.prepare`). The source goes in on
-standard input, so nothing of the host needs binding for it. The child confines itself (seccomp,
-Landlock when namespaces are off), then runs the source as ``__main__``.
+The parent (:func:`run_file`) starts ``orchestrator.sandbox.run_file NAME`` under a policy (no
+network unless allowed, a memory cap, a wall-clock timeout), the same way the worker pool starts
+a worker (:func:`orchestrator.sandbox.launch.python_command`,
+:meth:`orchestrator.sandbox.Sandbox.prepare`). The source goes in on standard input, so nothing
+of the host needs binding for it. The child is confined by the bootstrap before it reads the
+source, then runs it as ``__main__``.
 """
 
 from __future__ import annotations
@@ -81,15 +82,14 @@ def run_source(
     made from ``allow_network`` and ``memory_mb``.
     """
     from orchestrator.sandbox.bwrap import package_dirs
-    from orchestrator.sandbox.launch import Sandbox
+    from orchestrator.sandbox.launch import Sandbox, python_command
     from orchestrator.sandbox.policy import DEFAULT_ENV, Policy
 
     sandbox = sandbox or Sandbox()
     policy = policy or Policy(network=allow_network, memory_mb=memory_mb, label="exec")
     env = {k: v for k, v in os.environ.items() if k in DEFAULT_ENV}
-    env["PYTHONPATH"] = str(_PACKAGE_ROOT)
     env.update(extra_env or {})
-    inner = [sys.executable, "-m", "orchestrator.sandbox.run_file", name]
+    inner = python_command("orchestrator.sandbox.run_file", [name])
     launch = sandbox.prepare(policy, inner, env, package_dirs(_PACKAGE_ROOT))
     pipe = subprocess.PIPE if capture else None
     started = time.monotonic()
@@ -143,10 +143,7 @@ def _reason(code: int, timed_out: bool, timeout_s: float, memory: str, mode: str
 
 
 def _main() -> int:
-    """Inside the sandbox: confine, read the source from stdin, run it as __main__."""
-    from orchestrator.sandbox.confine import confine_from_env
-
-    confine_from_env()
+    """Inside the sandbox (already confined): read the source from stdin, run it as __main__."""
     name = sys.argv[1] if len(sys.argv) > 1 else "main.py"
     source = sys.stdin.buffer.read()
     devnull = os.open(os.devnull, os.O_RDONLY)

@@ -13,9 +13,21 @@ const state = {
 
 function apiKey() { return sessionStorage.getItem("orchestrator-api-key") || ""; }
 
+// Without a key, this browser's own random token: a keyless server keeps each token's uploads
+// and results apart, so other clients of the server cannot list or read them.
+function clientToken() {
+  let token = localStorage.getItem("orchestrator-client-token");
+  if (!token) {
+    const bytes = crypto.getRandomValues(new Uint8Array(24));
+    token = "page-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    localStorage.setItem("orchestrator-client-token", token);
+  }
+  return token;
+}
+
 function headers(extra) {
   const h = Object.assign({}, extra || {});
-  if (apiKey()) h["Authorization"] = "Bearer " + apiKey();
+  h["Authorization"] = "Bearer " + (apiKey() || clientToken());
   return h;
 }
 
@@ -115,8 +127,8 @@ async function upload(file) {
   showError("");
 }
 
+// Files are fetched with the key (or token): they belong to this client.
 async function mediaSource(url) {
-  if (!apiKey()) return url;
   const response = await fetch(url, { headers: headers() });
   return URL.createObjectURL(await response.blob());
 }
@@ -127,7 +139,7 @@ async function showMedia(container, files) {
     const src = await mediaSource(file.url);
     if (file.type === "audio") figure.append(el("audio", { controls: "", src: src }));
     else if (file.type === "image") figure.append(el("img", { src: src, alt: file.name }));
-    figure.append(el("figcaption", {}, el("a", { href: file.url, target: "_blank" }, file.name)));
+    figure.append(el("figcaption", {}, el("a", { href: src, download: file.name }, file.name)));
     container.append(figure);
   }
 }

@@ -21,6 +21,32 @@ def _protocol_fds():
     return fds
 
 
+def _between_calls(command):
+    """Commands whose effects outlast the call, or that read another variable."""
+    if command.startswith("env "):
+        return {"reply": os.environ.get(command.split()[1], "<unset>")}
+    if command == "spin":  # a thread and a child that go on burning CPU after the call
+        import threading
+
+        threading.Thread(target=_spin, daemon=True).start()
+        if os.fork() == 0:
+            _spin()
+        return {"reply": "spinning"}
+    import sys  # stderr N: N MB of log lines, then a last line
+
+    line = "e" * 1023 + "\n"
+    for _ in range(int(command.split()[1]) * 1024):
+        sys.stderr.write(line)
+    sys.stderr.write("LAST-LOG-LINE\n")
+    sys.stderr.flush()
+    return {"reply": "logged"}
+
+
+def _spin():
+    while True:
+        pass
+
+
 def _tool(inputs, ctx):
     command = inputs["text"]
     if command.startswith("alloc "):
@@ -38,6 +64,8 @@ def _tool(inputs, ctx):
         return {"reply": open(command.split(" ", 1)[1]).read()}
     if command == "env":
         return {"reply": os.environ.get("ATTACK_TOOL_VAR", "<unset>")}
+    if command.startswith(("env ", "spin", "stderr ")):
+        return _between_calls(command)
     if command == "huge":
         return {"reply": "x" * (200 * 1024 * 1024)}
     if command == "non-utf8":
