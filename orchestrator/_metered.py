@@ -11,7 +11,6 @@ resumed run counts it too.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -23,7 +22,7 @@ from orchestrator.budget import Cost, Ledger, Reservation
 __all__ = ["CallTimedOut", "Meter", "active_meter", "call_within", "metered"]
 
 T = TypeVar("T")
-PLAN_SHARE = 0.5  # share of the seconds left that planning may take (the rest runs the plan)
+PLAN_SHARE = 1 / 3  # share of the seconds left that planning may take (the rest runs the plan)
 
 _ACTIVE: ContextVar[Meter | None] = ContextVar("orchestrator_meter", default=None)
 
@@ -44,13 +43,17 @@ class Meter:
     def __post_init__(self) -> None:
         left = self.ledger.headroom_seconds()
         if left is not None:
-            self.deadline = time.monotonic() + self.share * left
+            self.deadline = self.now() + self.share * left
+
+    def now(self) -> float:
+        """The ledger's clock (the one its seconds limit is kept on)."""
+        return self.ledger.clock()
 
     def seconds_left(self) -> float | None:
         """Seconds this stage's calls may still take (None: no time limit)."""
         if self.deadline is None:
             return None
-        return max(0.0, self.deadline - time.monotonic())
+        return max(0.0, self.deadline - self.now())
 
     def reserve(self, expected: Cost) -> Reservation:
         """Hold ``expected`` on the ledger, or raise BudgetExceeded (the call is not made)."""

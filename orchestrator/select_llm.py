@@ -81,7 +81,8 @@ class LLMScorer:
             hold_s = timeout if left is not None else 0.0
             usd = self._usd(tokens)
             reservation = meter.reserve(Cost(usd=usd, seconds=hold_s, tokens=tokens, calls=1))
-        started = time.monotonic()
+        clock = meter.now if meter is not None else time.monotonic
+        started = clock()
         used = tokens
         try:
             response = call_within(
@@ -100,7 +101,7 @@ class LLMScorer:
             return response.choices[0].message.content or ""
         finally:
             if meter is not None and reservation is not None:
-                elapsed = time.monotonic() - started
+                elapsed = clock() - started
                 meter.settle(
                     reservation, Cost(usd=self._usd(used), seconds=elapsed, tokens=used, calls=1)
                 )

@@ -344,7 +344,8 @@ class LlmPlanner:
             except BudgetExceeded as exc:
                 why = f"the planner's call does not fit the budget ({exc})"
                 raise _EndpointFailed(why) from exc
-        started = time.monotonic()
+        clock = meter.now if meter is not None else time.monotonic
+        started = clock()
         used = tokens  # charged in full unless the endpoint reports its usage
         try:
             response = call_within(
@@ -364,7 +365,7 @@ class LlmPlanner:
             return response.choices[0].message.content or ""
         finally:
             if meter is not None and reservation is not None:
-                seconds = time.monotonic() - started
+                seconds = clock() - started
                 meter.settle(
                     reservation,
                     Cost(usd=self._usd(used), seconds=seconds, tokens=used, calls=1),
