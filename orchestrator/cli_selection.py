@@ -72,18 +72,32 @@ def profile_command(
 
 def _profile_one(zoo: Zoo, name: str, *, force: bool, executor: Executor, helpers: Zoo) -> bool:
     """Profile one available card and write its profile; False when it could not be profiled."""
-    from orchestrator.profile import card_digest, profile_card, read_profile, write_profile
+    from orchestrator.profile import (
+        card_digest,
+        probes_digest,
+        probes_for,
+        profile_card,
+        read_profile,
+        write_profile,
+    )
 
     entry = zoo.get(name)
     assert entry.path is not None
     current = read_profile(entry.path)
-    if not force and current and current.get("card_digest") == card_digest(entry.card):
+    try:
+        probes = probes_for(entry.card, entry.path)
+    except UserError as exc:
+        typer.echo(f"error: {name}: {exc}", err=True)
+        return False
+    fresh = current and current.get("card_digest") == card_digest(entry.card)
+    if not force and fresh and current.get("probes_digest") in (None, probes_digest(probes)):
         typer.echo(f"{name}: profile is current (mean score {current.get('mean_score')})")
         return True
-    typer.echo(f"{name}: profiling on the {entry.card.task} aptitude test")
+    typer.echo(f"{name}: profiling on the {entry.card.task} aptitude test ({len(probes)} probes)")
     try:
         record = profile_card(
             entry.card.model_copy(update={"profile": None}),
+            probes,
             executor=executor,
             helpers=helpers,
             progress=typer.echo,
