@@ -27,10 +27,13 @@ from orchestrator.errors import UserError
 
 __all__ = [
     "INPUT_KINDS",
+    "PLACEHOLDER",
     "PROBES_DIR",
+    "PROBES_SUFFIX",
     "Case",
     "Probe",
     "check_probes",
+    "draft_probes",
     "load_probe_file",
     "load_probes",
     "own_probes_path",
@@ -39,6 +42,8 @@ __all__ = [
 ]
 
 PROBES_DIR = Path(__file__).parent / "probes"
+PROBES_SUFFIX = ".probes.yaml"  # a card's own probes: <card>.probes.yaml beside <card>.yaml
+PLACEHOLDER = "REPLACE ME"  # what a drafted probe file says where the user must write
 # Probe input kinds and the card input type each fills.
 INPUT_KINDS = {"text": "text", "image_text": "image", "image_sample": "image", "speech": "audio"}
 
@@ -139,7 +144,7 @@ def load_probes(task: str, folder: Path = PROBES_DIR) -> list[Probe]:
 
 def own_probes_path(card_path: Path) -> Path:
     """``tool_cards/x.yaml`` -> ``tool_cards/x.probes.yaml``."""
-    return card_path.with_name(card_path.stem + ".probes.yaml")
+    return card_path.with_name(card_path.stem + PROBES_SUFFIX)
 
 
 def probes_for(card: ToolCard, card_path: Path | None = None) -> list[Probe]:
@@ -168,6 +173,8 @@ def probes_digest(probes: list[Probe]) -> str:
 
 def _probe_problems(probe: Probe, card: ToolCard | None) -> list[str]:
     name = f"probe '{probe.instruction}'"
+    if PLACEHOLDER in repr(probe):
+        return [f"{name}: replace every '{PLACEHOLDER}' of the draft with your own text"]
     if probe.pairs:
         return [f"{name}: needs at least two pairs"] if len(probe.pairs) < 2 else []
     cases = probe.all_cases()
@@ -198,3 +205,41 @@ def _probe_problems(probe: Probe, card: ToolCard | None) -> list[str]:
 def check_probes(probes: list[Probe], card: ToolCard | None = None) -> list[str]:
     """What is wrong with a card's probes (empty: nothing)."""
     return [problem for probe in probes for problem in _probe_problems(probe, card)]
+
+
+_DRAFT_CHECK = {  # the check a draft uses per output type of the card
+    "text": "label",
+    "json": "count",
+    "audio": "speech",
+    "image": "image_of",
+}
+
+
+def draft_probes(card: ToolCard) -> str:
+    """A probe file for ``card`` to fill in (``cards new`` writes it beside the card draft)."""
+    inputs = {"text": "text", "image": "image_text", "audio": "speech"}
+    source = inputs.get(card.inputs[0].type, "text")
+    check = _DRAFT_CHECK.get(card.primary_output().type, "label")
+    builtin = (PROBES_DIR / f"{card.task}.yaml").is_file()
+    why = (
+        f"They run after the built-in {card.task} test."
+        if builtin
+        else f"No built-in test exists for '{card.task}': these probes are the card's whole test."
+    )
+    lines = [
+        f"# Probes of {card.name}, run by `orchestrator profile {card.name}`. {why}",
+        "# Give each probe two or more cases with different answers (a tool that always gives",
+        "# one answer must not pass). Checks: label, keywords, count, wer, cer, summary,",
+        "# translation, speech, image_of (see tool_cards/README.md). `orchestrator cards validate`",
+        "# checks this file.",
+        f"task: {card.task}",
+        "probes:",
+        f"  - instruction: {PLACEHOLDER} (a request this card should serve)",
+        "    cases:",
+    ]
+    for n in (1, 2):
+        lines.append(
+            f'      - {{input: {{{source}: "{PLACEHOLDER} {n}"}}, '
+            f'expect: {{{check}: "{PLACEHOLDER} {n}"}}}}'
+        )
+    return "\n".join(lines) + "\n"

@@ -138,7 +138,10 @@ def cards_new(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite the --output file")] = False,
 ) -> None:
-    """Draft a tool card from a Hugging Face model card (offline)."""
+    """Draft a tool card from a Hugging Face model card (offline).
+
+    With --output, a probe file to fill in is drafted beside it (<card>.probes.yaml).
+    """
     from orchestrator.importers import draft_from_hub, draft_from_readme
 
     if (from_hub is None) == (from_readme is None):
@@ -164,6 +167,27 @@ def cards_new(
         typer.echo(f"error: cannot write {output}: {exc.strerror}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"wrote {output}")
+    _draft_probes(output, draft, force=force)
+
+
+def _draft_probes(card_file: Path, draft: str, *, force: bool) -> None:
+    """Write a probe file to fill in beside a drafted card (kept if it exists, unless force)."""
+    import yaml
+
+    from orchestrator._probes import draft_probes, own_probes_path
+    from orchestrator.cards import ToolCard
+
+    target = own_probes_path(card_file)
+    if target.exists() and not force:
+        typer.echo(f"kept {target} (it exists; --force overwrites it)")
+        return
+    card = ToolCard.model_validate(yaml.safe_load(draft))
+    try:
+        target.write_text(draft_probes(card), encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"error: cannot write {target}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"wrote {target}: fill in its probes, then run orchestrator profile {card.name}")
 
 
 def cards_tune_encoder(
