@@ -62,6 +62,7 @@ ACTIONS: tuple[str, ...] = (
     "give_up",
 )
 _LAUNCHING = ("start", "retry", "escalate", "ask_second")
+MIN_VOTER_QUALITY = 0.1  # a measured card below this on the instruction is never a second voter
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,16 @@ class DefaultPolicy:
         best = max((o.relevance for o in view.options), default=0.0)
         return applicable(option.measured, option.relevance, best)
 
+    def _voter(self, option: Option, view: StepView) -> bool:
+        """Whether ``option`` may give a second opinion: it applies, and did not fail the probes.
+
+        A measured card below ``MIN_VOTER_QUALITY`` on instructions like this one (a language
+        identifier asked about sentiment) is never asked.
+        """
+        return self._relevant(option, view) and not (
+            option.measured and option.quality < MIN_VOTER_QUALITY
+        )
+
     def _ranked(self, view: StepView, *, fitting: bool = True) -> list[Option]:
         """Options best first: the relevant ones by utility, then the rest in selection order."""
         options = [o for o in view.options if o.fits or not fitting]
@@ -345,7 +356,7 @@ class DefaultPolicy:
             o
             for o in self._ranked(view)
             if o.card not in view.asked()
-            and self._relevant(o, view)
+            and self._voter(o, view)
             and (strong is None or o.card != strong.card)
         ]
         if self.verify and peers and strong is not None:
@@ -424,7 +435,7 @@ class DefaultPolicy:
             keys = ", ".join(f"{a.card}: '{a.key}'" for a in ok)
             return self._escalate(view, strong, f"disagreement ({keys})")
         peers = [
-            o for o in self._ranked(view) if o.card not in view.asked() and self._relevant(o, view)
+            o for o in self._ranked(view) if o.card not in view.asked() and self._voter(o, view)
         ]
         if self.extra_votes and peers:
             # Too dear to escalate: another vote may still settle it, if it is cheap enough.

@@ -170,3 +170,18 @@ def test_measured_quality_is_the_score_on_the_probes_like_the_instruction():
     _, options, _, _ = _choose([vader], "Is this review positive or negative?", 0.2)
     assert options[0].quality > 0.9
     assert options[0].usd == Decimal(0)
+
+
+def test_a_card_measured_as_failing_this_kind_of_instruction_is_never_a_second_voter():
+    from orchestrator.route import Answer, Option
+
+    options = (
+        Option(0, "vader", 0.8, 0.5, Decimal("0.0001"), True),
+        Option(1, "langid", 0.0, 0.9, Decimal("0"), True),  # failed every sentiment probe
+        Option(2, "strong-sentiment", 0.97, 0.4, Decimal("0.01"), True),
+    )
+    answered = Answer(1, 0, "vader", "ok", text="positive", key="positive")
+    view = StepView("s1", "text-classification", "Is this positive?", options, (answered,))
+    decision = DefaultPolicy(cost_weight=0.2).decide(view)
+    assert decision.candidate != 1, decision
+    assert decision.action in ("escalate", "accept") and "langid" not in decision.reason
