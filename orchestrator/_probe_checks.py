@@ -18,7 +18,9 @@ Per case (one input, one reference):
 A probe's score: for the discrete checks (label, keywords, count, image_of) the share of cases
 right, corrected for chance (``(right - c) / (1 - c)``, where ``c`` is the share a constant
 answer could get right: the largest group of cases with the same reference), so a tool that
-always gives one answer scores 0; for the graded checks the mean over the cases. An embedding
+always gives one answer scores 0; for the graded checks the mean over the cases, each case's
+score less the best the same answer scores against the probe's other references (profile.py),
+so an answer as close to another input's reference as to its own earns nothing. An embedding
 probe (``pairs``) is scored by ranking: each text's nearest neighbour among all the probe's
 texts must be its partner, again corrected for chance.
 """

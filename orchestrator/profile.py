@@ -247,14 +247,29 @@ def _make_input(spec: dict[str, Any], card: ToolCard, bench: _Workbench) -> dict
     return {target: value}
 
 
-def _judged(case: Case, answer: Any, bench: _Workbench, others: list[str]) -> float:
-    """The case's score for the tool's primary output ``answer``."""
+def _judged(cases: list[Case], i: int, answer: Any, bench: _Workbench) -> float:
+    """Case ``i``'s score for the tool's primary output ``answer``.
+
+    A graded score is contrasted with the probe's other cases: what the answer would score
+    against their references is taken off (an answer as close to another case's reference as
+    to its own says nothing about its input), so a constant or random answer scores about 0.
+    """
+    case = cases[i]
     if case.kind == "speech":
         answer = bench.heard(answer)
     elif case.kind == "image_of":
         answer = bench.seen(answer)
-    source = str(case.input.get("text", ""))
-    return score_case(case.kind, case.reference, answer, source=source, others=others)
+
+    source, others = str(case.input.get("text", "")), _others(cases, i)
+
+    def against(other: Case) -> float:
+        return score_case(case.kind, other.reference, answer, source=source, others=others)
+
+    own = against(case)
+    if case.kind in DISCRETE:
+        return own
+    decoys = [against(c) for j, c in enumerate(cases) if j != i and c.kind == case.kind]
+    return max(0.0, own - max(decoys, default=0.0))
 
 
 _LOST_IN_A_ROW = 2  # calls in a row that lost the worker before the test is given up
@@ -330,7 +345,7 @@ def _score_cases(probe: Probe, card: ToolCard, bench: _Workbench, tally: _Tally)
                 raise
             right.append(0.0)
             continue
-        right.append(_judged(case, answer, bench, _others(cases, i)))
+        right.append(_judged(cases, i, answer, bench))
     if cases and cases[0].kind in DISCRETE:
         return chance_corrected(right, [c.reference for c in cases])
     return float(sum(right) / len(right)) if right else 0.0

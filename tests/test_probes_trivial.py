@@ -38,6 +38,7 @@ OUTPUT = {  # what a tool of each task answers with
 
 MODULE = """
 import hashlib
+import os
 import random
 import wave
 
@@ -48,7 +49,12 @@ GENERIC = %r
 
 
 def _rng(value):
-    return random.Random(hashlib.sha256(str(value).encode()).hexdigest())
+    # Seeded by the input: a file's content, not its temporary path.
+    data = str(value).encode()
+    if isinstance(value, str) and os.path.isfile(value):
+        with open(value, "rb") as handle:
+            data = handle.read()
+    return random.Random(hashlib.sha256(data).hexdigest())
 
 
 def _wav(path, rng):
