@@ -157,13 +157,13 @@ class QualityScorer:
 
     Every replay card answers the same benchmark with the same description, so description
     relevance carries no signal here (only spurious word matches with model names); each card
-    gets relevance 1 and its train accuracy as quality.
+    gets relevance 1 and its train accuracy as quality, a measured one.
     """
 
     def score(self, subtask: Subtask, cards: list[ToolCard]) -> list[Any]:
         from orchestrator.select import ScoreParts
 
-        return [ScoreParts(1.0, c.strength, 0.0, c.strength) for c in cards]
+        return [ScoreParts(1.0, c.strength, 0.0, c.strength, measured=True) for c in cards]
 
 
 class OneStepPlanner:

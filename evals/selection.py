@@ -23,6 +23,12 @@ in place of MiniLM: the selector and "zero_shot" use it, the baselines stay on M
 
 Two baselines run in the same pass: "bm25" (Okapi BM25 over domain, functionality, api_name and
 description) and "embedding" (cosine of MiniLM embeddings of the same text).
+
+A zoo of another style: ``--zoo`` also reads UltraTool's ``tool_desc.json`` (260 everyday
+tools: ``id``, ``desc``, ``domain``) and ``--queries`` its ``dev.jsonl``, whose plan steps
+("Step 1 Call file_write to create a new document ...") become queries (the text after
+"to", gold: the tool called); ``--limit`` keeps the first N queries. ``--zoo`` and ``--queries``
+may be repeated in pairs: each zoo is evaluated on its own and printed in its own block.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ from orchestrator.zoo import Zoo
 __all__ = ["Query", "bm25_scores", "read_queries", "run_selection_eval"]
 
 _INSTRUCTION = re.compile(r"###\s*Instruction\s*:(.*?)(?:###\s*Output|\Z)", re.S | re.I)
+_STEP = re.compile(r"^\s*Step\s+\d+\s*:?\s*Call\s+(\w+)\s+(?:to\s+)?(.+)$", re.I)
 
 
 @dataclass(frozen=True)
@@ -70,13 +77,55 @@ class Query:
     domain: str
 
 
+def read_zoo(path: Path) -> list[dict[str, Any]]:
+    """API records of a Gorilla ``api.jsonl``, or of UltraTool's ``tool_desc.json`` (as records)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return read_gorilla(path)  # JSON lines
+    if not (isinstance(data, dict) and isinstance(data.get("nodes"), list)):
+        return read_gorilla(path)
+    records = []
+    for node in data["nodes"]:
+        if not isinstance(node, dict) or "id" not in node or "desc" not in node:
+            raise UserError(f"{path}: each node needs 'id' and 'desc'")
+        domains = node.get("domain") or ["tools"]
+        desc = str(node["desc"])
+        records.append(
+            {
+                "api_name": node["id"],
+                "domain": str(domains[0]),
+                "functionality": desc,
+                "description": desc,
+            }
+        )
+    return records
+
+
+def _step_queries(record: dict[str, Any]) -> list[Query]:
+    """One query per plan step of an UltraTool record (its domain is filled in from the zoo)."""
+    out = []
+    for step in record.get("task_steps") or []:
+        match = _STEP.match(str(step))
+        if match:
+            out.append(Query(" ".join(match.group(2).split()), match.group(1), ""))
+    return out
+
+
 def read_queries(path: Path) -> list[Query]:
-    """Queries of an APIBench eval file (JSON lines with ``code`` and ``api_data``)."""
+    """Queries of an eval file: APIBench's or UltraTool's JSON lines.
+
+    APIBench lines have ``code`` and ``api_data``; UltraTool lines have ``task_steps``.
+    """
     queries = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         record = json.loads(line)
+        if "task_steps" in record:
+            queries += _step_queries(record)
+            continue
         match = _INSTRUCTION.search(record.get("code", ""))
         api = record.get("api_data") or {}
         if match is None or "api_name" not in api:
@@ -115,6 +164,12 @@ def bm25_scores(
             for i, c in postings.get(t, []):
                 out[qi, i] += idf[t] * c * (k1 + 1) / (c + k1 * (1 - b + b * lengths[i] / avg))
     return out
+
+
+def _with_domains(queries: list[Query], imported: list[ImportedCard]) -> list[Query]:
+    """The queries, each without a domain given its gold model's domain in the zoo."""
+    domain = {item.source_id: item.domain for item in imported}
+    return [Query(q.instruction, q.gold, q.domain or domain.get(q.gold, "")) for q in queries]
 
 
 def _metrics(
@@ -274,6 +329,7 @@ def run_selection_eval(
     tune: TuneOptions | None = None,
     progress: Callable[[str], None] | None = None,
     encoder: Path | None = None,
+    limit: int = 0,
 ) -> dict[str, Any]:
     """The selector's (cross-validated) figures and the two baselines', in one JSON-able dict.
 
@@ -286,16 +342,16 @@ def run_selection_eval(
     if encoder is not None and (tune is not None or not embed):
         raise UserError("--encoder needs embeddings and cannot be combined with --tune-encoder")
     chosen = encoder_embedder(encoder) if encoder is not None else None
-    records = read_gorilla(zoo_path)
+    records = read_zoo(zoo_path)
     imported = cards_from_gorilla(records)
-    queries = read_queries(queries_path)
+    queries = _with_domains(read_queries(queries_path), imported)[: limit or None]
     if not queries:
         raise UserError(f"{queries_path}: no queries")
     started = time.perf_counter()
     cache = EmbeddingCache(embedder or default_embedder(), cache_path) if embed else None
     selector_cache = cache if chosen is None else EmbeddingCache(chosen, cache_path)
     scorer = CapabilityScorer(embed=embed, cache=selector_cache)
-    result: dict[str, Any] = {"zoo": len(imported), "folds": folds}
+    result: dict[str, Any] = {"zoo": len(imported), "zoo_path": str(zoo_path), "folds": folds}
     result["protocol"] = (
         f"{folds}-fold cross-validated: each query is ranked by a selector whose probes and "
         "learned model come from the cards' own text and the other folds' queries only"
@@ -336,8 +392,16 @@ def run_selection_eval(
 
 @eval_app.command("selection")
 def selection_command(
-    zoo: Annotated[Path, typer.Option("--zoo", help="Gorilla api.jsonl (the model zoo)")],
-    queries: Annotated[Path, typer.Option("--queries", help="APIBench eval JSON lines")],
+    zoo: Annotated[
+        list[Path],
+        typer.Option(
+            "--zoo", help="Gorilla api.jsonl or UltraTool tool_desc.json (repeat for more zoos)"
+        ),
+    ],
+    queries: Annotated[
+        list[Path],
+        typer.Option("--queries", help="APIBench or UltraTool eval JSON lines, one per --zoo"),
+    ],
     folds: Annotated[
         int, typer.Option(help="cross-validation folds for profile evidence; 0: none")
     ] = 5,
@@ -359,30 +423,50 @@ def selection_command(
             "(the baselines keep MiniLM)"
         ),
     ] = None,
+    limit: Annotated[int, typer.Option(min=0, help="first N queries of each zoo; 0: all")] = 0,
 ) -> None:
-    """Top-1, top-5 and domain@1 of the selector on a Gorilla zoo, with two baselines."""
-    for path in (zoo, queries):
+    """Top-1, top-5 and domain@1 of the selector on each zoo, with two baselines."""
+    if len(zoo) != len(queries):
+        typer.echo("error: give one --queries file per --zoo, in the same order", err=True)
+        raise typer.Exit(2)
+    for path in (*zoo, *queries):
         if not path.is_file():
             typer.echo(f"error: no file {path}", err=True)
             raise typer.Exit(2)
     tune = TuneOptions(epochs=epochs) if tune_encoder else None
-    try:
-        result = run_selection_eval(
-            zoo,
-            queries,
-            folds,
-            embed,
-            tune=tune,
-            progress=lambda m: typer.echo(m, err=True),
-            encoder=encoder,
-        )
-    except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    results = []
+    for zoo_path, queries_path in zip(zoo, queries, strict=True):
+        try:
+            result = run_selection_eval(
+                zoo_path,
+                queries_path,
+                folds,
+                embed,
+                tune=tune,
+                progress=lambda m: typer.echo(m, err=True),
+                encoder=encoder,
+                limit=limit,
+            )
+        except UserError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        results.append(result)
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(json.dumps(results[0] if len(results) == 1 else {"zoos": results}))
         return
+    for result in results:
+        _print_result(result)
+
+
+def _print_result(result: dict[str, Any]) -> None:
+    """One zoo's block: the protocol, each ranker's figures and their ceilings."""
+    typer.echo(f"zoo: {result['zoo_path']} ({result['zoo']} cards)")
     typer.echo(f"protocol: {result['protocol']}")
+    for model in result.get("learned", []):
+        typer.echo(
+            f"learned share {model['learned_share']:g} "
+            f"(validated on {model['rank_examples']} of the zoo's own probes)"
+        )
     for name in ("selector", "zero_shot", "bm25", "embedding"):
         row = result if name == "selector" else result.get(name)
         if row:

@@ -48,6 +48,8 @@ class InstructionScores:
     lexical: np.ndarray | None = None  # TF-IDF cosine to each card's text
     query_vector: np.ndarray | None = None
     task_vote: np.ndarray | None = None  # the similarity vote for each card's task
+    # Per card: its measured score on the probes nearest the instruction (0 when unprofiled).
+    measured: np.ndarray | None = None
 
 
 class _Tfidf:
@@ -165,9 +167,18 @@ class CardIndex:
 
     def evidence(self, probe_sim: np.ndarray) -> np.ndarray:
         """Per-card probe evidence: closeness of the nearest probe times the scores near it."""
+        best, trust = self.measured(probe_sim)
+        return (best * trust).astype(np.float32)
+
+    def measured(self, probe_sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per card: the closeness of its nearest probe, and its scores near it (the trust).
+
+        The trust is the card's measured quality for this instruction: the mean of its probe
+        scores weighted towards the probes most like the instruction.
+        """
         n = len(self.cards)
         if not len(probe_sim):
-            return np.zeros(n, dtype=np.float32)
+            return np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
         # Applicability: the closest probe; trust: the scores of the probes near it.
         # Probes are stored card by card, so each card's probes are one contiguous run.
         best = np.zeros(n, dtype=np.float32)
@@ -176,7 +187,7 @@ class CardIndex:
         total = np.bincount(self.probe_row, weights=weights, minlength=n)
         scored = np.bincount(self.probe_row, weights=weights * self.probe_score, minlength=n)
         trust = np.divide(scored, total, out=np.zeros(n), where=total > 0)
-        return (best * trust).astype(np.float32)
+        return best, trust
 
     def scores(self, instruction: str) -> InstructionScores:
         """Per-card description match, probe evidence and task fit for ``instruction``."""
@@ -190,9 +201,10 @@ class CardIndex:
         card_sim = lexical if dense is None else dense
         description = lexical if dense is None else np.clip(0.5 * dense + 0.5 * lexical, 0, 1)
         vote = self.task_vote(card_sim, probe_sim)
+        closeness, trust = self.measured(probe_sim)
         return InstructionScores(
             description,
-            self.evidence(probe_sim),
+            (closeness * trust).astype(np.float32),
             self.profiled,
             vote,
             terms,
@@ -200,6 +212,7 @@ class CardIndex:
             lexical=lexical,
             query_vector=query,
             task_vote=vote,
+            measured=trust,
         )
 
     def task_vote(self, card_sim: np.ndarray, probe_sim: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from langgraph.runtime import Runtime
 
+from orchestrator._traceback import card_traceback
 from orchestrator.answer import StepResult, compose_answer, render_output
 from orchestrator.backends import CallContext
 from orchestrator.budget import (
@@ -279,8 +280,14 @@ def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[
         seconds = ctx.ledger.clock() - started
         spent = actual_cost(card, seconds=seconds, input_tokens=0, output_tokens=0)
         ctx.ledger.settle(reservation, spent)
+        trace = card_traceback(card, exc.detail) if exc.detail else None
         return finish(
-            "failed", error=exc.reason, seconds=round(seconds, 3), usd=usd_text(spent.usd), calls=1
+            "failed",
+            error=exc.reason,
+            seconds=round(seconds, 3),
+            usd=usd_text(spent.usd),
+            calls=1,
+            **({"traceback": trace} if trace else {}),
         )
     spent = actual_cost(
         card,

@@ -26,10 +26,12 @@ import ast
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 
+from orchestrator._utility import price_share, utility
 from orchestrator.route import Answer, Decision, Option, StepView, _unwrap, answer_key
 
 __all__ = [
@@ -408,12 +410,23 @@ class LearnedPolicy:
     def _most_accurate(
         self, view: StepView, *, fitting: bool = False, untried: bool = False
     ) -> Option | None:
+        """The best candidate by the shared utility at the table's cost weight.
+
+        Its quality is the table's train accuracy where the table knows the card, else the
+        candidate's own (measured, or its discounted prior).
+        """
         options = [
             o
             for o in view.options
             if (o.fits or not fitting) and not (untried and o.card in view.asked())
         ]
-        return max(options, key=lambda o: (self._accuracy(o.card), -o.index), default=None)
+        dearest = max((o.usd for o in view.options), default=Decimal(0))
+
+        def value(o: Option) -> float:
+            quality = self._table.accuracy.get(o.card, o.quality)
+            return utility(quality, price_share(o.usd, dearest), self._table.cost_weight)
+
+        return max(options, key=lambda o: (value(o), -o.index), default=None)
 
     def _best_supported(self, ok: list[Answer]) -> Answer:
         support: dict[str, float] = {}

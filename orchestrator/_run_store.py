@@ -133,16 +133,25 @@ def _attempts_cost(snapshot: Any) -> Cost:
     return total
 
 
+def _stored_cost(snapshot: Any) -> Cost:
+    """What the stored state shows: its attempts and the run's own LLM calls (``overhead``)."""
+    total = _attempts_cost(snapshot)
+    for paid in (snapshot.values or {}).get("overhead") or []:
+        total = total + Cost.from_dict(paid)
+    return total
+
+
 def carried_spend(snapshot: Any, unrecorded: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a stored run spent.
 
     Every settled attempt counts once (including those of a round that was interrupted, which
-    the checkpointer keeps as pending writes), plus ``unrecorded`` (what a cancel stopped in
+    the checkpointer keeps as pending writes), and the run's own LLM calls (``overhead``), plus
+    ``unrecorded`` (what a cancel stopped in
     flight: :func:`unrecorded_spend`), and the last wall-clock reading.
     """
     extra = unrecorded or {}
-    total = _attempts_cost(snapshot) + Cost.from_dict(extra)
     values = snapshot.values or {}
+    total = _stored_cost(snapshot) + Cost.from_dict(extra)
     spent = values.get("spent") if isinstance(values.get("spent"), dict) else {}
     wall = max(float(spent.get("wall_seconds", 0.0)), float(extra.get("wall_seconds", 0.0)))
     return {**total.as_dict(), "wall_seconds": max(wall, total.seconds)}
@@ -171,7 +180,7 @@ def record_unrecorded(store: Path, run_id: str, snapshot: Any, ledger: dict[str,
     ``ledger`` is the ledger's snapshot at the cancel; it already carries what earlier stops
     left unrecorded, so the stored amount replaces the earlier one.
     """
-    spent, stored = Cost.from_dict(ledger), _attempts_cost(snapshot)
+    spent, stored = Cost.from_dict(ledger), _stored_cost(snapshot)
     extra = Cost(
         max(spent.usd - stored.usd, Decimal(0)),
         max(spent.seconds - stored.seconds, 0.0),

@@ -78,18 +78,32 @@ def profile_command(
 
 def _profile_one(zoo: Zoo, name: str, *, force: bool, executor: Executor, helpers: Zoo) -> bool:
     """Profile one available card and write its profile; False when it could not be profiled."""
-    from orchestrator.profile import card_digest, profile_card, read_profile, write_profile
+    from orchestrator.profile import (
+        card_digest,
+        probes_digest,
+        probes_for,
+        profile_card,
+        read_profile,
+        write_profile,
+    )
 
     entry = zoo.get(name)
     assert entry.path is not None
     current = read_profile(entry.path)
-    if not force and current and current.get("card_digest") == card_digest(entry.card):
+    try:
+        probes = probes_for(entry.card, entry.path)
+    except UserError as exc:
+        typer.echo(f"error: {name}: {exc}", err=True)
+        return False
+    fresh = current and current.get("card_digest") == card_digest(entry.card)
+    if not force and fresh and current.get("probes_digest") in (None, probes_digest(probes)):
         typer.echo(f"{name}: profile is current (mean score {current.get('mean_score')})")
         return True
-    typer.echo(f"{name}: profiling on the {entry.card.task} aptitude test")
+    typer.echo(f"{name}: profiling on the {entry.card.task} aptitude test ({len(probes)} probes)")
     try:
         record = profile_card(
             entry.card.model_copy(update={"profile": None}),
+            probes,
             executor=executor,
             helpers=helpers,
             progress=typer.echo,
@@ -130,7 +144,10 @@ def cards_new(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite the --output file")] = False,
 ) -> None:
-    """Draft a tool card from a Hugging Face model card (offline)."""
+    """Draft a tool card from a Hugging Face model card (offline).
+
+    With --output, a probe file to fill in is drafted beside it (<card>.probes.yaml).
+    """
     from orchestrator.importers import draft_from_hub, draft_from_readme
 
     if (from_hub is None) == (from_readme is None):
@@ -156,6 +173,27 @@ def cards_new(
         typer.echo(f"error: cannot write {output}: {exc.strerror}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"wrote {output}")
+    _draft_probes(output, draft, force=force)
+
+
+def _draft_probes(card_file: Path, draft: str, *, force: bool) -> None:
+    """Write a probe file to fill in beside a drafted card (kept if it exists, unless force)."""
+    import yaml
+
+    from orchestrator._probes import draft_probes, own_probes_path
+    from orchestrator.cards import ToolCard
+
+    target = own_probes_path(card_file)
+    if target.exists() and not force:
+        typer.echo(f"kept {target} (it exists; --force overwrites it)")
+        return
+    card = ToolCard.model_validate(yaml.safe_load(draft))
+    try:
+        target.write_text(draft_probes(card), encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"error: cannot write {target}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"wrote {target}: fill in its probes, then run orchestrator profile {card.name}")
 
 
 def cards_tune_encoder(

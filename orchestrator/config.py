@@ -78,6 +78,10 @@ class LlmConfig(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0)
     max_tokens: int = Field(default=400, ge=16)
     examples: int = Field(default=3, ge=0, description="worked examples shown per request")
+    usd_per_call: Decimal = Field(default=Decimal(0), ge=0, description="price of one call")
+    usd_per_1k_tokens: Decimal = Field(
+        default=Decimal(0), ge=0, description="price per 1,000 tokens (prompt and answer)"
+    )
 
     @property
     def configured(self) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ class InProcessExecutor:
                 except ToolFailed:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a model that fails to load fails the call
-                    raise ToolFailed(card.name, f"failed to load: {exc}") from exc
+                    raise ToolFailed(card.name, f"failed to load: {exc}", _trace(exc)) from exc
                 load_seconds = self.clock() - started
             timeout = ctx.timeout_s
             if deadline is not None and limit is not None:
@@ -81,7 +82,9 @@ class InProcessExecutor:
             except ToolFailed:
                 raise
             except Exception as exc:  # noqa: BLE001 - a tool that raises fails the call
-                raise ToolFailed(card.name, f"raised {type(exc).__name__}: {exc}") from exc
+                raise ToolFailed(
+                    card.name, f"raised {type(exc).__name__}: {exc}", _trace(exc)
+                ) from exc
             seconds = self.clock() - started
         if timeout is not None and seconds > timeout:
             raise ToolFailed(card.name, f"took {seconds:.3f} s, over its {timeout:g} s timeout")
@@ -100,3 +103,8 @@ class InProcessExecutor:
 
     def close(self) -> None:
         self._tools.clear()
+
+
+def _trace(exc: BaseException) -> str:
+    """The exception's traceback as the worker sends it (the run record keeps the card's part)."""
+    return "".join(traceback.format_exception(exc))

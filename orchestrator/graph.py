@@ -23,7 +23,9 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 
 from orchestrator._execute_step import _attempts_of, _step_result, execute_node
+from orchestrator._metered import Meter, metered
 from orchestrator._run_checks import ECHO_CHARS, short
+from orchestrator._utility import DEFAULT_COST_WEIGHT, estimated_quality
 from orchestrator.answer import compose_answer
 from orchestrator.budget import Ledger, expected_cost
 from orchestrator.cards import ToolCard
@@ -81,6 +83,7 @@ class RunState(TypedDict, total=False):
     replanning: bool
     excluded: list[str]  # cards left out after failing (re-planning)
     kept: dict[str, Any]  # results a re-plan keeps, until select re-marks them done
+    overhead: Annotated[list[dict[str, Any]], operator.add]  # the planner's and scorer's spend
 
 
 @dataclass
@@ -116,21 +119,29 @@ def plan_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """Plan the request and validate the plan."""
     ctx = runtime.context
     files = [Path(f) for f in state.get("files", [])]
-    try:
-        plan = ctx.planner.plan(state["request"], ctx.zoo, files=files)
-        plan = checked_plan(plan, ctx.zoo, files, lambda: _embedded(state["request"], ctx, files))
-        validate_plan(plan, ctx.zoo, base_dir=ctx.base_dir)
-    except UserError as exc:
-        message = _clip_quotes(str(exc))
-        # A request no available card can serve is not a malformed one: it is unservable.
-        outcome = "unservable" if isinstance(exc, NoCapableTool) else "rejected"
-        ctx.emit({"type": "rejected", "message": message, "outcome": outcome})
-        return {"plan": None, "outcome": outcome, "message": message}
+    with metered(ctx.ledger) as meter:
+        try:
+            plan = ctx.planner.plan(state["request"], ctx.zoo, files=files)
+            plan = checked_plan(
+                plan, ctx.zoo, files, lambda: _embedded(state["request"], ctx, files)
+            )
+            validate_plan(plan, ctx.zoo, base_dir=ctx.base_dir)
+        except UserError as exc:
+            message = _clip_quotes(str(exc))
+            # A request no available card can serve is not a malformed one: it is unservable.
+            outcome = "unservable" if isinstance(exc, NoCapableTool) else "rejected"
+            ctx.emit({"type": "rejected", "message": message, "outcome": outcome})
+            return {"plan": None, "outcome": outcome, "message": message, **_paid(meter)}
     dumped = plan.model_dump(mode="json")
     ctx.emit({"type": "plan", "plan": dumped})
     if not state.get("replanning"):
-        return {"plan": dumped}
-    return {"plan": dumped, **_replanned(state, plan)}
+        return {"plan": dumped, **_paid(meter)}
+    return {"plan": dumped, **_replanned(state, plan), **_paid(meter)}
+
+
+def _paid(meter: Meter) -> dict[str, Any]:
+    """The state update that keeps what a stage's own LLM calls cost (none: no update)."""
+    return {"overhead": [meter.spent.as_dict()]} if meter.spent.calls else {}
 
 
 def _embedded(request: str, ctx: RunContext, files: list[Path]) -> Plan:
@@ -173,6 +184,7 @@ def _selection_record(selection: Selection) -> dict[str, Any]:
                 **c.as_dict(),
                 "quality": round(c.parts.quality, 4),
                 "relevance": round(c.parts.relevance, 4),
+                "measured": c.parts.measured,
             }
             for c in selection.candidates
         ],
@@ -184,7 +196,9 @@ def select_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
     """Rank the candidate cards of every subtask; a subtask with none ends the run."""
     ctx = runtime.context
     plan = Plan.model_validate(state["plan"])
-    selections = select_for_plan(plan, ctx.zoo, ctx.scorer)
+    weight = getattr(ctx.policy, "cost_weight", DEFAULT_COST_WEIGHT)
+    with metered(ctx.ledger) as meter:
+        selections = select_for_plan(plan, ctx.zoo, ctx.scorer, float(weight))
     excluded = set(state.get("excluded", []))
     for selection in selections.values():
         selection.candidates = [c for c in selection.candidates if c.card.name not in excluded]
@@ -198,6 +212,7 @@ def select_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
         "selections": records,
         "status": {s.id: "done" if s.id in kept else "waiting" for s in plan.subtasks},
         "kept": {},
+        **_paid(meter),
     }
     if missing:
         update["outcome"] = "unservable"
@@ -218,10 +233,11 @@ def _option(ctx: RunContext, index: int, record: dict[str, Any]) -> Option:
     return Option(
         index=index,
         card=card.name,
-        quality=float(record.get("quality", card.strength)),
+        quality=float(record.get("quality", estimated_quality(None, card.strength))),
         relevance=float(record.get("relevance", 0.0)),
         usd=estimate.usd,
         fits=fits,
+        measured=bool(record.get("measured", False)),
     )
 
 

@@ -1,12 +1,17 @@
 """Capability profiles: run a card's model on the aptitude test of its task type.
 
-The tests ship with the project (``orchestrator/probes/<task>.yaml``): each probe is an
-instruction, an input made here (a literal text, text rendered into an image with PIL, a sample
-photo from scikit-image, or speech synthesized by the TTS card) and a check of the answer that
-gives a score in 0..1. The card's model runs through an :class:`~orchestrator.execute.Executor`
-(by default sandboxed worker processes, as in a run, with the card's timeouts): a probe whose
-call fails, crashes or times out scores 0 and records why; after two calls in a row that lost
-the worker (or a model that does not load) the remaining probes are not run.
+The tests ship with the project (``orchestrator/probes/<task>.yaml``); a card may ship its own
+probes beside it (``<card>.probes.yaml``, see :mod:`orchestrator._probes`). Each probe is an
+instruction and cases: an input made here (a literal text, text rendered into an image with PIL,
+a sample photo from scikit-image, or speech synthesized by the TTS card) and the reference the
+answer is checked against (:mod:`orchestrator._probe_checks`: exact labels, error rates,
+overlap with reference summaries and translations, ranking of embedding pairs, speech heard back,
+images labelled by the zoo's classifier), giving a score in 0..1 that a trivial tool (identity,
+constant, empty or random answers) cannot earn. The card's model runs through an
+:class:`~orchestrator.execute.Executor` (by default sandboxed worker processes, as in a run,
+with the card's timeouts): a probe whose call fails, crashes or times out scores 0 and records
+why; after two calls in a row that lost the worker (or a model that does not load) the
+remaining probes are not run.
 
 The result is written next to the card as ``<name>.profile.json`` with
 the per-probe scores and seconds, the median latency and the cost per call, and the digest of
@@ -18,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import statistics
 import tempfile
 import time
@@ -28,8 +32,23 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from orchestrator._probe_checks import (
+    DISCRETE,
+    as_text,
+    as_vector,
+    chance_corrected,
+    pair_ranking,
+    score_case,
+)
+from orchestrator._probes import (
+    INPUT_KINDS,
+    PROBES_DIR,
+    Case,
+    Probe,
+    load_probes,
+    probes_digest,
+    probes_for,
+)
 from orchestrator.backends import CallContext
 from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
 from orchestrator.errors import ToolFailed, UserError
@@ -44,13 +63,14 @@ __all__ = [
     "attach_profile",
     "card_digest",
     "load_probes",
+    "probes_digest",
     "profile_card",
+    "probes_for",
     "profile_path",
     "read_profile",
     "write_profile",
 ]
 
-PROBES_DIR = Path(__file__).parent / "probes"
 SPEAKER_CARD = "piper-joe-en"
 LISTENER_CARD = "whisper-tiny-en"
 MAX_PROFILE_BYTES = 4 * 2**20  # a profile is a small JSON file beside its card: read no more
@@ -97,6 +117,8 @@ def attach_profile(card: ToolCard, card_path: Path | None) -> ToolCard:
     data = read_profile(card_path)
     if not data or data.get("card_digest") != card_digest(card):
         return card  # no profile, or a stale one: the card changed since it was profiled
+    if not _same_probes(data, card, card_path):
+        return card  # stale: the aptitude test changed since
     profile = CapabilityProfile(
         card_digest=data["card_digest"],
         probes=[ProbeResult(**p) for p in data.get("probes", [])],
@@ -106,34 +128,15 @@ def attach_profile(card: ToolCard, card_path: Path | None) -> ToolCard:
     return card.model_copy(update={"profile": profile})
 
 
-@dataclass(frozen=True)
-class Probe:
-    """One item of an aptitude test."""
-
-    instruction: str
-    input: dict[str, Any]
-    expect: dict[str, Any]
-
-
-def load_probes(task: str, folder: Path = PROBES_DIR) -> list[Probe]:
-    """The aptitude test of a task type; a task without one raises UserError."""
-    path = folder / f"{task}.yaml"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
-        raise UserError(f"no aptitude test for task '{task}'; tests exist for: {known}")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return [Probe(p["instruction"], p["input"], p["expect"]) for p in data["probes"]]
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
-
-
-def word_recall(expected: str, got: str) -> float:
-    """Share of the expected words found in ``got`` (order ignored)."""
-    want = _words(expected)
-    have = set(_words(got))
-    return sum(w in have for w in want) / len(want) if want else 0.0
+def _same_probes(data: dict[str, Any], card: ToolCard, card_path: Path) -> bool:
+    """Whether a profile was made on the probes the card would be profiled on now."""
+    made_on = data.get("probes_digest")
+    if made_on is None:
+        return True  # made before tests were digested: kept
+    try:
+        return bool(made_on == probes_digest(probes_for(card, card_path)))
+    except UserError:
+        return False
 
 
 @dataclass
@@ -144,6 +147,7 @@ class _Workbench:
     executor: Executor
     helpers: Zoo | None = None
     timeout_s: float | None = None
+    speech: dict[str, str] = field(default_factory=dict)
 
     def helper(self, name: str) -> ToolCard:
         """A built-in card the test needs besides the profiled one (the TTS, the listener)."""
@@ -163,6 +167,48 @@ class _Workbench:
         """One sandboxed call (by default with the card's timeouts); failures raise ToolFailed."""
         ctx = CallContext(scratch=self.scratch, max_tokens=64, timeout_s=self.timeout_s)
         return self.executor.call(card, inputs, ctx)
+
+    def spoken(self, text: str) -> str:
+        """``text`` read aloud by the speaker card (each text once per profiling run)."""
+        if text not in self.speech:
+            speaker = self.helper(SPEAKER_CARD)
+            self.speech[text] = self.call(speaker, {"text": text}).outputs["audio"]
+        return self.speech[text]
+
+    def heard(self, audio: Any) -> str:
+        """The listener card's transcript of ``audio`` (an answer that is not audio: nothing)."""
+        if not isinstance(audio, str) or not Path(audio).is_file():
+            return ""
+        try:
+            return as_text(self.call(self.helper(LISTENER_CARD), {"audio": audio}).outputs["text"])
+        except ToolFailed as exc:
+            if exc.card == LISTENER_CARD and exc.reason.startswith("failed to load"):
+                raise
+            return ""  # the listener could not make sense of it: not speech
+
+    def seen(self, image: Any) -> str:
+        """The zoo's image classifier's label for ``image`` (an answer that is no image: "")."""
+        if not isinstance(image, str) or not Path(image).is_file():
+            return ""
+        classifier = self.classifier()
+        try:
+            outputs = self.call(classifier, {classifier.inputs[0].name: image}).outputs
+        except ToolFailed as exc:
+            if exc.card == classifier.name and exc.reason.startswith("failed to load"):
+                raise
+            return ""  # not an image it can read
+        return as_text(outputs[classifier.primary_output().name])
+
+    def classifier(self) -> ToolCard:
+        """The zoo's image classifier (the built-in one unless the zoo has another)."""
+        from orchestrator.zoo import Zoo
+
+        if self.helpers is None:
+            self.helpers = Zoo.load()
+        for entry in self.helpers.for_task("image-classification"):
+            if entry.available:
+                return entry.card
+        raise UserError("the text-to-image test needs an available image-classification card")
 
 
 def _render_text(text: str, scratch: Path) -> str:
@@ -184,15 +230,15 @@ def _sample_image(name: str, scratch: Path) -> str:
     import skimage.data
     from PIL import Image
 
-    path = scratch / f"sample-{name}.png"
+    # Named by a digest: a file name that says what the photo shows would give it away.
+    path = scratch / f"sample-{hashlib.md5(name.encode()).hexdigest()[:8]}.png"
     if not path.exists():
         Image.fromarray(getattr(skimage.data, name)()).save(path)
     return str(path)
 
 
-def _make_input(probe: Probe, card: ToolCard, bench: _Workbench) -> dict[str, Any]:
-    """The card's inputs for a probe, keyed by the card's input names."""
-    spec = probe.input
+def _make_input(spec: dict[str, Any], card: ToolCard, bench: _Workbench) -> dict[str, Any]:
+    """The card's inputs for one probe case, keyed by the card's input names."""
     if "text" in spec:
         value, io_type = spec["text"], "text"
     elif "image_text" in spec:
@@ -200,61 +246,38 @@ def _make_input(probe: Probe, card: ToolCard, bench: _Workbench) -> dict[str, An
     elif "image_sample" in spec:
         value, io_type = _sample_image(spec["image_sample"], bench.scratch), "image"
     elif "speech" in spec:
-        spoken = bench.call(bench.helper(SPEAKER_CARD), {"text": spec["speech"]}).outputs
-        value, io_type = spoken["audio"], "audio"
+        value, io_type = bench.spoken(spec["speech"]), "audio"
     else:
-        raise UserError(f"probe '{probe.instruction}': unknown input {sorted(spec)}")
+        raise UserError(f"unknown probe input {sorted(spec)}; use one of {', '.join(INPUT_KINDS)}")
     target = next((io.name for io in card.inputs if io.type == io_type and not io.optional), None)
     if target is None:
-        raise UserError(f"card {card.name} has no {io_type} input for probe '{probe.instruction}'")
+        raise UserError(f"card {card.name} has no {io_type} input for this probe")
     return {target: value}
 
 
-def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=str)
+def _judged(cases: list[Case], i: int, answer: Any, bench: _Workbench) -> float:
+    """Case ``i``'s score for the tool's primary output ``answer``.
 
+    A graded score is contrasted with the probe's other cases: what the answer would score
+    against their references is taken off (an answer as close to another case's reference as
+    to its own says nothing about its input), so a constant or random answer scores about 0.
+    """
+    case = cases[i]
+    if case.kind == "speech":
+        answer = bench.heard(answer)
+    elif case.kind == "image_of":
+        answer = bench.seen(answer)
 
-def _cosine(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    norm = (sum(x * x for x in a) * sum(y * y for y in b)) ** 0.5
-    return dot / norm if norm else 0.0
+    source, others = str(case.input.get("text", "")), _others(cases, i)
 
+    def against(other: Case) -> float:
+        return score_case(case.kind, other.reference, answer, source=source, others=others)
 
-def _count(outputs: dict[str, Any]) -> int:
-    lists = [v for v in outputs.values() if isinstance(v, list)]
-    return len(lists[0]) if lists else 0
-
-
-def _check(probe: Probe, card: ToolCard, outputs: dict[str, Any], bench: _Workbench) -> float:
-    """The probe's score in 0..1 for the tool's outputs."""
-    expect = probe.expect
-    primary = outputs.get(card.primary_output().name)
-    if "contains_any" in expect:
-        text = _as_text(primary).lower()
-        return 1.0 if any(str(w).lower() in text for w in expect["contains_any"]) else 0.0
-    if "word_recall" in expect:
-        return word_recall(expect["word_recall"], _as_text(primary))
-    if "speech_recall" in expect:
-        heard = bench.call(bench.helper(LISTENER_CARD), {"audio": primary}).outputs
-        return word_recall(expect["speech_recall"], _as_text(heard.get("text", "")))
-    if "count_at_least" in expect:
-        return 1.0 if _count(outputs) >= int(expect["count_at_least"]) else 0.0
-    if "count_equals" in expect:
-        return 1.0 if _count(outputs) == int(expect["count_equals"]) else 0.0
-    if "closer" in expect:
-        name, out = card.inputs[0].name, card.primary_output().name
-        similar = bench.call(card, {name: expect["closer"]["similar"]}).outputs[out]
-        different = bench.call(card, {name: expect["closer"]["different"]}).outputs[out]
-        return 1.0 if _cosine(primary, similar) > _cosine(primary, different) else 0.0
-    if "is_image" in expect:
-        from PIL import Image
-
-        try:
-            with Image.open(str(primary)) as image:
-                return 1.0 if image.size[0] > 0 else 0.0
-        except (OSError, ValueError):
-            return 0.0
-    raise UserError(f"probe '{probe.instruction}': unknown check {sorted(expect)}")
+    own = against(case)
+    if case.kind in DISCRETE:
+        return own
+    decoys = [against(c) for j, c in enumerate(cases) if j != i and c.kind == case.kind]
+    return max(0.0, own - max(decoys, default=0.0))
 
 
 _LOST_IN_A_ROW = 2  # calls in a row that lost the worker before the test is given up
@@ -265,6 +288,7 @@ class _Tally:
     """What the probes measured so far, and why the rest are skipped (if they are)."""
 
     results: list[dict[str, Any]] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # each call's seconds
     load_s: float = 0.0
     lost_in_a_row: int = 0
     given_up: str | None = None
@@ -280,29 +304,79 @@ class _Tally:
         self.results.append(row)
 
 
-def _run_probe(probe: Probe, card: ToolCard, bench: _Workbench, tally: _Tally) -> str | None:
-    """Run one probe and add its row; return why it failed (None when it ran)."""
+class _Lost(Exception):
+    """A call lost the worker (or the model did not load); the probe scores 0."""
+
+
+def _answer(card: ToolCard, inputs: dict[str, Any], bench: _Workbench, tally: _Tally) -> Any:
+    """The tool's primary output for ``inputs``; a failed call raises _Lost with the reason."""
     started = time.perf_counter()
     try:
-        inputs = _make_input(probe, card, bench)
-        started = time.perf_counter()
         outcome = bench.call(card, inputs)
     except ToolFailed as exc:
-        tally.add(probe, 0.0, time.perf_counter() - started, str(exc))
+        tally.seconds.append(time.perf_counter() - started)
         if exc.card == card.name and not bench.executor.is_warm(card):
             tally.lost_in_a_row += 1
             if exc.reason.startswith("failed to load") or tally.lost_in_a_row >= _LOST_IN_A_ROW:
                 tally.given_up = f"not run: the tool failed before ({exc.reason})"
-        return str(exc)
+        raise _Lost(str(exc)) from exc
     tally.lost_in_a_row = 0
     tally.load_s = max(tally.load_s, outcome.load_seconds)
+    tally.seconds.append(outcome.seconds)
+    return outcome.outputs.get(card.primary_output().name)
+
+
+def _score_pairs(probe: Probe, card: ToolCard, bench: _Workbench, tally: _Tally) -> float:
+    name = next(io.name for io in card.inputs if io.type == "text")
+    texts = [text for pair in probe.pairs for text in pair]
+    return pair_ranking([as_vector(_answer(card, {name: t}, bench, tally)) for t in texts])
+
+
+def _others(cases: list[Case], i: int) -> list[str]:
+    """The reference words of every case but the ``i``-th."""
+    words: list[str] = []
+    for j, case in enumerate(cases):
+        if j != i:
+            ref = case.reference
+            words += [str(w) for w in (ref if isinstance(ref, list) else [ref])]
+    return words
+
+
+def _score_cases(probe: Probe, card: ToolCard, bench: _Workbench, tally: _Tally) -> float:
+    cases = probe.all_cases()
+    right: list[float] = []
+    for i, case in enumerate(cases):
+        try:
+            answer = _answer(card, _make_input(case.input, card, bench), bench, tally)
+        except _Lost:
+            if tally.given_up is not None or len(cases) == 1:
+                raise
+            right.append(0.0)
+            continue
+        right.append(_judged(cases, i, answer, bench))
+    if cases and cases[0].kind in DISCRETE:
+        return chance_corrected(right, [c.reference for c in cases])
+    return float(sum(right) / len(right)) if right else 0.0
+
+
+def _run_probe(probe: Probe, card: ToolCard, bench: _Workbench, tally: _Tally) -> str | None:
+    """Run one probe (all its cases) and add its row; return why it failed (None when it ran)."""
+    calls_before = len(tally.seconds)
+    error: str | None = None
     try:
-        score, error = _check(probe, card, outcome.outputs, bench), None
-    except ToolFailed as exc:
+        if probe.pairs:
+            score = _score_pairs(probe, card, bench, tally)
+        else:
+            score = _score_cases(probe, card, bench, tally)
+    except _Lost as exc:
+        score, error = 0.0, str(exc)
+    except ToolFailed as exc:  # a helper (the speaker, the listener, the classifier) failed
         score, error = 0.0, str(exc)
     except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
         score, error = 0.0, f"the output could not be checked: {type(exc).__name__}: {exc}"
-    tally.add(probe, score, outcome.seconds, error)
+    spent = tally.seconds[calls_before:]
+    seconds = sum(spent) / len(spent) if spent else 0.0
+    tally.add(probe, score, seconds, error)
     return error
 
 
@@ -326,7 +400,8 @@ def profile_card(
     """
     from orchestrator.execute import WorkerPoolExecutor
 
-    probes = probes if probes is not None else load_probes(card.task)
+    probes = probes if probes is not None else probes_for(card)
+    digest = probes_digest(probes)
     own = executor is None
     pool: Executor = executor if executor is not None else WorkerPoolExecutor()
     tally = _Tally()
@@ -347,7 +422,7 @@ def profile_card(
     finally:
         if own:
             pool.close()
-    return _record(card, tally)
+    return {**_record(card, tally), "probes_digest": digest}
 
 
 def _record(card: ToolCard, tally: _Tally) -> dict[str, Any]:

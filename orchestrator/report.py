@@ -150,6 +150,11 @@ def print_run(console: Console, result: RunResult) -> None:
         last = step.attempts[-1] if step.attempts else None
         if step.status != "done" and last and last.get("error"):
             console.print(f"      error: {_clip(str(last['error']))}", markup=False)
+        for attempt in step.attempts:  # each failed call's traceback in the card's own code
+            if attempt.get("traceback"):
+                console.print(f"      {attempt['card']} failed:", markup=False, highlight=False)
+                for row in str(attempt["traceback"]).splitlines():
+                    console.print(f"        {row}", markup=False, highlight=False, soft_wrap=True)
     if result.decisions:
         console.print("[bold]Router decisions[/bold]")
     for d in result.decisions:

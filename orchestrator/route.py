@@ -25,6 +25,14 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from orchestrator._lazy import import_entry
+from orchestrator._utility import (
+    DEFAULT_COST_WEIGHT,
+    Rated,
+    applicable,
+    price_share,
+    trade_text,
+    utility,
+)
 from orchestrator.errors import UserError
 
 __all__ = [
@@ -54,6 +62,7 @@ ACTIONS: tuple[str, ...] = (
     "give_up",
 )
 _LAUNCHING = ("start", "retry", "escalate", "ask_second")
+MIN_VOTER_QUALITY = 0.1  # a measured card below this on the instruction is never a second voter
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class Option:
     relevance: float
     usd: Decimal
     fits: bool
+    measured: bool = True  # quality is measured, not an unprofiled card's discounted prior
 
 
 @dataclass(frozen=True)
@@ -210,8 +220,10 @@ def checked_decision(decision: Any, view: StepView, *, started: bool) -> Decisio
 class DefaultPolicy:
     """Capability scores + budget, with one cost knob.
 
-    Each candidate's utility is ``quality - cost_weight x usd / (dearest candidate's usd)``:
-    ``cost_weight`` 0 starts with the strongest model, a large one with the cheapest. When the
+    Each candidate's utility is the one selection ranks by (:mod:`orchestrator._utility`):
+    ``quality - cost_weight x usd / (dearest candidate's usd)``, among the candidates that apply
+    to the instruction. ``cost_weight`` 0 starts with the best-measured model, a large one with
+    the cheapest; a card of lower quality and higher price is never started. When the
     answer is comparable (a choice, a label) and a stronger model exists, a second, similar
     candidate is asked if the expected gain is worth its price; agreement is accepted, and a
     disagreement escalates to the strongest candidate that fits, whose answer decides with the
@@ -220,11 +232,9 @@ class DefaultPolicy:
     finishes with what it has.
     """
 
-    cost_weight: float = 1.0
+    cost_weight: float = DEFAULT_COST_WEIGHT
     verify: bool = True
     margin: float = 0.02  # quality gain below which no second opinion is sought
-    similar_relevance: float = 0.8  # share of the best relevance a candidate needs to be asked
-    relevance_slack: float = 0.1  # ... or this close to it (spurious word matches are small)
     max_replans: int = 0
     choices: int = 4  # how many ways a comparable answer can be wrong, for the vote
     # On a disagreement too dear to escalate, ask further cheap voters. Off by default: on
@@ -237,17 +247,32 @@ class DefaultPolicy:
         dearest = max((o.usd for o in view.options), default=Decimal(0))
         return dearest if dearest > 0 else Decimal(1)
 
+    def rated(self, option: Option, view: StepView) -> Rated:
+        """``option``'s utility and what it is made of."""
+        share = price_share(option.usd, max(o.usd for o in view.options))
+        value = utility(option.quality, share, self.cost_weight)
+        return Rated(option.card, option.quality, option.measured, option.usd, share, value)
+
     def utility(self, option: Option, view: StepView) -> float:
-        return option.quality - self.cost_weight * float(option.usd / self._scale(view))
+        return self.rated(option, view).utility
 
     def _price(self, option: Option, view: StepView) -> float:
         return self.cost_weight * float(option.usd / self._scale(view))
 
     def _relevant(self, option: Option, view: StepView) -> bool:
-        """Whether ``option`` fits the instruction about as well as the best-fitting option."""
-        top = max((o.relevance for o in view.options), default=0.0)
-        gap = top - option.relevance
-        return option.relevance >= self.similar_relevance * top or gap <= self.relevance_slack
+        """Whether ``option`` applies to the instruction (see :func:`_utility.applicable`)."""
+        best = max((o.relevance for o in view.options), default=0.0)
+        return applicable(option.measured, option.relevance, best)
+
+    def _voter(self, option: Option, view: StepView) -> bool:
+        """Whether ``option`` may give a second opinion: it applies, and did not fail the probes.
+
+        A measured card below ``MIN_VOTER_QUALITY`` on instructions like this one (a language
+        identifier asked about sentiment) is never asked.
+        """
+        return self._relevant(option, view) and not (
+            option.measured and option.quality < MIN_VOTER_QUALITY
+        )
 
     def _ranked(self, view: StepView, *, fitting: bool = True) -> list[Option]:
         """Options best first: the relevant ones by utility, then the rest in selection order."""
@@ -255,9 +280,9 @@ class DefaultPolicy:
         return sorted(
             options,
             key=lambda o: (
-                (0, -self.utility(o, view), o.index)
+                (0, -self.utility(o, view), o.usd, o.index)
                 if self._relevant(o, view)
-                else (1, 0.0, o.index)
+                else (1, 0.0, Decimal(0), o.index)
             ),
         )
 
@@ -265,10 +290,12 @@ class DefaultPolicy:
         ranked = self._ranked(view) or self._ranked(view, fitting=False)
         first = ranked[0]
         why = "fits the budget" if first.fits else "nothing fits the budget; the call will say so"
+        trade = trade_text(
+            [self.rated(o, view) for o in ranked if self._relevant(o, view)], self.cost_weight
+        )
         return Decision(
             "start",
-            f"best utility {self.utility(first, view):.3f} (quality {first.quality:.3f}, "
-            f"~${first.usd:.6f}, cost weight {self.cost_weight:g}); {why}",
+            f"best utility: {trade or self.rated(first, view).text(self.cost_weight)}; {why}",
             candidate=first.index,
             policy=self.name,
         )
@@ -329,7 +356,7 @@ class DefaultPolicy:
             o
             for o in self._ranked(view)
             if o.card not in view.asked()
-            and self._relevant(o, view)
+            and self._voter(o, view)
             and (strong is None or o.card != strong.card)
         ]
         if self.verify and peers and strong is not None:
@@ -408,7 +435,7 @@ class DefaultPolicy:
             keys = ", ".join(f"{a.card}: '{a.key}'" for a in ok)
             return self._escalate(view, strong, f"disagreement ({keys})")
         peers = [
-            o for o in self._ranked(view) if o.card not in view.asked() and self._relevant(o, view)
+            o for o in self._ranked(view) if o.card not in view.asked() and self._voter(o, view)
         ]
         if self.extra_votes and peers:
             # Too dear to escalate: another vote may still settle it, if it is cheap enough.

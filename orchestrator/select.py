@@ -28,6 +28,14 @@ from orchestrator._select_learn import (
     model_digest,
     pair_features,
 )
+from orchestrator._utility import (
+    DEFAULT_COST_WEIGHT,
+    Rated,
+    applicable,
+    estimated_quality,
+    price_share,
+    utility,
+)
 from orchestrator.budget import expected_cost
 from orchestrator.cards import ToolCard
 from orchestrator.plan import ComposeArg, Plan, RefArg, Subtask, TextArg
@@ -41,7 +49,9 @@ __all__ = [
     "ScoreParts",
     "Scorer",
     "Selection",
+    "by_utility",
     "rank_open",
+    "rated",
     "select_for_plan",
     "select_for_subtask",
     "task_text",
@@ -55,7 +65,9 @@ class ScoreParts:
     ``relevance`` is the description match, ``evidence`` the profile evidence (similarity of the
     instruction to the card's probes weighted by its scores on them; None when not profiled),
     ``task_fit`` how likely the instruction is of the card's task type (1 when the task is given),
-    ``quality`` the profile's mean score (or the card's prior), ``cost`` cheapness.
+    ``quality`` the quality the step's utility ranks by (:mod:`orchestrator._utility`: the card's
+    measured score on the probes nearest the instruction, or its discounted prior when
+    ``measured`` is false), ``cost`` cheapness.
     """
 
     relevance: float
@@ -67,6 +79,7 @@ class ScoreParts:
     task_fit: float = 1.0
     availability: float = 1.0
     learned: dict[str, float] | None = None  # the learned ranker's terms, when it ranked
+    measured: bool = False  # quality is measured (the card has probes), not a prior
 
     def explain(self) -> str:
         words = f" (matched: {', '.join(self.matched[:4])})" if self.matched else ""
@@ -78,7 +91,8 @@ class ScoreParts:
         return (
             f"score {self.total:.2f} = relevance {self.relevance:.2f}{words}, "
             f"probe evidence {evidence}, task fit {self.task_fit:.2f}, "
-            f"quality {self.quality:.2f}, availability {self.availability:.2f}, "
+            f"quality {self.quality:.2f} ({'measured' if self.measured else 'prior'}), "
+            f"availability {self.availability:.2f}, "
             f"cost {self.cost:.2f}{ranker}"
         )
 
@@ -89,6 +103,7 @@ class ScoreParts:
             "evidence": None if self.evidence is None else round(self.evidence, 4),
             "task_fit": round(self.task_fit, 4),
             "quality": round(self.quality, 4),
+            "measured": self.measured,
             "availability": round(self.availability, 4),
             "cost": round(self.cost, 4),
             "total": round(self.total, 4),
@@ -232,12 +247,18 @@ class CapabilityScorer:
         out = []
         for row in rows:
             profiled = bool(evidence.profiled[row])
+            relevance = float(evidence.description[row])
             matched = (
                 tuple(index.matched_terms(evidence.query_terms, row)) if row in explain_rows else ()
             )
             parts = ScoreParts(
-                relevance=float(evidence.description[row]),
-                quality=float(quality[row]),
+                relevance=relevance,
+                quality=round(
+                    estimated_quality(
+                        _at(evidence.measured, row) if profiled else None, cards[row].strength
+                    ),
+                    4,  # as the trace keeps it: selection and routing rank the same numbers
+                ),
                 cost=float(cheap[row]),
                 total=float(totals[row]),
                 matched=matched,
@@ -245,6 +266,7 @@ class CapabilityScorer:
                 task_fit=float(evidence.task_fit[row]),
                 availability=1.0 if available is None else float(bool(available[row])),
                 learned=None if learned_terms is None else _terms(learned_terms[row]),
+                measured=profiled,
             )
             out.append((row, parts))
         return out
@@ -318,6 +340,10 @@ def task_text(subtask: Subtask) -> str:
             text = text.replace(arg.value, " ")
     text = " ".join(_EMPTY_QUOTES.sub(" ", text).split())
     return text if re.search(r"\w{2}", text) else subtask.instruction
+
+
+def _at(values: np.ndarray | None, row: int) -> float:
+    return 0.0 if values is None else float(values[row])
 
 
 def _terms(row: np.ndarray) -> dict[str, float]:
@@ -456,8 +482,18 @@ def _hard_filter(plan: Plan, subtask: Subtask, zoo: Zoo) -> tuple[list[ToolCard]
     return fitting, rejected
 
 
-def select_for_subtask(plan: Plan, subtask: Subtask, zoo: Zoo, scorer: Scorer) -> Selection:
-    """Rank the cards that can serve ``subtask`` (best first) and list those turned away."""
+def select_for_subtask(
+    plan: Plan,
+    subtask: Subtask,
+    zoo: Zoo,
+    scorer: Scorer,
+    cost_weight: float = DEFAULT_COST_WEIGHT,
+) -> Selection:
+    """Rank the cards that can serve ``subtask`` (best first) and list those turned away.
+
+    The order is the step's utility (:mod:`orchestrator._utility`, at ``cost_weight``): the
+    candidates that apply to the instruction by utility, then the rest by score.
+    """
     selection = Selection(subtask.id)
     fitting, rejected = _hard_filter(plan, subtask, zoo)
     if subtask.cards:  # the planner named the cards that do this step's capability
@@ -471,14 +507,43 @@ def select_for_subtask(plan: Plan, subtask: Subtask, zoo: Zoo, scorer: Scorer) -
     if len(fitting) > MAX_CANDIDATES and isinstance(scorer, CapabilityScorer):
         # A large zoo: keep the best few (enough to fall back on), scored without the rest.
         top = scorer.rank(subtask, fitting, MAX_CANDIDATES)
-        selection.candidates = [Candidate(fitting[row], parts) for row, parts in top]
-    elif fitting:
+        candidates = [Candidate(fitting[row], parts) for row, parts in top]
+    else:
         scored = zip(fitting, scorer.score(subtask, fitting), strict=True)
-        ranked = sorted(scored, key=lambda pair: (-pair[1].total, pair[0].name))
-        selection.candidates = [Candidate(card, parts) for card, parts in ranked]
+        candidates = [Candidate(card, parts) for card, parts in scored]
+    selection.candidates = by_utility(candidates, cost_weight)
     return selection
 
 
-def select_for_plan(plan: Plan, zoo: Zoo, scorer: Scorer) -> dict[str, Selection]:
-    """Selections for every subtask of ``plan``."""
-    return {s.id: select_for_subtask(plan, s, zoo, scorer) for s in plan.subtasks}
+def rated(candidates: Sequence[Candidate], cost_weight: float) -> list[Rated]:
+    """Each candidate's utility and what it is made of, in the candidates' order."""
+    prices = [_nominal_usd(c.card) for c in candidates]
+    dearest = max(prices, default=Decimal(0))
+    out = []
+    for c, usd in zip(candidates, prices, strict=True):
+        share = price_share(usd, dearest)
+        value = utility(c.parts.quality, share, cost_weight)
+        out.append(Rated(c.card.name, c.parts.quality, c.parts.measured, usd, share, value))
+    return out
+
+
+def by_utility(candidates: Sequence[Candidate], cost_weight: float) -> list[Candidate]:
+    """The candidates that apply to the instruction, best utility first; then the rest."""
+    rates = rated(candidates, cost_weight)
+    best = max((c.parts.relevance for c in candidates), default=0.0)
+
+    def key(i: int) -> tuple[int, float, float, float, str]:
+        c = candidates[i]
+        if not applicable(c.parts.measured, c.parts.relevance, best):
+            return (1, 0.0, 0.0, -c.parts.total, c.card.name)
+        # Equal utility: the cheaper first (at cost weight 0, equal quality).
+        return (0, -rates[i].utility, rates[i].share, -c.parts.total, c.card.name)
+
+    return [candidates[i] for i in sorted(range(len(candidates)), key=key)]
+
+
+def select_for_plan(
+    plan: Plan, zoo: Zoo, scorer: Scorer, cost_weight: float = DEFAULT_COST_WEIGHT
+) -> dict[str, Selection]:
+    """Selections for every subtask of ``plan`` (each ranked by utility at ``cost_weight``)."""
+    return {s.id: select_for_subtask(plan, s, zoo, scorer, cost_weight) for s in plan.subtasks}

@@ -10,13 +10,18 @@ behind an OpenAI-compatible endpoint, reached with the openai SDK (for example t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from orchestrator._metered import CallTimedOut, active_meter, call_within
+from orchestrator._utility import estimated_quality
+from orchestrator.budget import Cost
 from orchestrator.cards import ToolCard
+from orchestrator.errors import BudgetExceeded
 from orchestrator.plan import Subtask
-from orchestrator.select import ScoreParts, _cheapness, _quality
+from orchestrator.select import CapabilityScorer, ScoreParts, _cheapness
 
 __all__ = ["LLMScorer", "capability_text"]
 
@@ -44,30 +49,65 @@ class LLMScorer:
     w_llm: float = 0.9
     w_cost: float = 0.1
     cost_scale: Decimal = Decimal("0.001")
+    usd_per_call: Decimal = Decimal(0)  # the rating model's price, paid from the run's budget
+    usd_per_1k_tokens: Decimal = Decimal(0)
     replies: list[str] = field(default_factory=list, repr=False)
     _client: Any = field(default=None, repr=False)
 
     def _chat(self, prompt: str) -> str:
+        """One rating call; inside a run it is reserved on and settled with the run's budget."""
         if self._client is None:
             import openai
 
             self._client = openai.OpenAI(
                 base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=0
             )
-        response = self._client.chat.completions.create(
-            model=self.model,
-            messages=[
-                {
-                    "role": "system",
-                    "content": "You rate how well a model suits a task. "
-                    "Reply with one number from 0 to 10.",
-                },
-                {"role": "user", "content": prompt},
-            ],
-            max_tokens=self.max_tokens,
-            temperature=0,
-        )
-        return response.choices[0].message.content or ""
+        messages = [
+            {
+                "role": "system",
+                "content": "You rate how well a model suits a task. "
+                "Reply with one number from 0 to 10.",
+            },
+            {"role": "user", "content": prompt},
+        ]
+        meter = active_meter()
+        timeout = self.timeout_s
+        left = meter.seconds_left() if meter is not None else None
+        if left is not None:
+            timeout = min(timeout, left)
+        tokens = sum(len(m["content"].encode("utf-8")) + 8 for m in messages) + self.max_tokens
+        reservation = None
+        if meter is not None:
+            hold_s = timeout if left is not None else 0.0
+            usd = self._usd(tokens)
+            reservation = meter.reserve(Cost(usd=usd, seconds=hold_s, tokens=tokens, calls=1))
+        clock = meter.now if meter is not None else time.monotonic
+        started = clock()
+        used = tokens
+        try:
+            response = call_within(
+                lambda: self._client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    max_tokens=self.max_tokens,
+                    temperature=0,
+                    timeout=max(timeout, 0.01),
+                ),
+                timeout + 0.25,
+            )
+            usage = getattr(response, "usage", None)
+            if usage is not None and getattr(usage, "total_tokens", None):
+                used = int(usage.total_tokens)
+            return response.choices[0].message.content or ""
+        finally:
+            if meter is not None and reservation is not None:
+                elapsed = clock() - started
+                meter.settle(
+                    reservation, Cost(usd=self._usd(used), seconds=elapsed, tokens=used, calls=1)
+                )
+
+    def _usd(self, tokens: int) -> Decimal:
+        return Decimal(self.usd_per_call) + Decimal(self.usd_per_1k_tokens) * tokens / 1000
 
     def rate(self, card: ToolCard, instruction: str) -> tuple[float, str]:
         """The LLM's 0..1 rating of ``card`` for ``instruction`` and its raw reply."""
@@ -81,19 +121,39 @@ class LLMScorer:
         return (min(float(found.group(1)), 10.0) / 10.0 if found else 0.0), reply
 
     def score(self, subtask: Subtask, cards: list[ToolCard]) -> list[ScoreParts]:
-        """One LLM call per candidate; a reply without a number rates 0."""
+        """One LLM call per candidate; a reply without a number rates 0.
+
+        When a call cannot be made within the run's budget (it does not fit, or the time for it
+        ran out) every card is scored by the default :class:`CapabilityScorer` instead, and each
+        card's ``matched`` says so.
+        """
         parts = []
         for card in cards:
-            rating, reply = self.rate(card, subtask.instruction)
+            try:
+                rating, reply = self.rate(card, subtask.instruction)
+            except (BudgetExceeded, CallTimedOut) as exc:
+                return _without_llm(subtask, cards, f"llm not asked: {exc}")
             cheap = _cheapness(card, self.cost_scale)
             parts.append(
                 ScoreParts(
                     relevance=rating,
-                    quality=_quality(card),
+                    quality=estimated_quality(_measured_mean(card), card.strength),
                     cost=cheap,
                     total=self.w_llm * rating + self.w_cost * cheap,
                     matched=(f"llm: {reply.strip()[:40]}",),
                     evidence=None,
+                    measured=_measured_mean(card) is not None,
                 )
             )
         return parts
+
+
+def _without_llm(subtask: Subtask, cards: list[ToolCard], why: str) -> list[ScoreParts]:
+    """The default scorer's parts for ``cards``, each noting why the LLM was not asked."""
+    parts = CapabilityScorer().score(subtask, cards)
+    return [replace(p, matched=(why[:120],)) for p in parts]
+
+
+def _measured_mean(card: ToolCard) -> float | None:
+    """The card's mean probe score, or None when it was never profiled."""
+    return card.profile.mean_score if card.profile and card.profile.probes else None

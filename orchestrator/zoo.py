@@ -9,9 +9,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator._probes import PROBES_SUFFIX
 from orchestrator.backends import unavailable_reason
 from orchestrator.cards import ToolCard, builtin_cards_dir, load_card
-from orchestrator.errors import CardDefect, CardError
+from orchestrator.errors import CardDefect, CardError, UserError
 from orchestrator.profile import attach_profile
 from orchestrator.sandbox.policy import Approvals
 
@@ -44,7 +45,13 @@ def _card_files(paths: Iterable[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
+            files.extend(
+                sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.suffix in (".yaml", ".yml") and not p.name.endswith(PROBES_SUFFIX)
+                )
+            )
         else:
             files.append(path)
     seen: set[Path] = set()
@@ -164,6 +171,7 @@ def validate_paths(
     ]
     own = [(card, path) for card, path in loaded if path.resolve() in mine]
     for card, path in own:
+        defects += probe_defects(card, path)
         missing = missing_read_paths(card)
         if missing:
             defects.append(
@@ -178,6 +186,21 @@ def validate_paths(
 
         defects += entry_defects(own, card_code_dirs(existing))
     return defects
+
+
+def probe_defects(card: ToolCard, path: Path) -> list[CardDefect]:
+    """What is wrong with the probes a card ships beside it (``<card>.probes.yaml``), if any."""
+    from orchestrator._probes import own_probes_path, probes_for
+
+    probes = own_probes_path(path)
+    if not probes.is_file():
+        return []
+    try:
+        probes_for(card, path)
+    except UserError as exc:
+        message = str(exc).removeprefix(f"{probes}: ")
+        return [CardDefect(probes, "probes", message)]
+    return []
 
 
 def missing_read_paths(card: ToolCard) -> list[str]:

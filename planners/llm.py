@@ -11,6 +11,12 @@ For each request:
 4. if that fails too, or the endpoint cannot be reached (after tenacity retries on transport
    errors), the embedded planner plans the request.
 
+Inside a run each call is paid from the run's budget (:mod:`orchestrator._metered`): its
+expected cost (``usd_per_call`` + ``usd_per_1k_tokens`` x an upper bound of its tokens, one
+call, its timeout) is reserved before it and settled after it; planning may take at most half
+the seconds left, each call is cut at what remains of that (a server that never answers cannot
+hold the run), and a call that does not fit goes to the embedded planner instead.
+
 Every step of that path is written into the plan's ``notes`` (and so into the run's trace):
 ``valid:``, ``invalid:``, ``repaired:``, ``fallback:``, ``retry:``.
 """
@@ -20,13 +26,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.errors import ConfigError, PlanError, UserError
+from orchestrator._metered import CallTimedOut, active_meter, call_within
+from orchestrator.budget import Cost, usd_text
+from orchestrator.errors import BudgetExceeded, ConfigError, PlanError, UserError
 from orchestrator.plan import FileArg, Plan, plan_json_schema, validate_plan
 from orchestrator.zoo import Zoo
 from planners._toolplan import SparseIndex, terms
@@ -37,6 +47,7 @@ __all__ = ["LlmPlanner", "ToolPlanDraft", "check_named_files", "extract_json"]
 T = TypeVar("T")
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 _SHORTLIST = 12  # tools shown per request when a tool set is large
+_MIN_CALL_S = 0.2  # a call given fewer seconds than this within the budget is not made
 
 
 class _Link(BaseModel):
@@ -105,6 +116,8 @@ class LlmPlanner:
         retries: int = 3,
         temperature: float = 0.0,
         fallback: Any = None,
+        usd_per_call: Decimal | str = Decimal(0),
+        usd_per_1k_tokens: Decimal | str = Decimal(0),
     ) -> None:
         base_url = base_url or os.environ.get("ORCHESTRATOR_LLM_BASE_URL")
         if not base_url:
@@ -120,6 +133,8 @@ class LlmPlanner:
         self.examples = examples
         self.retries = retries
         self.temperature = temperature
+        self.usd_per_call = Decimal(usd_per_call)
+        self.usd_per_1k_tokens = Decimal(usd_per_1k_tokens)
         if fallback is None:
             from planners.embedded import EmbeddedPlanner
 
@@ -138,6 +153,8 @@ class LlmPlanner:
             timeout_s=llm.timeout_s,
             max_tokens=llm.max_tokens,
             examples=llm.examples,
+            usd_per_call=llm.usd_per_call,
+            usd_per_1k_tokens=llm.usd_per_1k_tokens,
             **options,
         )
 
@@ -276,6 +293,7 @@ class LlmPlanner:
             openai.APITimeoutError,
             openai.RateLimitError,
             openai.InternalServerError,
+            CallTimedOut,
         )
 
         def record(state: Any) -> None:
@@ -289,14 +307,7 @@ class LlmPlanner:
             before_sleep=record,
         )
         def call() -> str:
-            response = self._client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                response_format={"type": "json_schema", "json_schema": schema},
-                temperature=self.temperature,
-                max_tokens=self.max_tokens,
-            )
-            return response.choices[0].message.content or ""
+            return self._paid_call(messages, schema, notes)
 
         try:
             return call()
@@ -307,6 +318,59 @@ class LlmPlanner:
             raise _EndpointFailed(f"{type(exc).__name__}: {exc}") from exc
         except openai.APIStatusError as exc:
             raise _EndpointFailed(f"HTTP {exc.status_code}: {exc.message}") from exc
+
+    def _usd(self, tokens: int) -> Decimal:
+        return self.usd_per_call + self.usd_per_1k_tokens * tokens / 1000
+
+    def _paid_call(
+        self, messages: list[dict[str, str]], schema: dict[str, Any], notes: list[str]
+    ) -> str:
+        """One completion, paid from the run's budget when inside a run (see the module doc)."""
+        meter = active_meter()
+        timeout = self.timeout_s
+        left = meter.seconds_left() if meter is not None else None
+        if left is not None:
+            if left < _MIN_CALL_S:
+                raise _EndpointFailed("no time left for planning within the run's budget")
+            timeout = min(timeout, left)
+        # An upper bound of the prompt's tokens: at most one token per byte, plus the template's.
+        tokens = sum(len(m["content"].encode("utf-8")) + 8 for m in messages) + self.max_tokens
+        reservation = None
+        if meter is not None:
+            hold_s = timeout if left is not None else 0.0
+            expected = Cost(usd=self._usd(tokens), seconds=hold_s, tokens=tokens, calls=1)
+            try:
+                reservation = meter.reserve(expected)
+            except BudgetExceeded as exc:
+                why = f"the planner's call does not fit the budget ({exc})"
+                raise _EndpointFailed(why) from exc
+        clock = meter.now if meter is not None else time.monotonic
+        started = clock()
+        used = tokens  # charged in full unless the endpoint reports its usage
+        try:
+            response = call_within(
+                lambda: self._client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    response_format={"type": "json_schema", "json_schema": schema},
+                    temperature=self.temperature,
+                    max_tokens=self.max_tokens,
+                    timeout=timeout,
+                ),
+                timeout + 0.25,
+            )
+            usage = getattr(response, "usage", None)
+            if usage is not None and getattr(usage, "total_tokens", None):
+                used = int(usage.total_tokens)
+            return response.choices[0].message.content or ""
+        finally:
+            if meter is not None and reservation is not None:
+                seconds = clock() - started
+                meter.settle(
+                    reservation,
+                    Cost(usd=self._usd(used), seconds=seconds, tokens=used, calls=1),
+                )
+                notes.append(f"spent: {used} tokens, {seconds:.2f} s, ${usd_text(self._usd(used))}")
 
 
 # -- prompts ------------------------------------------------------------------------------------

@@ -17,12 +17,17 @@ from conftest import ARTIFACTS
 
 
 class Terminal:
-    """One tmux session running a command; keys in, screen text out."""
+    """One tmux session running a command; keys in, screen text out.
+
+    Each terminal has a tmux server of its own (``-L``): a server another test run started would
+    give the session that run's environment (tmux takes a session's environment from its server).
+    """
 
     def __init__(self, command: str, cwd: Path, env: dict[str, str]) -> None:
         self.name = f"chat-{uuid.uuid4().hex[:8]}"
+        self.tmux = ["tmux", "-L", self.name]
         subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.name, "-x", "150", "-y", "50", command],
+            [*self.tmux, "new-session", "-d", "-s", self.name, "-x", "150", "-y", "50", command],
             cwd=cwd,
             env=env,
             check=True,
@@ -30,18 +35,18 @@ class Terminal:
 
     def screen(self) -> str:
         out = subprocess.run(
-            ["tmux", "capture-pane", "-p", "-J", "-S", "-1000", "-t", self.name],
+            [*self.tmux, "capture-pane", "-p", "-J", "-S", "-1000", "-t", self.name],
             capture_output=True,
             text=True,
         )
         return out.stdout
 
     def type(self, text: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, "-l", text], check=True)
-        subprocess.run(["tmux", "send-keys", "-t", self.name, "Enter"], check=True)
+        subprocess.run([*self.tmux, "send-keys", "-t", self.name, "-l", text], check=True)
+        subprocess.run([*self.tmux, "send-keys", "-t", self.name, "Enter"], check=True)
 
     def key(self, key: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, key], check=True)
+        subprocess.run([*self.tmux, "send-keys", "-t", self.name, key], check=True)
 
     def wait_for(self, pattern: str, *, after: int = 0, timeout: float = 180) -> str:
         """Wait until ``pattern`` shows on the screen past character ``after``; the new text."""
@@ -57,7 +62,7 @@ class Terminal:
         return len(self.screen().rstrip())
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run([*self.tmux, "kill-server"], capture_output=True)
 
 
 @pytest.fixture(scope="module")

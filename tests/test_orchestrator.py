@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import wave
 from decimal import Decimal
@@ -10,6 +11,7 @@ from pathlib import Path
 from orchestrator import Budget, Config, Orchestrator, Zoo
 from orchestrator.demo import DEMO_REQUESTS
 from orchestrator.execute import WorkerPoolExecutor
+from orchestrator.profile import card_digest
 
 TESTS = Path(__file__).resolve().parent
 
@@ -214,6 +216,12 @@ def test_a_tool_that_raises_is_retried_on_the_next_candidate(builtin_zoo, tmp_pa
     cards = tmp_path / "cards"
     cards.mkdir()
     (cards / "broken.yaml").write_text(BROKEN_CARD)
+    # It was profiled as well as VADER (and is free) before its weights broke: chosen first.
+    card = Zoo.load([cards]).get("broken-sentiment").card
+    vader = builtin_zoo.get("vader-sentiment").card
+    probes = [p.model_dump() for p in vader.profile.probes]
+    record = {"card_digest": card_digest(card), "probes": probes}
+    (cards / "broken.profile.json").write_text(json.dumps(record))
     zoo = Zoo.load([cards])
     executor = WorkerPoolExecutor(extra_sys_path=[str(TESTS)])
     with Orchestrator(Config(runs_dir=tmp_path), zoo=zoo, executor=executor) as orch:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from typer.testing import CliRunner
 
+from orchestrator._probe_checks import chance_corrected, score_case
+from orchestrator._probes import check_probes
 from orchestrator.cli import app
 from orchestrator.profile import (
     Probe,
@@ -15,7 +18,6 @@ from orchestrator.profile import (
     load_probes,
     profile_card,
     profile_path,
-    word_recall,
 )
 from orchestrator.zoo import Zoo, builtin_cards_dir
 
@@ -29,12 +31,21 @@ def test_every_offline_task_has_an_aptitude_test_with_checks():
         if entry.available:
             probes = load_probes(entry.card.task)
             assert len(probes) >= 3, entry.card.task
-            assert all(p.instruction and p.expect for p in probes)
+            assert all(p.instruction and (p.all_cases() or p.pairs) for p in probes)
+            assert check_probes(probes, entry.card) == [], entry.card.task
 
 
-def test_word_recall():
-    assert word_recall("No parking after 6 PM", "NO PARKING\nAFTER 6 PM") == 1.0
-    assert word_recall("red green blue", "red") == 1 / 3
+def test_scores_against_references():
+    assert score_case("cer", "No parking after 6 PM", "NO PARKING\nAFTER 6 PM") == 1.0
+    assert score_case("wer", "red green blue", "red") == pytest.approx(1 / 3)
+    assert score_case("label", "German", [{"label": "german", "score": 0.9}]) == 1.0
+    assert score_case("label", "positive", "positive and negative") == 0.0
+    assert score_case("keywords", ["cat"], "a cat and a cup", others=["cup"]) == 0.0
+    source = "one two three four five six seven eight nine ten"
+    assert score_case("summary", {"reference": "one two"}, source, source=source) == 0.0
+    assert score_case("summary", {"reference": "one two"}, "one two", source=source) == 1.0
+    assert chance_corrected([1.0, 0.0], ["positive", "negative"]) == 0.0
+    assert chance_corrected([1.0, 1.0], ["positive", "negative"]) == 1.0
 
 
 def test_language_card_passes_language_probes_and_fails_sentiment_ones():
@@ -48,9 +59,9 @@ def test_language_card_passes_language_probes_and_fails_sentiment_ones():
 
 def test_face_detector_on_a_sample_photo_and_on_rendered_text():
     probes = [
-        Probe("find the faces", {"image_sample": "astronaut"}, {"count_at_least": 1}),
-        Probe("faces in text", {"image_text": "Quarterly report"}, {"count_equals": 0}),
-        Probe("too many faces", {"image_sample": "astronaut"}, {"count_equals": 5}),
+        Probe("find the faces", {"image_sample": "astronaut"}, {"count": 1}),
+        Probe("faces in text", {"image_text": "Quarterly report"}, {"count": 0}),
+        Probe("too many faces", {"image_sample": "astronaut"}, {"count": 5}),
     ]
     record = profile_card(builtin("haar-faces"), probes)
     assert [p["score"] for p in record["probes"]] == [1.0, 1.0, 0.0]

@@ -36,9 +36,21 @@ def load(options):
 """
 
 PROBES = [
-    Probe("first", {"text": "The storm hit the coast. Power was lost."}, {"word_recall": "storm"}),
-    Probe("second", {"text": "Rain fell all day. Roads flooded."}, {"word_recall": "rain fell"}),
-    Probe("third", {"text": "Markets rose. Bonds fell."}, {"contains_any": ["markets"]}),
+    Probe(
+        "first",
+        {"text": "The storm hit the coast. Power was lost for two days in the north."},
+        {"summary": {"reference": "The storm hit the coast."}},
+    ),
+    Probe(
+        "second",
+        {"text": "Rain fell all day. Roads flooded and schools closed early."},
+        {"summary": {"reference": "Rain fell all day."}},
+    ),
+    Probe(
+        "third",
+        {"text": "Markets rose. Bonds fell after the bank raised its rates."},
+        {"summary": {"reference": "Markets rose."}},
+    ),
 ]
 
 
@@ -148,7 +160,7 @@ def test_bad_outputs_and_raising_tools_are_recorded_per_probe(tmp_path):
                     return 42
                 if text.startswith("Rain"):
                     return {}["missing"]
-                return {"summary": text}
+                return {"summary": text.split(".")[0] + "."}
             return tool
         """,
     )
@@ -190,7 +202,8 @@ def test_cli_profiles_cards_of_the_config_and_of_the_environment(tmp_path, monke
     result = CliRunner().invoke(app, ["profile", "sum-conf"])
     assert result.exit_code == 0, result.output
     written = json.loads(profile_path(card_file).read_text())
-    assert written["mean_score"] == 1.0 and written["failed"] == 0
+    # The first sentence is a fair summary of the built-in test's articles, but not the best.
+    assert 0.2 < written["mean_score"] < 1.0 and written["failed"] == 0
     assert Zoo.load([project / "my_cards"]).get("sum-conf").card.profile is not None
 
     env_cards = make_card(tmp_path / "env_cards", "sum-env", GOOD_TOOL)
@@ -225,17 +238,20 @@ def test_a_partly_failed_profile_is_written_and_attached(tmp_path):
         """
         def load(options):
             def tool(inputs, ctx):
-                if "Rain" in inputs["text"]:
+                if "flooding" in inputs["text"]:
                     raise ValueError("no rain today")
-                return {"summary": inputs["text"]}
+                return {"summary": inputs["text"].split(".")[0] + "."}
             return tool
         """,
     )
-    record = profile(tmp_path, "sum-half")
-    from orchestrator.profile import write_profile
+    from orchestrator.profile import probes_for, write_profile
 
+    zoo = Zoo.load([tmp_path])
+    probes = probes_for(zoo.get("sum-half").card, card_file)  # the built-in summarization test
+    with WorkerPoolExecutor(extra_sys_path=[str(tmp_path)]) as executor:
+        record = profile_card(zoo.get("sum-half").card, probes, executor=executor)
     write_profile(card_file, record)
     card = Zoo.load([tmp_path]).get("sum-half").card
     assert card.profile is not None
-    assert [p.error is None for p in card.profile.probes] == [True, False, True]
+    assert [p.error is None for p in card.profile.probes] == [True, False]
     assert "no rain today" in card.profile.probes[1].error

@@ -13,6 +13,7 @@ from _replay_tools import OneStep
 from _replay_tools import replay_zoo as _replay_zoo
 from _replay_tools import write_records as _write_records
 
+from evals.routing import QualityScorer
 from orchestrator import Budget, Config, Orchestrator, Zoo
 from orchestrator.cards import ToolCard
 from orchestrator.execute_inprocess import InProcessExecutor
@@ -253,10 +254,12 @@ def replay_orchestrator(tmp_path):
     records = write_records(tmp_path / "records.csv")
 
     def make(policy, **kwargs) -> Orchestrator:
+        # QUALITY is each model's measured (train) accuracy, scored as the routing eval does.
         return Orchestrator(
             Config(runs_dir=tmp_path / "runs"),
             zoo=replay_zoo(records),
             planner=OneStep(),
+            scorer=QualityScorer(),
             executor=InProcessExecutor(),
             policy=policy,
             durable=False,

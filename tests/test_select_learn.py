@@ -120,8 +120,14 @@ def test_scorer_fits_once_saves_next_to_the_cache_and_explains_the_ranker(tmp_pa
     cards = _zoo_cards(profiled=True)
     path = tmp_path / "e.sqlite"
     scorer = CapabilityScorer(embed=True, cache=EmbeddingCache(HashingEmbedder(), path))
-    top = rank_open("transcribe the speech in this recording", Zoo.from_cards(cards), scorer, k=3)
-    assert top[0].card.task == "automatic-speech-recognition"
+    query = "transcribe the speech in this recording"
+    top = rank_open(query, Zoo.from_cards(cards), scorer, k=3)
+    # 18 passed probes are too few to tell whether the learned ranker helps: the embedding
+    # order ranks (the plain cosine of the instruction to each card's text).
+    index = scorer.index(cards)
+    assert index.learned is not None and index.learned.learned_share == 0.0
+    cosine = index.card_vecs @ scorer.cache.query_vector(query)
+    assert top[0].card.name == cards[int(np.argmax(cosine))].name
     assert top[0].parts.learned is not None and set(top[0].parts.learned) == set(FEATURES)
     assert "learned ranker" in top[0].parts.explain()
     saved = list((tmp_path / "selection").glob("*.npz"))
