@@ -95,9 +95,10 @@ class ToolSetModel:
         *,
         neighbours: int = 20,
         clause_weight: float = 1.0,
-        vote_weight: float = 1.0,
+        vote_weight: float = 0.5,
         position_weight: float = 2.0,
-        precedence_weight: float = 1.0,
+        precedence_weight: float = 0.5,
+        count_bias: float = 0.1,
         embed: Embed | None = None,
     ) -> None:
         self.tools = tools
@@ -108,6 +109,7 @@ class ToolSetModel:
         self.vote_weight = vote_weight
         self.position_weight = position_weight
         self.precedence_weight = precedence_weight
+        self.count_bias = count_bias
         names = tools.names()
         self._names = names
         steps: dict[str, list[str]] = defaultdict(list)
@@ -233,7 +235,8 @@ class ToolSetModel:
             return max(1, len(clauses))
         weights = [s * s for _, s in neighbours]
         mean = sum(w * len(set(e.tools)) for (e, _), w in zip(neighbours, weights, strict=True))
-        return max(1, round(mean / sum(weights)))
+        # Rounded a little up: a missing tool costs a plan more than one too many.
+        return max(1, math.floor(mean / sum(weights) + 0.5 + self.count_bias))
 
     # -- ordering and linking ---------------------------------------------------------------
 

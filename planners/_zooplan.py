@@ -609,7 +609,15 @@ class ZooPlanner:
         unused = [s for s in earlier if id(s) not in draft.used and s.kind == kind]
         if unused and not (made and _PRONOUN.search(clause)):
             return unused[0]
-        candidates = [s for s in [*earlier, *made] if s.kind == kind] or [*earlier, *made]
+        candidates = [s for s in [*earlier, *made] if s.kind == kind]
+        labels = [
+            s for s in draft.made.values() if s.kind == kind and not s.content and s.order < order
+        ]
+        if not candidates and labels and _PRONOUN.search(clause):
+            # "What animal is in cat.png? Say it out loud": the answer so far, not the photo
+            # made into text by a card that reads printed text.
+            return _latest(labels, draft)
+        candidates = candidates or [*earlier, *made]
         if not candidates:
             return None
         return _latest(candidates, draft)
@@ -948,10 +956,16 @@ def _request_sources(request: str, clauses: list[str], files: Sequence[Path]) ->
             sources.append(_Source("text", TextArg(value=colon), order, _short_quote(colon)))
     for path in files:
         kind = file_type(str(path))
-        if kind and str(path) not in seen:
+        if kind and not any(_same_file(path, named) for named in seen):
             seen.add(str(path))
             sources.append(_Source(kind, FileArg(path=str(path)), -1, path.name, path=str(path)))
     return sources
+
+
+def _same_file(given: Path, named: str) -> bool:
+    """Whether an attached file is the one the request names ("cat.png" and /in/cat.png)."""
+    parts = Path(named).parts
+    return bool(parts) and given.parts[-len(parts) :] == parts
 
 
 _COLON_TEXT = re.compile(r"^[^:\"'“]{3,80}:\s*(\S.*)$", re.DOTALL)

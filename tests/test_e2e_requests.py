@@ -138,7 +138,15 @@ CASES = [
         "photo-class-aloud",
         "chain",
         "what animal is in cat.png? read the result aloud",
-        spoken=("cat",),
+        spoken=("striped",),  # the label: "a cat having a striped coat"
+    ),
+    Case(
+        "named-and-attached",
+        "chain",
+        "what animal is this, cat.png? say it out loud",
+        spoken=("striped",),
+        files=("cat.png",),  # attached as well as named: one file, read once
+        extra={"steps": 2},
     ),
     # -- several files
     Case(
@@ -321,6 +329,10 @@ def _check(case: Case, result, orchestrator) -> list[str]:
             wrong += [
                 f"the speech says {heard!r}, not '{w}'" for w in case.spoken if w not in heard
             ]
+    steps = case.extra.get("steps")
+    if steps is not None and len(result.steps) != steps:
+        planned = [(s.task, s.instruction) for s in result.steps]
+        wrong.append(f"{len(result.steps)} steps, expected {steps}: {planned}")
     if case.model_named:
         cards = {s.card for s in result.steps if s.task == "text-generation"}
         if not cards or not any(c and c in result.answer for c in cards):

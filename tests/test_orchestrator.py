@@ -283,7 +283,8 @@ def test_a_zoo_passed_in_runs_its_own_python_cards(tmp_path):
     assert result.status == "ok", result.answer
     [step] = result.steps
     assert step.card == "lead-summary" and len(step.attempts) == 1
-    assert result.answer == "Summary: The storm hit the coast at dawn."
+    assert step.outputs == {"summary": "The storm hit the coast at dawn."}
+    assert result.answer.endswith(": The storm hit the coast at dawn."), result.answer
 
 
 def test_a_chosen_card_that_could_not_load_is_named_in_the_answer(tmp_path):

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from _cli_tools import cli_env, run_cli
@@ -20,6 +21,7 @@ from _llm_server import CARD
 from orchestrator import Budget, Config, Orchestrator
 from orchestrator.config import LlmConfig
 from orchestrator.select_llm import LLMScorer
+from orchestrator.zoo import Zoo
 
 REQUEST = 'Which language is "Guten Morgen"?'
 
@@ -114,10 +116,20 @@ def test_a_planner_call_that_does_not_fit_is_not_made(server, builtin_zoo, tmp_p
     assert result.status == "ok" and "German" in result.answer
 
 
-def test_the_llm_scorers_calls_are_paid_from_the_budget(server, builtin_zoo, tmp_path):
+def _two_language_cards(folder: Path) -> Zoo:
+    """The built-in zoo plus a second language identifier: the scorer has two cards to rate."""
+    folder.mkdir()
+    builtin = Path(__file__).resolve().parents[1] / "tool_cards" / "lingua-langid.yaml"
+    text = builtin.read_text().replace("name: lingua-langid", "name: lingua-langid-twin", 1)
+    (folder / "lingua-langid-twin.yaml").write_text(text)
+    return Zoo.load([folder])
+
+
+def test_the_llm_scorers_calls_are_paid_from_the_budget(server, tmp_path):
     scorer = LLMScorer(model=CARD, base_url=server, max_tokens=4)
-    config = Config(runs_dir=tmp_path)
-    with Orchestrator(config, zoo=builtin_zoo, scorer=scorer, durable=False) as orch:
+    config = Config(runs_dir=tmp_path / "runs")
+    zoo = _two_language_cards(tmp_path / "cards")
+    with Orchestrator(config, zoo=zoo, scorer=scorer, durable=False) as orch:
         paid = orch.run(REQUEST, budget=Budget(calls=10))
         [step] = paid.steps
         rated = len(step.candidates)
