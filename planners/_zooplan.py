@@ -166,6 +166,14 @@ class ZooPlanner:
         # captioner) share the task's words but not what each of them does.
         full, own = self.index.similarities(text), self.own.similarities(text)
         covered = self.coverage(text)
+        if not _file_kinds(clause):
+            # A card making something from a description is asked by the words before it:
+            # "make me a picture" of a red fox, "draw" a cat wearing a hat.
+            asked = self.coverage(_before_description(text))
+            covered = [
+                max(c, a) if _takes_prompt(e.card) else c
+                for c, a, e in zip(covered, asked, self.entries, strict=True)
+            ]
         for i, entry in enumerate(self.entries):
             sim = 0.5 * full[i] + 0.5 * own[i] if covered[i] >= _MIN_COVERAGE else 0.0
             score = sim
@@ -333,6 +341,8 @@ class ZooPlanner:
         if not tokens(rest):
             return [best]
         first_card = self.entries[best].card
+        if _takes_prompt(first_card):
+            return [best]  # "explain quantum computing": the rest is what to write about
         sims = self.index.similarities(rest)
         others = [
             k
@@ -387,10 +397,18 @@ class ZooPlanner:
             reason = self._advice(clause, card, alternatives, languages)
             self._unserved(draft, order, clause, card, reason)
             return None
+        planned = self.entries[alternatives[0]].card
         card = self.entries[runnable[0]].card
         args = self._inputs(draft, order, clause, card, given)
         if args is None:
             return None
+        if card.task != planned.task:
+            # Another capability stands in ("what does sign.png say": an image classifier for
+            # the missing captioner): done, and said, so a label is not read as the answer.
+            reason = self._advice(clause, planned, alternatives[:1], languages)
+            draft.unserved.append(
+                f"{reason} {card.name} ({task_type(card.task).description}) answered instead."
+            )
         same = [
             self.entries[i].card.name for i in runnable if self.entries[i].card.task == card.task
         ]
@@ -855,6 +873,23 @@ def _file_kinds(clause: str) -> set[str]:
     from planners.embedded import file_type, mentioned_files
 
     return {k for k in (file_type(f) for f in mentioned_files(clause)) if k}
+
+
+_DESCRIPTION = re.compile(
+    r"\b(?:of|about|showing|depicting|featuring|where|in\s+which|that\s+shows?)\b", re.IGNORECASE
+)
+
+
+def _before_description(text: str) -> str:
+    """The words asking for something, without what it should show or say.
+
+    "make me a picture of a red fox at dawn" -> "make me a picture"; with no such word, the
+    first three words ("draw a cat" wearing a hat).
+    """
+    found = _DESCRIPTION.search(text)
+    if found and tokens(text[: found.start()]):
+        return text[: found.start()]
+    return " ".join(text.split()[:3])
 
 
 def _takes_prompt(card: ToolCard) -> bool:

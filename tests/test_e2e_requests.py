@@ -196,6 +196,34 @@ CASES = [
         words=("sd-turbo", "text-to-image"),
     ),
     Case(
+        "explain",
+        "general",
+        "explain quantum computing in simple terms",
+        model_named=True,
+        extra={"steps": 1},  # the chat model alone: no embedding of what it wrote
+    ),
+    Case(
+        "sign-say",
+        "out-of-zoo",
+        "what does sign.png say",  # a class label standing in for a caption is said, not hidden
+        status=("partial",),
+        words=("blip-captioner", "answered instead"),
+    ),
+    Case(
+        "generate-image",
+        "out-of-zoo",
+        "generate an image of a sunset over the sea",  # not an essay from the chat model
+        status=("unservable",),
+        words=("sd-turbo", "text-to-image"),
+    ),
+    Case(
+        "photo-wish",
+        "out-of-zoo",
+        "I'd like a photo of a beach at sunset",
+        status=("unservable",),
+        words=("sd-turbo",),
+    ),
+    Case(
         "japanese",
         "out-of-zoo",
         "Translate 'good morning' into Japanese",
