@@ -11,15 +11,25 @@ resumed run counts it too.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from orchestrator.budget import Cost, Ledger, Reservation
 
-__all__ = ["CallTimedOut", "Meter", "active_meter", "call_within", "metered"]
+__all__ = [
+    "CallTimedOut",
+    "Meter",
+    "PaidReply",
+    "active_meter",
+    "call_within",
+    "metered",
+    "paid_completion",
+]
 
 T = TypeVar("T")
 PLAN_SHARE = 1 / 3  # share of the seconds left that planning may take (the rest runs the plan)
@@ -98,3 +108,57 @@ def call_within(fn: Callable[[], T], seconds: float) -> T:
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+@dataclass(frozen=True)
+class PaidReply:
+    """A completion's text and what it was charged."""
+
+    text: str
+    tokens: int
+    seconds: float
+
+
+def paid_completion(
+    create: Callable[[float], Any],
+    messages: list[dict[str, str]],
+    *,
+    max_tokens: int,
+    timeout_s: float,
+    usd_of: Callable[[int], Decimal],
+    settled: Callable[[PaidReply], None] | None = None,
+) -> PaidReply:
+    """One chat completion ``create(timeout)``, paid from the active meter when in a run.
+
+    Its cost is reserved first (BudgetExceeded when it does not fit), it runs under a hard
+    deadline, and what it cost is settled (the reserved tokens unless the endpoint reports its
+    usage); ``settled`` hears of it even when the call fails.
+    """
+    meter = active_meter()
+    timeout = timeout_s
+    left = meter.seconds_left() if meter is not None else None
+    if left is not None:
+        timeout = min(timeout, left)
+    # An upper bound of the prompt's tokens: at most one token per byte, plus the template's.
+    tokens = sum(len(m["content"].encode("utf-8")) + 8 for m in messages) + max_tokens
+    reservation = None
+    if meter is not None:
+        hold_s = timeout if left is not None else 0.0
+        expected = Cost(usd=usd_of(tokens), seconds=hold_s, tokens=tokens, calls=1)
+        reservation = meter.reserve(expected)
+    clock = meter.now if meter is not None else time.monotonic
+    started = clock()
+    used, text = tokens, ""
+    try:
+        response = call_within(lambda: create(max(timeout, 0.01)), timeout + 0.25)
+        usage = getattr(response, "usage", None)
+        if usage is not None and getattr(usage, "total_tokens", None):
+            used = int(usage.total_tokens)
+        text = response.choices[0].message.content or ""
+        return PaidReply(text, used, clock() - started)
+    finally:
+        seconds = clock() - started
+        if meter is not None and reservation is not None:
+            meter.settle(reservation, Cost(usd=usd_of(used), seconds=seconds, tokens=used, calls=1))
+            if settled is not None:
+                settled(PaidReply(text, used, seconds))

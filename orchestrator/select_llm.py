@@ -10,14 +10,12 @@ behind an OpenAI-compatible endpoint, reached with the openai SDK (for example t
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-from orchestrator._metered import CallTimedOut, active_meter, call_within
+from orchestrator._metered import CallTimedOut, paid_completion
 from orchestrator._utility import estimated_quality
-from orchestrator.budget import Cost
 from orchestrator.cards import ToolCard
 from orchestrator.errors import BudgetExceeded
 from orchestrator.plan import Subtask
@@ -70,41 +68,20 @@ class LLMScorer:
             },
             {"role": "user", "content": prompt},
         ]
-        meter = active_meter()
-        timeout = self.timeout_s
-        left = meter.seconds_left() if meter is not None else None
-        if left is not None:
-            timeout = min(timeout, left)
-        tokens = sum(len(m["content"].encode("utf-8")) + 8 for m in messages) + self.max_tokens
-        reservation = None
-        if meter is not None:
-            hold_s = timeout if left is not None else 0.0
-            usd = self._usd(tokens)
-            reservation = meter.reserve(Cost(usd=usd, seconds=hold_s, tokens=tokens, calls=1))
-        clock = meter.now if meter is not None else time.monotonic
-        started = clock()
-        used = tokens
-        try:
-            response = call_within(
-                lambda: self._client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,
-                    max_tokens=self.max_tokens,
-                    temperature=0,
-                    timeout=max(timeout, 0.01),
-                ),
-                timeout + 0.25,
-            )
-            usage = getattr(response, "usage", None)
-            if usage is not None and getattr(usage, "total_tokens", None):
-                used = int(usage.total_tokens)
-            return response.choices[0].message.content or ""
-        finally:
-            if meter is not None and reservation is not None:
-                elapsed = clock() - started
-                meter.settle(
-                    reservation, Cost(usd=self._usd(used), seconds=elapsed, tokens=used, calls=1)
-                )
+        reply = paid_completion(
+            lambda timeout: self._client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                max_tokens=self.max_tokens,
+                temperature=0,
+                timeout=timeout,
+            ),
+            messages,
+            max_tokens=self.max_tokens,
+            timeout_s=self.timeout_s,
+            usd_of=self._usd,
+        )
+        return reply.text
 
     def _usd(self, tokens: int) -> Decimal:
         return Decimal(self.usd_per_call) + Decimal(self.usd_per_1k_tokens) * tokens / 1000

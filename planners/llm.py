@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -34,8 +33,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator._metered import CallTimedOut, active_meter, call_within
-from orchestrator.budget import Cost, usd_text
+from orchestrator._metered import CallTimedOut, PaidReply, active_meter, paid_completion
+from orchestrator.budget import usd_text
 from orchestrator.errors import BudgetExceeded, ConfigError, PlanError, UserError
 from orchestrator.plan import FileArg, Plan, plan_json_schema, validate_plan
 from orchestrator.zoo import Zoo
@@ -327,29 +326,17 @@ class LlmPlanner:
     ) -> str:
         """One completion, paid from the run's budget when inside a run (see the module doc)."""
         meter = active_meter()
-        timeout = self.timeout_s
         left = meter.seconds_left() if meter is not None else None
-        if left is not None:
-            if left < _MIN_CALL_S:
-                raise _EndpointFailed("no time left for planning within the run's budget")
-            timeout = min(timeout, left)
-        # An upper bound of the prompt's tokens: at most one token per byte, plus the template's.
-        tokens = sum(len(m["content"].encode("utf-8")) + 8 for m in messages) + self.max_tokens
-        reservation = None
-        if meter is not None:
-            hold_s = timeout if left is not None else 0.0
-            expected = Cost(usd=self._usd(tokens), seconds=hold_s, tokens=tokens, calls=1)
-            try:
-                reservation = meter.reserve(expected)
-            except BudgetExceeded as exc:
-                why = f"the planner's call does not fit the budget ({exc})"
-                raise _EndpointFailed(why) from exc
-        clock = meter.now if meter is not None else time.monotonic
-        started = clock()
-        used = tokens  # charged in full unless the endpoint reports its usage
+        if left is not None and left < _MIN_CALL_S:
+            raise _EndpointFailed("no time left for planning within the run's budget")
+
+        def spent(reply: PaidReply) -> None:
+            usd = usd_text(self._usd(reply.tokens))
+            notes.append(f"spent: {reply.tokens} tokens, {reply.seconds:.2f} s, ${usd}")
+
         try:
-            response = call_within(
-                lambda: self._client.chat.completions.create(
+            reply = paid_completion(
+                lambda timeout: self._client.chat.completions.create(
                     model=self.model,
                     messages=messages,
                     response_format={"type": "json_schema", "json_schema": schema},
@@ -357,20 +344,16 @@ class LlmPlanner:
                     max_tokens=self.max_tokens,
                     timeout=timeout,
                 ),
-                timeout + 0.25,
+                messages,
+                max_tokens=self.max_tokens,
+                timeout_s=self.timeout_s,
+                usd_of=self._usd,
+                settled=spent,
             )
-            usage = getattr(response, "usage", None)
-            if usage is not None and getattr(usage, "total_tokens", None):
-                used = int(usage.total_tokens)
-            return response.choices[0].message.content or ""
-        finally:
-            if meter is not None and reservation is not None:
-                seconds = clock() - started
-                meter.settle(
-                    reservation,
-                    Cost(usd=self._usd(used), seconds=seconds, tokens=used, calls=1),
-                )
-                notes.append(f"spent: {used} tokens, {seconds:.2f} s, ${usd_text(self._usd(used))}")
+        except BudgetExceeded as exc:
+            why = f"the planner's call does not fit the budget ({exc})"
+            raise _EndpointFailed(why) from exc
+        return reply.text
 
 
 # -- prompts ------------------------------------------------------------------------------------
