@@ -1,0 +1,199 @@
+"""Matching a clause to the zoo's cards: which card's words fit what the clause asks.
+
+A card fits when its documents cover enough of the clause's instruction (a card making
+something from a description is asked by the words before the description), scored by TF-IDF
+over the card with its task and over its own words alone, with bonuses for the clause's leading
+verb and for a card reading the kind of input the clause names.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+from orchestrator._text import TfidfIndex, tokens
+from orchestrator.errors import NoCapableTool
+from orchestrator.tasks import task_type
+from orchestrator.zoo import Zoo, ZooEntry
+from planners import _plan_words as pw
+
+__all__ = ["CardMatcher"]
+
+MIN_SIMILARITY = 0.08
+MIN_COVERAGE = 0.3  # the share of a clause's instruction words a fitting card's document has
+SECOND_CAPABILITY = 0.2  # what a clause's left-over words must match to add a second step
+HEAD_BONUS = 0.12  # the clause's leading verb is in the card's document
+FILE_KIND_BONUS = 0.15
+NEAR_BEST = 0.8  # a card of the same task this close to a missing one may stand in
+SAME_SIGNATURE = 0.5  # a card of another task this close to a missing one may stand in
+
+
+class CardMatcher:
+    """The zoo's cards indexed for matching clauses (built once per zoo)."""
+
+    def __init__(self, zoo: Zoo) -> None:
+        self.entries: list[ZooEntry] = list(zoo)
+        if not self.entries:
+            raise NoCapableTool("the zoo has no tool cards; add some to a cards folder")
+        self.index = TfidfIndex(pw.card_document(e.card) for e in self.entries)
+        self.own = TfidfIndex(pw.own_document(e.card) for e in self.entries)
+        self.heads = [set(pw.raw_stems(pw.card_document(e.card))) for e in self.entries]
+        self.tasks = sorted({e.card.task for e in self.entries})
+        self.terms = [set(tokens(pw.card_document(e.card))) for e in self.entries]
+        self.own_terms = [set(tokens(pw.own_document(e.card))) for e in self.entries]
+        counts = Counter(t for terms in self.terms for t in terms)
+        n = len(self.entries)
+        self.idf = {t: math.log((1 + n) / (1 + c)) + 1.0 for t, c in counts.items()}
+
+    def coverage(self, text: str, own: bool = False) -> list[float]:
+        """The share of the text's words (weighted by rarity) each card's document has.
+
+        "Book a table at an Italian restaurant" shares one word in six with a language
+        identifier: not what it does.
+        """
+        words = set(tokens(text))
+        weight = {w: self.idf.get(w, math.log(1 + len(self.entries)) + 1.0) for w in words}
+        total = sum(weight.values())
+        if not total:
+            return [0.0] * len(self.entries)
+        documents = self.own_terms if own else self.terms
+        return [sum(weight[w] for w in words & terms) / total for terms in documents]
+
+    # -- matching ---------------------------------------------------------------------------
+
+    def scores(
+        self, clause: str, given: frozenset[str] = frozenset(), implied: str | None = None
+    ) -> list[float]:
+        """How well each card fits the clause's instruction (its inputs left out).
+
+        ``given``: the kinds of input the request has (a card reading one the clause names -
+        a file, or "this picture" - fits better).
+        """
+        text = pw.ize(pw.instruction(clause))
+        head = pw.head(text)
+        capability = pw.without_refs(clause)  # "the mood of the text in x.png": the mood
+        if tokens(capability):
+            text = capability
+        kinds = pw.file_kinds(clause) | {
+            k for k, p in pw.TYPED_REF.items() if k in given and p.search(clause)
+        }
+        if implied:
+            kinds = kinds | {implied}
+        out = []
+        # The card's own words count as much as its task's: two cards of one task (OCR and a
+        # captioner) share the task's words but not what each of them does.
+        full, own = self.index.similarities(text), self.own.similarities(text)
+        covered = self.coverage(text)
+        if not pw.file_kinds(clause):
+            # A card making something from a description is asked by the words before it:
+            # "make me a picture" of a red fox, "draw" a cat wearing a hat.
+            asked = self.coverage(pw.before_description(text))
+            covered = [
+                max(c, a) if pw.takes_prompt(e.card) else c
+                for c, a, e in zip(covered, asked, self.entries, strict=True)
+            ]
+        for i, entry in enumerate(self.entries):
+            sim = 0.5 * full[i] + 0.5 * own[i] if covered[i] >= MIN_COVERAGE else 0.0
+            score = sim
+            if sim > 0 and head and head in self.heads[i]:
+                score += HEAD_BONUS
+            if sim > 0 and kinds & entry.card.input_types():
+                score += FILE_KIND_BONUS
+            out.append(score)
+        return out
+
+    def best(
+        self, clause: str, given: frozenset[str] = frozenset(), implied: str | None = None
+    ) -> tuple[int, float] | None:
+        scores = self.scores(clause, given, implied)
+        named = pw.file_kinds(clause)
+        if named:  # a card must be able to read the named file, directly or converted
+            reach = self._reachable(named | {"text"})
+            scores = [
+                sc if self.entries[k].card.input_types() <= reach else 0.0
+                for k, sc in enumerate(scores)
+            ]
+        i = max(range(len(scores)), key=lambda k: (scores[k], -k))
+        return (i, scores[i]) if scores[i] >= MIN_SIMILARITY else None
+
+    def _by_input(self, clause: str, given: frozenset[str]) -> tuple[int, float] | None:
+        """The card for a clause naming an input but no capability ("what is in photo.jpg").
+
+        Such a clause asks what the input shows or says: of the runnable cards reading that
+        kind, the one whose description best fits that (and the clause's own words).
+        """
+        kinds = pw.file_kinds(clause) | {
+            k for k, p in pw.TYPED_REF.items() if k in given and k != "text" and p.search(clause)
+        }
+        if not kinds:
+            return None
+        asked = f"{clause} says what the {' '.join(sorted(kinds))} shows, describes what is in it"
+        sims = self.own.similarities(pw.ize(asked))
+        readers = [
+            (e.available, round(sims[i], 6), e.card.strength, -i)
+            for i, e in enumerate(self.entries)
+            if e.card.input_types() & kinds and not pw.takes_prompt(e.card)
+        ]
+        if not readers:
+            return None
+        best = max(readers)
+        return (-best[3], MIN_SIMILARITY)
+
+    def _reachable(self, kinds: set[str]) -> set[str]:
+        """The types the cards can make from ``kinds`` (converting steps only)."""
+        reach = set(kinds)
+        for _ in range(3):
+            for entry in self.entries:
+                card = entry.card
+                if card.input_types() and card.input_types() <= reach and not pw.takes_prompt(card):
+                    reach |= card.output_types()
+        return reach
+
+    def general(self) -> list[int]:
+        """The zoo's general text-generation cards."""
+        return [i for i, e in enumerate(self.entries) if e.card.task == pw.GENERAL_TASK]
+
+    def is_general_request(self, clause: str) -> bool:
+        """A question, or a request whose leading verb a general text-generation card does."""
+        text = pw.POLITE.sub("", clause.strip()).strip()
+        words = [w.removesuffix("'s") for w in re.findall(r"[a-z']+", text.lower())]
+        if not words:
+            return False
+        if words[0] in pw.QUESTION_HEAD or clause.rstrip().endswith("?"):
+            return True
+        head = pw.head(pw.ize(pw.instruction(clause)))
+        return any(head and head in self.heads[i] for i in self.general())
+
+    def bridge_path(self, clause: str, start: str, goal: str) -> list[int] | None:
+        """The cards (one or two) turning ``start`` into ``goal`` that fit ``clause`` best."""
+        sims = self.own.similarities(pw.ize(pw.instruction(clause)))
+        usable = [
+            i
+            for i, e in enumerate(self.entries)
+            if len(e.card.input_types()) == 1 and not pw.takes_prompt(e.card)
+        ]
+
+        def score(path: list[int]) -> tuple[float, int]:
+            avail = sum(1 for i in path if self.entries[i].available)
+            # Text to work on is content (what an image says), not a label about it.
+            content = task_type(self.entries[path[-1]].card.task).makes_content
+            fit = sum(sims[i] for i in path) + 0.5 * avail / len(path) + 0.3 * content
+            return (fit, -len(path))
+
+        paths: list[list[int]] = []
+        for i in usable:
+            card = self.entries[i].card
+            if card.input_types() != {start}:
+                continue
+            if goal in card.output_types():
+                paths.append([i])
+                continue
+            for j in usable:
+                nxt = self.entries[j].card
+                if nxt.input_types() <= card.output_types() and goal in nxt.output_types():
+                    paths.append([i, j])
+        if not paths:
+            return None
+        one_step = [p for p in paths if len(p) == 1]
+        return max(one_step or paths, key=score)
