@@ -90,7 +90,7 @@ class CardMatcher:
             # "make me a picture" of a red fox, "draw" a cat wearing a hat.
             asked = self.coverage(pw.before_description(text))
             covered = [
-                max(c, a) if pw.takes_prompt(e.card) else c
+                max(c, a) if pw.takes_prompt(e.card) and not e.card.output_types() & given else c
                 for c, a, e in zip(covered, asked, self.entries, strict=True)
             ]
         for i, entry in enumerate(self.entries):
@@ -126,7 +126,10 @@ class CardMatcher:
         kinds = pw.file_kinds(clause) | {
             k for k, p in pw.TYPED_REF.items() if k in given and k != "text" and p.search(clause)
         }
-        if not kinds:
+        words = tokens(pw.without_refs(clause))
+        if not kinds or len(words) > 2 and not self.is_question(clause):
+            # "turn x.jpg into a painting in the style of ...": a capability no card has, not
+            # a question about the input.
             return None
         asked = f"{clause} says what the {' '.join(sorted(kinds))} shows, describes what is in it"
         sims = self.own.similarities(pw.ize(asked))
@@ -154,13 +157,19 @@ class CardMatcher:
         """The zoo's general text-generation cards."""
         return [i for i, e in enumerate(self.entries) if e.card.task == pw.GENERAL_TASK]
 
+    @staticmethod
+    def is_question(clause: str) -> bool:
+        """Whether the clause asks a question ("what is ...", "... written in?")."""
+        text = pw.POLITE.sub("", clause.strip()).strip()
+        words = [w.removesuffix("'s") for w in re.findall(r"[a-z']+", text.lower())]
+        return bool(words) and (words[0] in pw.QUESTION_HEAD or clause.rstrip().endswith("?"))
+
     def is_general_request(self, clause: str) -> bool:
         """A question, or a request whose leading verb a general text-generation card does."""
         text = pw.POLITE.sub("", clause.strip()).strip()
-        words = [w.removesuffix("'s") for w in re.findall(r"[a-z']+", text.lower())]
-        if not words:
+        if not re.search(r"[a-z']", text.lower()):
             return False
-        if words[0] in pw.QUESTION_HEAD or clause.rstrip().endswith("?"):
+        if self.is_question(clause):
             return True
         head = pw.head(pw.ize(pw.instruction(clause)))
         return any(head and head in self.heads[i] for i in self.general())

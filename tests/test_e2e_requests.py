@@ -210,6 +210,13 @@ CASES = [
         words=("blip-captioner", "answered instead"),
     ),
     Case(
+        "restyle",
+        "out-of-zoo",
+        "Turn cat.png into a painting in the style of van Gogh",  # not its class read aloud
+        status=("unservable",),
+        words=("no card of the zoo does",),
+    ),
+    Case(
         "generate-image",
         "out-of-zoo",
         "generate an image of a sunset over the sea",  # not an essay from the chat model
