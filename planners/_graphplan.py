@@ -4,11 +4,19 @@ With no worked examples, a plan comes from what the tool set itself says:
 
 1. match - the request is split into clauses (quoted content left out: it is what a tool
    works on, not which tool); each clause is compared with each tool's document (its name in
-   words and its description) by sentence embeddings when an embedder is given, plus TF-IDF;
+   words and its description) by sentence embeddings when an embedder is given, plus TF-IDF.
+   The name counts twice (the embedding of the document is averaged with that of the name
+   alone): "train ticket booking" says what a tool does more precisely than "Booking a Train
+   ticket for the user". A tool scores by how much better the clause fits it than the tools
+   that look most like it (its family: booking, changing, cancelling), so a clause about
+   cancelling does not bring in the whole family; and by how well the whole request fits it
+   (a fragment such as "the check-in date is May 1" matches weather tools on its own);
 2. path - a plan is a path along the tool graph's links (a tool feeds the next), whose tools
    share a domain when the tools name domains; each tool on the path is aligned to a clause,
    in the request's order: a tool explaining a clause another tool of the path already
-   explains, or an earlier clause, gains less;
+   explains, or an earlier clause, gains less; of two tools on one clause, one that looks
+   something up (its name says search, query, check ...) goes first: the request does not say
+   the order, and a lookup feeds the step that acts;
 3. score - the path with the largest total gain wins, each tool paying a fixed price (so a tool
    is added only when it explains part of the request), with a small bonus for tools many
    others follow in the graph (a search or a log-in that other steps need first).
@@ -42,6 +50,15 @@ _EARLIER_CLAUSE = 0.5  # a tool explaining a clause before the previous tool's
 _FOLLOWED = 0.3  # bonus of the tool most others follow in the graph (log-scaled)
 _IN_ORDER = 0.03  # a tool whose best clause comes after the previous tool's
 _LEXICAL = 0.3  # weight of TF-IDF beside the embeddings
+_CONTEXT = 0.6  # weight of the whole request's match beside a clause's (the request's topic)
+_LOOK_ALIKES = 3  # a tool's family: its nearest tools by document (booking/changing/cancelling)
+_DISTINCT = 0.25  # weight of a clause's margin over the tool's family (a quarter: a tie-breaker)
+_LOOKUP_FIRST = 0.1  # a lookup before the tool that acts on the same clause (below a clause)
+# Words of a tool name that say the tool looks something up rather than acts (plain English).
+_LOOKUP = re.compile(
+    r"\b(?:search|query|queries|inquiry|inquire|check|find|finding|look|lookup|view|get|"
+    r"retrieval|retrieve|status|availability)\b"
+)
 _QUOTED = re.compile(r"[\"“]([^\"”]+)[\"”]|(?<!\w)'([^']+)'(?!\w)|`[^`]+`")
 
 
@@ -69,9 +86,14 @@ class GraphPathPlanner:
         self.tools = tools
         self.names = tools.names()
         self.embed = embed
-        documents = [f"{n.replace('_', ' ')}: {tools.get(n).description}" for n in self.names]  # type: ignore[union-attr]
+        words = [n.replace("_", " ") for n in self.names]
+        descriptions = [tools.get(n).description for n in self.names]  # type: ignore[union-attr]
+        documents = [f"{w}: {d}" for w, d in zip(words, descriptions, strict=True)]
         self.lexical = SparseIndex([terms(d) for d in documents])
-        self.vectors = embed(documents) if embed is not None else None
+        # The name counts twice: the document's vector averaged with the name's own.
+        self.vectors = (embed(documents) + embed(words)) / 2 if embed is not None else None
+        self.family = _families(self.vectors, self.lexical, documents)
+        self.lookup = [float(bool(_LOOKUP.search(w))) for w in words]
         position = {n: i for i, n in enumerate(self.names)}
         graph = [(position[a], position[b]) for a, b in sorted(tools.links)
                  if a in position and b in position]  # fmt: skip
@@ -100,9 +122,18 @@ class GraphPathPlanner:
             return lexical
         return self.embed(clauses) @ self.vectors.T + _LEXICAL * lexical
 
+    def matches(self, clauses: list[str], request: str) -> np.ndarray:
+        """Clauses x tools: a clause's match, its margin over the family, the request's match."""
+        sims = self.similarities([*clauses, request])
+        sims, whole = sims[:-1], sims[-1]
+        if self.family.size:
+            family = sims[:, self.family].mean(axis=2)
+            sims = sims + _DISTINCT * (sims - family)
+        return sims + _CONTEXT * whole
+
     def plan(self, request: str) -> ToolPlan:
         clauses = [instruction(c) for c in split_request(request)]
-        sims = self.similarities(clauses)
+        sims = self.matches(clauses, instruction(request))
         top = float(sims.max()) if sims.size else 0.0
         if top <= 0:
             return ToolPlan(request, [], [], "embedded", ["no tool matches the request"])
@@ -150,6 +181,8 @@ class GraphPathPlanner:
             gain, clause = self._aligned(search.gains[:, tool], last)
             step = int(search.best_clause[tool]) - int(search.best_clause[previous])
             gain += _IN_ORDER * float(np.sign(step)) - _TOOL_PRICE + self.prior[tool]
+            if clause <= last:  # no order in the request: a lookup goes before the acting tool
+                gain += _LOOKUP_FIRST * (self.lookup[previous] - self.lookup[tool])
             path.append(tool)
             self._extend(search, path, shared, max(clause, last), score + gain)
             path.pop()
@@ -167,3 +200,21 @@ class GraphPathPlanner:
             if gain > best[0]:
                 best = (gain, clause)
         return best
+
+
+def _families(vectors: np.ndarray | None, lexical: SparseIndex, documents: list[str]) -> np.ndarray:
+    """Each tool's ``_LOOK_ALIKES`` nearest tools by document (tools x family; empty: none)."""
+    n = len(documents)
+    k = min(_LOOK_ALIKES, n - 1)
+    if k <= 0:
+        return np.zeros((n, 0), dtype=int)
+    if vectors is not None:
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        near = unit @ unit.T
+    else:  # no embedder: TF-IDF cosine between the documents
+        near = np.zeros((n, n))
+        for row, document in enumerate(documents):
+            for col, value in lexical.similarities(terms(document)).items():
+                near[row, col] = value
+    np.fill_diagonal(near, -np.inf)
+    return np.argsort(-near, axis=1, kind="stable")[:, :k]
