@@ -114,10 +114,7 @@ class GraphPathPlanner:
 
     def similarities(self, clauses: list[str]) -> np.ndarray:
         """Clauses x tools: embedding cosine plus weighted TF-IDF cosine."""
-        lexical = np.zeros((len(clauses), len(self.names)))
-        for row, clause in enumerate(clauses):
-            for col, value in self.lexical.similarities(terms(clause)).items():
-                lexical[row, col] = value
+        lexical = _lexical_matrix(self.lexical, clauses)
         if self.vectors is None or self.embed is None:
             return lexical
         return self.embed(clauses) @ self.vectors.T + _LEXICAL * lexical
@@ -212,9 +209,15 @@ def _families(vectors: np.ndarray | None, lexical: SparseIndex, documents: list[
         unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         near = unit @ unit.T
     else:  # no embedder: TF-IDF cosine between the documents
-        near = np.zeros((n, n))
-        for row, document in enumerate(documents):
-            for col, value in lexical.similarities(terms(document)).items():
-                near[row, col] = value
+        near = _lexical_matrix(lexical, documents)
     np.fill_diagonal(near, -np.inf)
     return np.argsort(-near, axis=1, kind="stable")[:, :k]
+
+
+def _lexical_matrix(index: SparseIndex, texts: list[str]) -> np.ndarray:
+    """Texts x indexed documents: TF-IDF cosine."""
+    matrix = np.zeros((len(texts), index.size))
+    for row, text in enumerate(texts):
+        for col, value in index.similarities(terms(text)).items():
+            matrix[row, col] = value
+    return matrix
