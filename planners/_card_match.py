@@ -13,6 +13,7 @@ import re
 from collections import Counter
 
 from orchestrator._text import TfidfIndex, tokens
+from orchestrator.cards import ToolCard
 from orchestrator.errors import NoCapableTool
 from orchestrator.tasks import task_type
 from orchestrator.zoo import Zoo, ZooEntry
@@ -114,6 +115,10 @@ class CardMatcher:
                 sc if self.entries[k].card.input_types() <= reach else 0.0
                 for k, sc in enumerate(scores)
             ]
+        if self.asks_in_words(clause):  # "what does notes.txt say": its words, not a voice
+            scores = [
+                sc if _in_words(e.card) else 0.0 for sc, e in zip(scores, self.entries, strict=True)
+            ]
         i = max(range(len(scores)), key=lambda k: (scores[k], -k))
         return (i, scores[i]) if scores[i] >= MIN_SIMILARITY else None
 
@@ -123,7 +128,9 @@ class CardMatcher:
         Such a clause asks what the input shows or says: of the runnable cards reading that
         kind, the one whose description best fits that (and the clause's own words).
         """
-        kinds = pw.file_kinds(clause) | {
+        # A text shows nothing but its words: a question about it names what it asks (the mood,
+        # the language) or is for a general card.
+        kinds = (pw.file_kinds(clause) - {"text"}) | {
             k for k, p in pw.TYPED_REF.items() if k in given and k != "text" and p.search(clause)
         }
         words = tokens(pw.without_refs(clause))
@@ -136,7 +143,7 @@ class CardMatcher:
         readers = [
             (e.available, round(sims[i], 6), e.card.strength, -i)
             for i, e in enumerate(self.entries)
-            if e.card.input_types() & kinds and not pw.takes_prompt(e.card)
+            if e.card.input_types() & kinds and not pw.takes_prompt(e.card) and _in_words(e.card)
         ]
         if not readers:
             return None
@@ -163,6 +170,13 @@ class CardMatcher:
         text = pw.POLITE.sub("", clause.strip()).strip()
         words = [w.removesuffix("'s") for w in re.findall(r"[a-z']+", text.lower())]
         return bool(words) and (words[0] in pw.QUESTION_HEAD or clause.rstrip().endswith("?"))
+
+    @staticmethod
+    def asks_in_words(clause: str) -> bool:
+        """A question whose answer is words: "what does it say", "is it ...", not "can you say"."""
+        text = pw.POLITE.sub("", clause.strip()).strip()
+        words = [w.removesuffix("'s") for w in re.findall(r"[a-z']+", text.lower())]
+        return bool(words) and words[0] in pw.QUESTION_HEAD - pw.MODAL_HEAD
 
     def is_general_request(self, clause: str) -> bool:
         """A question, or a request whose leading verb a general text-generation card does."""
@@ -206,3 +220,11 @@ class CardMatcher:
             return None
         one_step = [p for p in paths if len(p) == 1]
         return max(one_step or paths, key=score)
+
+
+def _in_words(card: ToolCard) -> bool:
+    """Whether the card's main result can be said in words (a text, a label, found objects).
+
+    What an input shows or says is answered in words, never by a voice or a picture made of it.
+    """
+    return card.primary_output().type in ("text", "json")

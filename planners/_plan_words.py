@@ -30,6 +30,7 @@ QUESTION_HEAD = frozenset(
     "what who whom whose when where why how which is are was were do does did can could "
     "should would will shall may might".split()
 )
+MODAL_HEAD = frozenset("can could should would will shall may might".split())  # often a request
 TYPE_NOUNS = {
     "image": r"image|picture|photo|photograph|pic|scan|screenshot|drawing|snapshot|figure"
     r"|png|jpe?g",

@@ -291,3 +291,15 @@ def test_a_step_may_fall_back_on_a_card_doing_the_same_but_not_on_another_capabi
     assert step.cards == ["sentiment-two", "vader-sentiment"]  # the language identifier is not
     [language] = planner.plan('which language is "hallo Welt"?', zoo).subtasks
     assert language.cards == ["lingua-langid"]  # and no sentiment model falls in for it
+
+
+def test_a_question_about_an_input_is_answered_in_words_never_by_a_voice(planner, builtin_zoo):
+    # What a sign says is its text; what a text file says is not a recording of it.
+    [step] = planner.plan("what does sign.png say", builtin_zoo).subtasks
+    assert step.cards[0] == "rapidocr"
+    for request in ("what does notes.txt say", "is notes.txt upbeat or gloomy"):
+        plan = planner.plan(request, builtin_zoo)
+        assert "text-to-speech" not in [s.task for s in plan.subtasks], request
+    # A request (not a question) to say something is still spoken.
+    [spoken] = planner.plan('can you say "good night" out loud', builtin_zoo).subtasks
+    assert spoken.task == "text-to-speech"
