@@ -32,7 +32,6 @@ from orchestrator.errors import ToolFailed
 from orchestrator.execute import WorkerPoolExecutor
 from orchestrator.sandbox import Sandbox, probe_host
 from orchestrator.sandbox.policy import Approvals, Policy
-from orchestrator.sandbox.run_file import run_source
 from orchestrator.zoo import validate_paths
 
 TESTS_DIR = str(Path(__file__).resolve().parent)

@@ -22,7 +22,6 @@ from orchestrator.execute import WorkerPoolExecutor
 from orchestrator.sandbox.policy import Approvals, Policy
 from orchestrator.sandbox.run_file import run_source
 
-
 # --- item 11: network is the approved endpoints, never the host's localhost ---
 
 
