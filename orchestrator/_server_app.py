@@ -173,7 +173,7 @@ def _attachments(
 
 
 def _inputs(
-    body: ChatRequest, index: int, claim: Claim, uploads: UploadStore, limit: int
+    body: ChatRequest, index: int, claim: Claim, uploads: UploadStore, limit: int, zoo: Zoo
 ) -> tuple[str, list[Path]]:
     """The run's prompt and files (attached now or earlier in the conversation), all held."""
     files = _attachments(body, index, claim, uploads, limit)
@@ -182,6 +182,7 @@ def _inputs(
         files,
         claim,
         lambda i: _attachments(body, i, claim, uploads, limit),
+        zoo,
     )
     _hold(claim, files)
     return prompt, files
@@ -203,6 +204,7 @@ def _conversation_inputs(
     files: list[Path],
     claim: Claim,
     earlier_files: Callable[[int], list[Path]] | None = None,
+    zoo: Zoo | None = None,
 ) -> tuple[str, list[Path]]:
     """The prompt and files of the last user message, in the light of the earlier turns.
 
@@ -210,14 +212,15 @@ def _conversation_inputs(
     runs of other clients are dropped first: for this client they do not exist); files
     attached to earlier user messages come from ``earlier_files(index)``.
     """
-    from orchestrator.chat import Conversation
+    from orchestrator.chat import Conversation, missing_input
 
     messages = [_own_links(m.model_dump(exclude_none=True), claim) for m in body.messages]
     try:
         conversation, request = Conversation.from_messages(
             messages, claim.retention.runs_dir, earlier_files
         )
-        return conversation.inputs_for(request, files)
+        missing = missing_input(zoo) if zoo is not None else None
+        return conversation.inputs_for(request, files, missing)
     except UserError as exc:
         raise RequestRejected(400, str(exc), param="messages") from exc
 
@@ -376,7 +379,9 @@ async def _queue_run(
     run_dir = service.retention.runs_dir / run_id
     claim = await asyncio.to_thread(service.retention.claim, run_dir, owner)
     try:
-        prompt, files = await asyncio.to_thread(_inputs, body, index, claim, uploads, limit)
+        prompt, files = await asyncio.to_thread(
+            _inputs, body, index, claim, uploads, limit, service.zoo
+        )
         job = RunJob(run_id, prompt, files, budget, run_dir, card=card, claim=claim)
         return service.start(job, asyncio.get_running_loop())
     except BaseException:

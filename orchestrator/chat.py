@@ -29,9 +29,10 @@ from typing import Any
 
 from orchestrator._run_checks import checked_files
 from orchestrator.budget import Budget
-from orchestrator.errors import UserError
+from orchestrator.errors import MissingInput, UserError
 from orchestrator.run import Orchestrator, RunResult
 from orchestrator.tasks import task_type
+from orchestrator.zoo import Zoo
 from planners.embedded import mentioned_files, quoted_text
 
 __all__ = ["ChatSession", "Conversation", "Turn", "FILE_LINK", "refers_back"]
@@ -83,6 +84,20 @@ class Turn:
             return list(self.made), ""
         return list(self.files), self.quotable()
 
+    def offering(self, kind: str) -> tuple[list[Path], str] | None:
+        """What this turn can hand a follow-up that needs an input of ``kind``, if anything.
+
+        A text is "it" (see :meth:`referent`); an image or a recording is a file the turn was
+        given or made.
+        """
+        from planners.embedded import file_type
+
+        if kind == "text":
+            files, text = self.referent()
+            return (files, text) if text.strip() else None
+        files = [f for f in self.files if file_type(str(f)) == kind]
+        return (files[-1:], "") if files else None
+
     def quotable(self) -> str:
         """What "it" means in a follow-up: the text the turn made, or worked on, or its answer.
 
@@ -124,8 +139,18 @@ class Conversation:
         """Every file of this conversation: attached or produced, oldest first."""
         return [f for t in self.turns for f in t.files] + list(self.pending)
 
-    def inputs_for(self, request: str, files: Sequence[str | Path] = ()) -> tuple[str, list[Path]]:
-        """The prompt and attached files for ``request`` in the light of earlier turns."""
+    def inputs_for(
+        self,
+        request: str,
+        files: Sequence[str | Path] = (),
+        missing: Callable[[str, list[Path]], str | None] | None = None,
+    ) -> tuple[str, list[Path]]:
+        """The prompt and attached files for ``request`` in the light of earlier turns.
+
+        Earlier turns are used when the request refers to them ("it", "the transcript"), or
+        when it gives nothing of what it needs (``missing``: the kind of input it lacks) and the
+        last turn has that ("how many faces?" after a photo).
+        """
         text = request.strip()
         if not text:
             raise UserError("the request is empty: say what you want done")
@@ -133,8 +158,14 @@ class Conversation:
         text = self._full_paths(text)
         own_input = bool(attached or mentioned_files(text) or _OWN_TEXT.search(text))
         last = self._last_with_results()
-        if last is not None and not own_input and refers_back(text):
-            files, quoted = last.referent()
+        if last is None or own_input:
+            return text, _unique(attached)
+        handed = last.referent() if refers_back(text) else None
+        if handed is None and missing is not None:
+            kind = missing(text, attached)
+            handed = last.offering(kind) if kind else None
+        if handed is not None:
+            files, quoted = handed
             attached.extend(files)
             if quoted.strip():
                 text = self._full_paths(f'{text}: "{_quotable(quoted)}"')
@@ -275,7 +306,9 @@ class ChatSession:
         cancel: threading.Event | None = None,
     ) -> RunResult:
         """Run one turn; a cancelled turn is recorded too (its run can be resumed later)."""
-        prompt, attached = self.conversation.inputs_for(request, files)
+        prompt, attached = self.conversation.inputs_for(
+            request, files, missing_input(self.orchestrator.zoo)
+        )
         result = self.orchestrator.run(
             prompt, budget=self.budget_left(), files=attached, on_event=on_event, cancel=cancel
         )
@@ -285,6 +318,27 @@ class ChatSession:
         self.conversation.record(request, result)
         self.results.append(result)
         return result
+
+
+def missing_input(zoo: Zoo) -> Callable[[str, list[Path]], str | None]:
+    """The kind of input a request needs and does not give, judged by the embedded planner.
+
+    It is free and deterministic, so a conversation can ask it before any (paid) run.
+    """
+    from planners.embedded import EmbeddedPlanner
+
+    planner = EmbeddedPlanner()
+
+    def missing(request: str, files: list[Path]) -> str | None:
+        try:
+            planner.plan(request, zoo, files=files)
+        except MissingInput as exc:
+            return exc.kind
+        except UserError:
+            return None
+        return None
+
+    return missing
 
 
 def _text_of(content: Any) -> str:

@@ -17,6 +17,7 @@ __all__ = [
     "CardDefect",
     "CardError",
     "ConfigError",
+    "MissingInput",
     "NoCapableTool",
     "PlanError",
     "RunCancelled",
@@ -58,6 +59,14 @@ class CardError(UserError):
 
 class PlanError(UserError):
     """A plan is malformed: unknown task, cycle, dangling reference, bad argument."""
+
+
+class MissingInput(PlanError):
+    """A step needs an input of a kind (``kind``: image, audio, text) the request does not give."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class NoCapableTool(UserError):

@@ -76,6 +76,10 @@ class CardMatcher:
         capability = pw.without_refs(clause)  # "the mood of the text in x.png": the mood
         if tokens(capability):
             text = capability
+        elif capability.split() != text.split():
+            # It only names its input ("what's in this picture?"): no capability to match by
+            # the input's own noun (that is a question for the readers of the input).
+            return [0.0] * len(self.entries)
         kinds = pw.file_kinds(clause) | {
             k for k, p in pw.TYPED_REF.items() if k in given and p.search(clause)
         }
@@ -105,11 +109,15 @@ class CardMatcher:
         return out
 
     def best(
-        self, clause: str, given: frozenset[str] = frozenset(), implied: str | None = None
+        self,
+        clause: str,
+        given: frozenset[str] = frozenset(),
+        implied: str | None = None,
+        first: bool = True,
     ) -> tuple[int, float] | None:
         scores = self.scores(clause, given, implied)
-        named = pw.file_kinds(clause)
-        if named:  # a card must be able to read the named file, directly or converted
+        named = pw.file_kinds(clause) | pw.referred_kinds(clause, given, first)
+        if named:  # a card must be able to read the named input, directly or converted
             reach = self._reachable(named | {"text"})
             scores = [
                 sc if self.entries[k].card.input_types() <= reach else 0.0
@@ -122,7 +130,9 @@ class CardMatcher:
         i = max(range(len(scores)), key=lambda k: (scores[k], -k))
         return (i, scores[i]) if scores[i] >= MIN_SIMILARITY else None
 
-    def _by_input(self, clause: str, given: frozenset[str]) -> tuple[int, float] | None:
+    def _by_input(
+        self, clause: str, given: frozenset[str], first: bool = True
+    ) -> tuple[int, float] | None:
         """The card for a clause naming an input but no capability ("what is in photo.jpg").
 
         Such a clause asks what the input shows or says: of the runnable cards reading that
@@ -130,9 +140,7 @@ class CardMatcher:
         """
         # A text shows nothing but its words: a question about it names what it asks (the mood,
         # the language) or is for a general card.
-        kinds = (pw.file_kinds(clause) - {"text"}) | {
-            k for k, p in pw.TYPED_REF.items() if k in given and k != "text" and p.search(clause)
-        }
+        kinds = pw.referred_kinds(clause, given, first)
         words = tokens(pw.without_refs(clause))
         if not kinds or len(words) > 2 and not self.is_question(clause):
             # "turn x.jpg into a painting in the style of ...": a capability no card has, not
@@ -173,10 +181,14 @@ class CardMatcher:
 
     @staticmethod
     def asks_in_words(clause: str) -> bool:
-        """A question whose answer is words: "what does it say", "is it ...", not "can you say"."""
+        """A question whose answer is words.
+
+        "what does it say", "is it ...", "tell me whether ...", but not "can you say ...".
+        """
         text = pw.POLITE.sub("", clause.strip()).strip()
+        text = re.sub(r"^(?:tell|show)\s+(?:me|us)\s+", "", text, flags=re.IGNORECASE)
         words = [w.removesuffix("'s") for w in re.findall(r"[a-z']+", text.lower())]
-        return bool(words) and words[0] in pw.QUESTION_HEAD - pw.MODAL_HEAD
+        return bool(words) and words[0] in (pw.QUESTION_HEAD - pw.MODAL_HEAD) | {"whether", "if"}
 
     def is_general_request(self, clause: str) -> bool:
         """A question, or a request whose leading verb a general text-generation card does."""

@@ -126,6 +126,21 @@ def file_kinds(clause: str) -> set[str]:
     return {k for k in (file_type(f) for f in mentioned_files(clause)) if k}
 
 
+def referred_kinds(clause: str, given: frozenset[str], first: bool = True) -> set[str]:
+    """The kinds of media input a clause is about.
+
+    A file it names, "this recording" when one was given, or - in the request's first clause
+    (later, "it" is what came before) - "it" when the request was given media of one kind only.
+    """
+    kinds = file_kinds(clause) | {
+        k for k, p in TYPED_REF.items() if k in given and k != "text" and p.search(clause)
+    }
+    media = given - {"text"}
+    if first and not kinds and len(media) == 1 and PRONOUN.search(clause):
+        kinds = set(media)
+    return kinds - {"text"}
+
+
 DESCRIPTION = re.compile(
     r"\b(?:of|about|showing|depicting|featuring|where|in\s+which|that\s+shows?)\b", re.IGNORECASE
 )

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from orchestrator._text import stem, tokens
 from orchestrator.cards import ToolCard
-from orchestrator.errors import NoCapableTool, PlanError
+from orchestrator.errors import MissingInput, NoCapableTool
 from orchestrator.plan import Arg, ComposeArg, FileArg, Plan, RefArg, Subtask, TextArg
 from orchestrator.tasks import task_type
 from planners import _card_match as cm
@@ -81,7 +81,8 @@ class ZooPlanner(CardMatcher):
         """
         goals: list[tuple[int, str, list[list[int]]]] = []
         for order, clause in enumerate(clauses):
-            found = self.best(clause, given) or self._by_input(clause, given)
+            first = not goals
+            found = self.best(clause, given, first=first) or self._by_input(clause, given, first)
             if goals and not tokens(pw.without_refs(clause)):
                 found = None  # "... and in the second image": only names an input
             if found is None and not goals and self.is_general_request(clause) and self.general():
@@ -123,7 +124,7 @@ class ZooPlanner(CardMatcher):
             )
             cleaned = re.sub(pattern, " ", clause, flags=re.IGNORECASE)
         implied = self._implied_kind(draft, order, clause)
-        found = self.best(cleaned, draft.given, implied)
+        found = self.best(cleaned, draft.given, implied, first=not draft.steps)
         if found is None:
             return chain
         return [[i] for i in self._chain_in_clause(cleaned, found[0])]
@@ -338,7 +339,7 @@ class ZooPlanner(CardMatcher):
             if source is None:
                 source = self._generated(draft, order, clause, io.type, card)
             if source is None:
-                raise PlanError(pw.no_input(clause, io.type, card))
+                raise MissingInput(pw.no_input(clause, io.type, card), io.type)
             if source.missing is not None:
                 self._unserved(
                     draft,

@@ -367,3 +367,24 @@ def test_an_answer_handed_to_a_tool_has_no_links_paths_or_markup():
     for leftover in ("/v1/files", "https://", "/tmp/runs", "**", "]("):
         assert leftover not in plain
     assert "hello there" in plain and "memo.wav" in plain
+
+
+def test_a_follow_up_lacking_its_input_takes_it_from_the_turn_before(tmp_path, builtin_zoo):
+    from orchestrator.chat import missing_input
+
+    photo, speech = tmp_path / "cat.png", tmp_path / "memo.wav"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n")
+    speech.write_bytes(b"RIFF")
+    looked = Turn("what's in this picture?", "Image class of cat.png: tabby.", files=[photo])
+    conversation = Conversation(turns=[looked])
+    missing = missing_input(builtin_zoo)
+    # "how many faces?" names no image: the one the last turn looked at is meant.
+    assert conversation.inputs_for("and how many faces?", missing=missing) == (
+        "and how many faces?",
+        [photo.resolve()],
+    )
+    # A request that needs no input, or another kind than the last turn had, takes nothing.
+    assert conversation.inputs_for("tell me a joke", missing=missing) == ("tell me a joke", [])
+    assert conversation.inputs_for("transcribe the memo", missing=missing)[1] == []
+    heard = Conversation(turns=[Turn("transcribe memo.wav", "Transcript: hi.", files=[speech])])
+    assert heard.inputs_for("how many faces?", missing=missing)[1] == []

@@ -303,3 +303,21 @@ def test_a_question_about_an_input_is_answered_in_words_never_by_a_voice(planner
     # A request (not a question) to say something is still spoken.
     [spoken] = planner.plan('can you say "good night" out loud', builtin_zoo).subtasks
     assert spoken.task == "text-to-speech"
+
+
+def test_a_question_about_a_given_input_is_asked_of_a_card_reading_that_input(
+    planner, builtin_zoo, tmp_path
+):
+    photo, speech = tmp_path / "cat.png", tmp_path / "memo.wav"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n")
+    speech.write_bytes(b"RIFF")
+    # The picture's own noun does not make it a text to read: what it shows is asked.
+    for request in ("what's in this picture?", "what's this?"):
+        [step] = planner.plan(request, builtin_zoo, files=[photo]).subtasks
+        assert step.task == "image-classification", request
+    # What a recording, or "it" when a recording is all there is, says is its transcript.
+    for request in ("what does this recording say", "what does it say"):
+        [step] = planner.plan(request, builtin_zoo, files=[speech]).subtasks
+        assert step.task == "automatic-speech-recognition", request
+    plan = planner.plan("Transcribe memo.wav and tell me what it says", builtin_zoo)
+    assert [s.task for s in plan.subtasks] == ["automatic-speech-recognition"]
