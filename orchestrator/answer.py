@@ -134,6 +134,9 @@ def _answer_for(plan: Plan, results: list[StepResult]) -> str:
     return " ".join(sentences)
 
 
+_TRUSTED = 0.5  # a writing card's prior strength below which its answer carries its caveat
+
+
 def _asked(plan: Plan, result: StepResult) -> bool:
     """A content-making step whose instruction is part of the request (not a bridge)."""
     if not task_type(result.card.task).makes_content or _takes_prompt(result.card):
@@ -154,7 +157,11 @@ def _final_sentence(
     if primary.type in ("audio", "image"):
         value = Path(value).name
     if _takes_prompt(result.card):
-        return f"{result.card.name} answered: {_sentence(value)}"
+        said_by = f"{result.card.name} answered: {_sentence(value)}"
+        card = result.card
+        if card.strength < _TRUSTED and card.limitations:  # when unsure, say so
+            said_by += f" (Mind: {card.name} is a weak model: {card.limitations[0]}.)"
+        return said_by
     records = result.outputs.get(primary.name)
     if primary.type == "json" and isinstance(records, list):
         value = f"{len(records)} found ({value})" if records else "none found"

@@ -25,6 +25,7 @@ MIN_SIMILARITY = 0.08
 MIN_COVERAGE = 0.3  # the share of a clause's instruction words a fitting card's document has
 SECOND_CAPABILITY = 0.2  # what a clause's left-over words must match to add a second step
 HEAD_BONUS = 0.12  # the clause's leading verb is in the card's document
+OBJECT_BONUS = 0.12  # so is the noun it asks for by name ("compare the sentiment of")
 FILE_KIND_BONUS = 0.15
 NEAR_BEST = 0.8  # a card of the same task this close to a missing one may stand in
 SAME_SIGNATURE = 0.5  # a card of another task this close to a missing one may stand in
@@ -98,11 +99,16 @@ class CardMatcher:
                 max(c, a) if pw.takes_prompt(e.card) and not e.card.output_types() & given else c
                 for c, a, e in zip(covered, asked, self.entries, strict=True)
             ]
+        asked_for, made = pw.asked_object(clause), pw.made_kinds(clause)
         for i, entry in enumerate(self.entries):
             sim = 0.5 * full[i] + 0.5 * own[i] if covered[i] >= MIN_COVERAGE else 0.0
+            if made and not made & entry.card.output_types():
+                sim = 0.0  # "turn memo.wav into text": not a card making a voice of it
             score = sim
             if sim > 0 and head and head in self.heads[i]:
                 score += HEAD_BONUS
+            if sim > 0 and asked_for and asked_for in self.heads[i]:
+                score += OBJECT_BONUS
             if sim > 0 and kinds & entry.card.input_types():
                 score += FILE_KIND_BONUS
             out.append(score)

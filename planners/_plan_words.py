@@ -43,6 +43,14 @@ TYPED_REF = {
                      re.IGNORECASE)
     for kind, nouns in TYPE_NOUNS.items()
 }  # fmt: skip
+OBJECT = re.compile(r"\bthe\s+([a-z]+)\s+(?:of|in)\b", re.IGNORECASE)  # "the mood of ..."
+INTO = {  # the kind a clause asks its input be made into: "turn memo.wav into text"
+    kind: re.compile(
+        rf"\b(?:into|as|(?:turn|convert|change|transform)\b.*?\bto)\s+(?:\w+\s+)?(?:{nouns})s?\b",
+        re.IGNORECASE,
+    )
+    for kind, nouns in TYPE_NOUNS.items()
+}
 PRONOUN = re.compile(r"\b(?:it|its|this|that|them|these|those|the\s+same)\b", re.IGNORECASE)
 
 
@@ -139,6 +147,17 @@ def referred_kinds(clause: str, given: frozenset[str], first: bool = True) -> se
     if first and not kinds and len(media) == 1 and PRONOUN.search(clause):
         kinds = set(media)
     return kinds - {"text"}
+
+
+def asked_object(clause: str) -> str:
+    """The stem of what a clause asks for by name: "compare the sentiment of ..." -> sentiment."""
+    found = OBJECT.search(clause)
+    return stem(found.group(1).lower()) if found else ""
+
+
+def made_kinds(clause: str) -> set[str]:
+    """The kinds a clause asks its input be turned into ("into text", "as speech")."""
+    return {k for k, p in INTO.items() if p.search(clause)}
 
 
 DESCRIPTION = re.compile(

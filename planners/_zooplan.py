@@ -94,7 +94,10 @@ class ZooPlanner(CardMatcher):
                 )
             elif found is None and goals:
                 o, previous, chain = goals[-1]
-                goals[-1] = (o, f"{previous} and {clause}", chain)
+                joined = f"{previous} and {clause}"
+                if len(chain[0]) == 1:  # a group of equal cards is kept as it is
+                    chain = [[i] for i in self._chain_in_clause(joined, chain[0][0])]
+                goals[-1] = (o, joined, chain)
             elif found is not None:
                 goals.append(
                     (order, clause, [[i] for i in self._chain_in_clause(clause, found[0])])
@@ -141,6 +144,11 @@ class ZooPlanner(CardMatcher):
         first_card = self.entries[best].card
         if pw.takes_prompt(first_card):
             return [best]  # "explain quantum computing": the rest is what to write about
+        if pw.made_kinds(clause) & first_card.output_types():
+            return [best]  # "turn memo.wav into text": made, nothing more to do to it
+        inputs = pw.request_sources(clause, [clause], [])
+        if sum(1 for s in inputs if s.kind in first_card.input_types()) > 1:
+            return [best]  # "compare the sentiment of 'a' and 'b'": each gets the first card
         sims = self.index.similarities(rest)
         others = [
             k

@@ -36,3 +36,33 @@ def test_json_lists_of_records_render_compactly():
     assert render_value("json", rows) == "label=tabby, score=0.812; label=tiger cat, score=0.1"
     long = render_value("json", {"vector": list(range(1000))})
     assert len(long) <= 400 and long.endswith("...")
+
+
+def test_a_weak_writing_models_answer_carries_its_caveat():
+    from orchestrator.plan import Plan, Subtask, TextArg
+
+    def writer(name, strength):
+        return ToolCard.model_validate(
+            {
+                "name": name,
+                "task": "text-generation",
+                "description": "a chat model for answer tests",
+                "inputs": [{"name": "prompt", "type": "text"}],
+                "outputs": [{"name": "text", "type": "text"}],
+                "backend": {"kind": "python", "entry": "os.path:basename"},
+                "limitations": ["often wrong on arithmetic"],
+                "strength": strength,
+            }
+        )
+
+    step = Subtask(
+        id="s1", task="text-generation", instruction="17 times 23",
+        args={"text": TextArg(value="what is 17 times 23")},
+    )  # fmt: skip
+    plan = Plan(request="what is 17 times 23", subtasks=[step], planner="test")
+    weak = StepResult("s1", "17 times 23", writer("tiny", 0.15), {"text": "It is 1713."})
+    strong = StepResult("s1", "17 times 23", writer("big", 0.85), {"text": "It is 391."})
+    assert compose_answer([weak], plan=plan) == (
+        "tiny answered: It is 1713. (Mind: tiny is a weak model: often wrong on arithmetic.)"
+    )
+    assert compose_answer([strong], plan=plan) == "big answered: It is 391."

@@ -321,3 +321,20 @@ def test_a_question_about_a_given_input_is_asked_of_a_card_reading_that_input(
         assert step.task == "automatic-speech-recognition", request
     plan = planner.plan("Transcribe memo.wav and tell me what it says", builtin_zoo)
     assert [s.task for s in plan.subtasks] == ["automatic-speech-recognition"]
+
+
+def test_what_a_clause_asks_for_by_name_or_as_a_kind_decides_the_steps(planner, builtin_zoo):
+    # "into text": the transcript is the result, not a voice reading it.
+    plan = planner.plan("turn memo.wav into text", builtin_zoo)
+    assert [s.task for s in plan.subtasks] == ["automatic-speech-recognition"]
+    plan = planner.plan("convert this text to speech: hello there", builtin_zoo)
+    assert [s.task for s in plan.subtasks] == ["text-to-speech"]
+    # "a transcript of" names the capability; "its language" then reads that transcript.
+    plan = planner.plan("I need a transcript of memo.wav, then tell me its language", builtin_zoo)
+    transcribe, language = plan.subtasks
+    assert (transcribe.task, language.cards[0]) == ("automatic-speech-recognition", "lingua-langid")
+    assert language.args["text"].step == transcribe.id
+    # "compare the sentiment of" two texts: the sentiment of each, not their embeddings.
+    plan = planner.plan('Compare the sentiment of "I love this" and "I hate this"', builtin_zoo)
+    assert [s.cards[0] for s in plan.subtasks] == ["vader-sentiment", "vader-sentiment"]
+    assert [s.args["text"].value for s in plan.subtasks] == ["I love this", "I hate this"]
