@@ -161,7 +161,8 @@ def made_kinds(clause: str) -> set[str]:
 
 
 DESCRIPTION = re.compile(
-    r"\b(?:of|about|showing|depicting|featuring|where|in\s+which|that\s+shows?)\b", re.IGNORECASE
+    r"\b(?:of|about|for|showing|depicting|featuring|where|in\s+which|that\s+shows?)\b",
+    re.IGNORECASE,
 )
 
 

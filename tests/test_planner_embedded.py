@@ -338,3 +338,11 @@ def test_what_a_clause_asks_for_by_name_or_as_a_kind_decides_the_steps(planner, 
     plan = planner.plan('Compare the sentiment of "I love this" and "I hate this"', builtin_zoo)
     assert [s.cards[0] for s in plan.subtasks] == ["vader-sentiment", "vader-sentiment"]
     assert [s.args["text"].value for s in plan.subtasks] == ["I love this", "I hate this"]
+
+
+def test_a_writing_request_goes_to_the_writer_an_errand_does_not(planner, builtin_zoo):
+    # What it is for ("for a bakery") is the subject, not words the writer must have.
+    [step] = planner.plan("give me three name ideas for a bakery", builtin_zoo).subtasks
+    assert step.task == "text-generation"
+    with pytest.raises(NoCapableTool):
+        planner.plan("search for flights to Paris", builtin_zoo)
