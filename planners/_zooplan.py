@@ -357,7 +357,7 @@ class ZooPlanner(CardMatcher):
                     f"{pw.said(clause)} needs {source.name}, which cannot be made here (see above)",
                 )
                 return None
-            source = self._bridge(draft, order, clause, source, io.type)
+            source = self._bridge(draft, order, clause, source, io.type, card.output_types())
             if source is None:
                 return None
             draft.used.add(id(source))
@@ -461,14 +461,27 @@ class ZooPlanner(CardMatcher):
         return self._add(draft, order, clause, writer, {"text": TextArg(value=pw.prompt(clause))})
 
     def _bridge(
-        self, draft: pw.Draft, order: int, clause: str, source: pw.Source, kind: str
+        self,
+        draft: pw.Draft,
+        order: int,
+        clause: str,
+        source: pw.Source,
+        kind: str,
+        then: frozenset[str] = frozenset(),
     ) -> pw.Source | None:
-        """``source`` converted to ``kind`` by the best-fitting card path (one or two steps)."""
+        """``source`` converted to ``kind`` by the best-fitting card path (one or two steps).
+
+        ``then``: what the card fed by the path makes. A path that makes it on the way is a
+        round trip ("transcribe cat.png": its label spoken, then transcribed), never a bridge.
+        """
         if source.kind == kind or (kind == "text" and source.kind == "json"):
             return source
         if kind == "text" and not source.content and source.kind in ("text", "json"):
             return source
         path = self.bridge_path(clause, source.kind, kind)
+        on_the_way = {t for i in (path or [])[:-1] for t in self.entries[i].card.output_types()}
+        if path is not None and then & on_the_way:
+            path = None
         if path is None:
             draft.unserved.append(
                 f"{pw.said(clause)} needs {kind} but was given {source.kind} ({source.name}), "

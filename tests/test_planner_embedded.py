@@ -346,3 +346,11 @@ def test_a_writing_request_goes_to_the_writer_an_errand_does_not(planner, builti
     assert step.task == "text-generation"
     with pytest.raises(NoCapableTool):
         planner.plan("search for flights to Paris", builtin_zoo)
+
+
+def test_a_bridge_never_makes_what_the_card_after_it_makes(planner, builtin_zoo):
+    # Transcribing a photo would mean speaking its label and transcribing that: refused.
+    with pytest.raises(NoCapableTool, match="needs audio but was given image"):
+        planner.plan("transcribe cat.png", builtin_zoo)
+    plan = planner.plan("read sign.png aloud", builtin_zoo)  # a real bridge is still made
+    assert [s.task for s in plan.subtasks] == ["image-to-text", "text-to-speech"]
