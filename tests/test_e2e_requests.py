@@ -148,6 +148,22 @@ CASES = [
         files=("cat.png",),  # attached as well as named: one file, read once
         extra={"steps": 2},
     ),
+    # -- a question about what was attached, in the words people use
+    Case("attached-what", "single", "what's in this picture?", files=("cat.png",), words=("cat",)),
+    Case(
+        "attached-say",
+        "single",
+        "what does this recording say",
+        files=("sad.wav",),
+        words=("disappointed",),
+    ),
+    Case("into-text", "single", "turn happy.wav into text", words=("sunny",), extra={"steps": 1}),
+    Case(
+        "compare-mood",
+        "files",
+        'Compare the sentiment of "I adore this place" and "I hate this place"',
+        words=("positive", "negative"),
+    ),
     # -- several files
     Case(
         "two-images",
@@ -272,6 +288,13 @@ CASES = [
     ),
     Case(
         "no-audio", "bad-input", "Transcribe the recording", status=("rejected",), words=("audio",)
+    ),
+    Case(
+        "photo-transcribe",
+        "bad-input",
+        "transcribe cat.png",  # not its label spoken and transcribed back
+        status=("unservable", "rejected"),
+        words=("audio", "cat.png"),
     ),
     Case("no-text", "bad-input", "what's the sentiment", status=("rejected",), words=("text",)),
     Case(
