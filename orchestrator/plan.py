@@ -193,12 +193,28 @@ def validate_plan(
                 if base_dir is not None and not path.is_absolute():
                     path = base_dir / path
                 if not path.is_file():
-                    raise PlanError(f"step {subtask.id}: {io_type} file '{arg.path}' not found")
+                    raise PlanError(
+                        f"step {subtask.id}: {io_type} file '{arg.path}' not found"
+                        + _did_you_mean(path)
+                    )
                 from orchestrator._filekind import content_problem
 
                 problem = content_problem(path, io_type)
                 if problem is not None:
                     raise PlanError(f"step {subtask.id}: {problem}")
+
+
+def _did_you_mean(path: Path) -> str:
+    """A file beside ``path`` whose name differs only in case ("MEMO.WAV": memo.wav)."""
+    try:
+        near = sorted(
+            f.name
+            for f in path.parent.iterdir()
+            if f.name.lower() == path.name.lower() and f.is_file()
+        )
+    except OSError:
+        return ""
+    return f"; did you mean {near[0]}? (file names are case-sensitive)" if near else ""
 
 
 def parse_plan(data: object, request: str) -> Plan:

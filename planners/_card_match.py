@@ -44,9 +44,39 @@ class CardMatcher:
         self.tasks = sorted({e.card.task for e in self.entries})
         self.terms = [set(tokens(pw.card_document(e.card))) for e in self.entries]
         self.own_terms = [set(tokens(pw.own_document(e.card))) for e in self.entries]
+        self.vocabulary = {
+            w
+            for e in self.entries
+            for w in re.findall(r"[a-z]{6,}", pw.card_document(e.card).lower())
+        }
+        self._mended: dict[str, str] = {}  # word -> the card word it is a slip of ("": none)
         counts = Counter(t for terms in self.terms for t in terms)
         n = len(self.entries)
         self.idf = {t: math.log((1 + n) / (1 + c)) + 1.0 for t, c in counts.items()}
+
+    def spelled(self, text: str) -> str:
+        """``text`` with each long word the cards do not have, but have one slip away, mended.
+
+        "the langauge of": a swapped, missing, extra or wrong letter in a word of six letters or
+        more, when exactly one word of the cards' documents is that close.
+        """
+
+        def mend(found: re.Match[str]) -> str:
+            word = found.group(0)
+            lower = word.lower()
+            if lower in self.vocabulary:
+                return word
+            if lower in self._mended:
+                return self._mended[lower] or word
+            near = [
+                v for v in self.vocabulary if abs(len(v) - len(lower)) <= 1 and _one_slip(lower, v)
+            ]
+            if len(self._mended) > 10_000:  # a long-lived server meets endless new words
+                self._mended.clear()
+            self._mended[lower] = near[0] if len(near) == 1 else ""
+            return self._mended[lower] or word
+
+        return re.sub(r"[A-Za-z]{6,}", mend, text)
 
     def coverage(self, text: str, own: bool = False) -> list[float]:
         """The share of the text's words (weighted by rarity) each card's document has.
@@ -72,9 +102,9 @@ class CardMatcher:
         ``given``: the kinds of input the request has (a card reading one the clause names -
         a file, or "this picture" - fits better).
         """
-        text = pw.ize(pw.instruction(clause))
+        text = self.spelled(pw.ize(pw.instruction(clause)))
         head = pw.head(text)
-        capability = pw.without_refs(clause)  # "the mood of the text in x.png": the mood
+        capability = self.spelled(pw.without_refs(clause))  # "the mood of the text in x.png"
         if tokens(capability):
             text = capability
         elif capability.split() != text.split():
@@ -124,7 +154,9 @@ class CardMatcher:
         scores = self.scores(clause, given, implied)
         named = pw.file_kinds(clause) | pw.referred_kinds(clause, given, first)
         if named:  # a card must be able to read the named input, directly or converted
-            reach = self._reachable(named | {"text"})
+            # Never through what the clause asks to be made: "make a text file of cat.png" is
+            # not its label spoken and transcribed.
+            reach = self._reachable(named | {"text"}, avoid=pw.made_kinds(clause))
             scores = [
                 sc if self.entries[k].card.input_types() <= reach else 0.0
                 for k, sc in enumerate(scores)
@@ -134,7 +166,28 @@ class CardMatcher:
                 sc if _in_words(e.card) else 0.0 for sc, e in zip(scores, self.entries, strict=True)
             ]
         i = max(range(len(scores)), key=lambda k: (scores[k], -k))
-        return (i, scores[i]) if scores[i] >= MIN_SIMILARITY else None
+        if scores[i] >= MIN_SIMILARITY:
+            return (i, scores[i])
+        return self._converter(clause, named)
+
+    def _converter(self, clause: str, named: set[str]) -> tuple[int, float] | None:
+        """The card turning the clause's input into the kind it asks for, by types alone.
+
+        "make an audio version of notes.txt": no card's words fit, but one reads text and
+        makes audio (the available one, the strongest first).
+        """
+        made = pw.made_kinds(clause)
+        kinds = set(named) | ({"text"} if pw.quoted_or_colon(clause) else set())
+        if not made or not kinds:
+            return None
+        found = [
+            (e.available, e.card.strength, -k)
+            for k, e in enumerate(self.entries)
+            if e.card.input_types() & kinds
+            and e.card.output_types() & made
+            and not pw.takes_prompt(e.card)
+        ]
+        return (-max(found)[2], MIN_SIMILARITY) if found else None
 
     def _by_input(
         self, clause: str, given: frozenset[str], first: bool = True
@@ -164,13 +217,17 @@ class CardMatcher:
         best = max(readers)
         return (-best[3], MIN_SIMILARITY)
 
-    def _reachable(self, kinds: set[str]) -> set[str]:
-        """The types the cards can make from ``kinds`` (converting steps only)."""
+    def _reachable(self, kinds: set[str], avoid: set[str] = frozenset()) -> set[str]:
+        """The types the cards can make from ``kinds``.
+
+        Converting steps only, and none reading a type in ``avoid``.
+        """
         reach = set(kinds)
         for _ in range(3):
             for entry in self.entries:
                 card = entry.card
-                if card.input_types() and card.input_types() <= reach and not pw.takes_prompt(card):
+                reads = card.input_types()
+                if reads and reads <= reach and not reads & avoid and not pw.takes_prompt(card):
                     reach |= card.output_types()
         return reach
 
@@ -246,3 +303,20 @@ def _in_words(card: ToolCard) -> bool:
     What an input shows or says is answered in words, never by a voice or a picture made of it.
     """
     return card.primary_output().type in ("text", "json")
+
+
+def _one_slip(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` differ by one swapped pair, missing, extra or wrong letter."""
+    if a == b:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        if len(diff) == 1:
+            return True
+        i = diff[0]
+        return len(diff) == 2 and diff[1] == i + 1 and a[i] == b[i + 1] and a[i + 1] == b[i]
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    if len(long) - len(short) != 1:
+        return False
+    i = next((k for k, (x, y) in enumerate(zip(short, long, strict=False)) if x != y), len(short))
+    return short[i:] == long[i + 1 :]

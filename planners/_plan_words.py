@@ -46,7 +46,8 @@ TYPED_REF = {
 OBJECT = re.compile(r"\bthe\s+([a-z]+)\s+(?:of|in)\b", re.IGNORECASE)  # "the mood of ..."
 INTO = {  # the kind a clause asks its input be made into: "turn memo.wav into text"
     kind: re.compile(
-        rf"\b(?:into|as|(?:turn|convert|change|transform)\b.*?\bto)\s+(?:\w+\s+)?(?:{nouns})s?\b",
+        rf"\b(?:into|as|(?:turn|convert|change|transform)\b.*?\bto)\s+(?:\w+\s+)?(?:{nouns})s?\b"
+        rf"|\b(?:an?\s+)?(?:{nouns})\s+(?:version|copy|file)\s+of\b",
         re.IGNORECASE,
     )
     for kind, nouns in TYPE_NOUNS.items()
@@ -153,6 +154,13 @@ def asked_object(clause: str) -> str:
     """The stem of what a clause asks for by name: "compare the sentiment of ..." -> sentiment."""
     found = OBJECT.search(clause)
     return stem(found.group(1).lower()) if found else ""
+
+
+def quoted_or_colon(clause: str) -> bool:
+    """Whether the clause gives a text of its own (quoted, or after a colon)."""
+    from planners.embedded import QUOTED
+
+    return bool(QUOTED.search(clause) or after_colon(clause))
 
 
 def made_kinds(clause: str) -> set[str]:
@@ -289,7 +297,7 @@ def same_file(given: Path, named: str) -> bool:
     return bool(parts) and given.parts[-len(parts) :] == parts
 
 
-COLON_TEXT = re.compile(r"^[^:\"'“]{3,80}:\s*(\S.*)$", re.DOTALL)
+COLON_TEXT = re.compile(r"^(?:[^:\"'“’]|(?<=\w)['’](?=\w)){3,80}:\s*(\S.*)$", re.DOTALL)
 
 
 def after_colon(clause: str) -> str | None:

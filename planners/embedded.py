@@ -97,8 +97,9 @@ def split_clauses(request: str, *, colon_text: bool = False) -> list[str]:
     return clauses
 
 
-# An instruction (no quotes, no colon), a colon and a space, then the text to work on.
-_COLON_INPUT = re.compile(r"^([^:\"'“”\n]{3,80}?):\s+(\S.*)$", re.DOTALL)
+# An instruction (no quotes, no colon; "what's" is a word, not a quote), a colon and a space,
+# then the text to work on.
+_COLON_INPUT = re.compile(r"^((?:[^:\"'“”’\n]|(?<=\w)['’](?=\w)){3,80}?):\s+(\S.*)$", re.DOTALL)
 
 
 def _protect(text: str) -> tuple[str, list[str]]:

@@ -92,7 +92,10 @@ def test_missing_file(zoo, tmp_path):
     plan = plan_of(
         step("a", "automatic-speech-recognition", audio={"kind": "file", "path": "no.wav"})
     )
-    with pytest.raises(PlanError, match="audio file 'no.wav' not found"):
+    with pytest.raises(PlanError, match="audio file 'no.wav' not found$"):
+        validate_plan(plan, zoo, base_dir=tmp_path)
+    (tmp_path / "No.WAV").write_bytes(b"RIFF")  # typed in another case: the name is offered
+    with pytest.raises(PlanError, match=r"'no.wav' not found; did you mean No.WAV\?"):
         validate_plan(plan, zoo, base_dir=tmp_path)
 
 

@@ -354,3 +354,31 @@ def test_a_bridge_never_makes_what_the_card_after_it_makes(planner, builtin_zoo)
         planner.plan("transcribe cat.png", builtin_zoo)
     plan = planner.plan("read sign.png aloud", builtin_zoo)  # a real bridge is still made
     assert [s.task for s in plan.subtasks] == ["image-to-text", "text-to-speech"]
+
+
+def test_a_slip_of_the_keyboard_in_a_capability_word_is_mended(planner, builtin_zoo):
+    [step] = planner.plan('pls tell me the langauge of "ich bin müde"', builtin_zoo).subtasks
+    assert step.cards[0] == "lingua-langid" and step.args["text"].value == "ich bin müde"
+    [step] = planner.plan("transcirbe memo.wav", builtin_zoo).subtasks
+    assert step.task == "automatic-speech-recognition"
+    # The quoted text is never mended: it is the input, not an instruction.
+    [step] = planner.plan('whats the sentimnet of "langauge"', builtin_zoo).subtasks
+    assert step.cards[0] == "vader-sentiment" and step.args["text"].value == "langauge"
+
+
+def test_a_version_of_an_input_in_another_kind_is_planned_by_types(planner, builtin_zoo):
+    # No card's words fit "an audio version", but one reads text and makes audio.
+    [step] = planner.plan("can you make an audio version of notes.txt", builtin_zoo).subtasks
+    assert step.task == "text-to-speech" and step.args["text"].path == "notes.txt"
+    # "a text file of cat.png" is read from the picture, never reached through a voice.
+    tasks = [s.task for s in planner.plan("make a text file of cat.png", builtin_zoo).subtasks]
+    assert tasks == ["image-to-text"]
+
+
+def test_an_apostrophe_in_the_instruction_keeps_the_text_after_its_colon_whole(
+    planner, builtin_zoo
+):
+    request = "what's the vibe of this review: the food was cold and the waiter ignored us"
+    [step] = planner.plan(request, builtin_zoo).subtasks
+    assert step.cards[0] == "vader-sentiment"
+    assert step.args["text"].value == "the food was cold and the waiter ignored us"
