@@ -53,8 +53,10 @@ QUOTED = re.compile(r"[\"“]([^\"”]+)[\"”]|(?<!\w)'([^']+)'(?!\w)")
 # A quoted file name may hold spaces: 'Transcribe "my recording.wav"'.
 QUOTED_FILE = re.compile(rf"[\"“']([^\"”'\n]+\.(?:{_EXTENSIONS}))[\"”']", re.IGNORECASE)
 _SENTENCE = re.compile(r"[.!?;]+(?:\s+|$)")
+# A comma between two digits is part of a number ("25,000"), not a joiner.
 _JOINERS = re.compile(
-    r",\s*|\s+(?:and\s+then|after\s+that|afterwards|finally|then|and|also|plus)\s+", re.IGNORECASE
+    r"(?:(?<!\d),|,(?!\d))\s*|\s+(?:and\s+then|after\s+that|afterwards|finally|then|and|also|plus)\s+",
+    re.IGNORECASE,
 )
 _LEADING_JOINER = re.compile(
     r"^(?:and\s+then|after\s+that|afterwards|finally|then|and|also|plus)\b[\s,]*", re.IGNORECASE

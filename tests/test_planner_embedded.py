@@ -26,6 +26,14 @@ def test_split_keeps_file_names_whole():
     ]
 
 
+def test_split_keeps_numbers_with_thousands_separators_whole():
+    # The comma in "25,000" is part of the number; a comma before a space still joins clauses.
+    assert split_clauses("Transfer 25,000 yuan to Li, then check my balance") == [
+        "Transfer 25,000 yuan to Li",
+        "check my balance",
+    ]
+
+
 def test_demo_request_is_a_typed_chain(planner, builtin_zoo, tmp_path):
     (tmp_path / "demo.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt ")
     plan = planner.plan(DEMO, builtin_zoo)
