@@ -16,7 +16,8 @@ With no worked examples, a plan comes from what the tool set itself says:
    in the request's order: a tool explaining a clause another tool of the path already
    explains, or an earlier clause, gains less; of two tools on one clause, one that looks
    something up (its name says search, query, check ...) goes first: the request does not say
-   the order, and a lookup feeds the step that acts;
+   the order, and a lookup feeds the step that acts; a tool whose description names another
+   tool ("after file_write ...") comes after it: the description says what was done before;
 3. score - the path with the largest total gain wins, each tool paying a fixed price (so a tool
    is added only when it explains part of the request), with a small bonus for tools many
    others follow in the graph (a search or a log-in that other steps need first).
@@ -59,6 +60,8 @@ _LOOKUP = re.compile(
     r"\b(?:search|query|queries|inquiry|inquire|check|find|finding|look|lookup|view|get|"
     r"retrieval|retrieve|status|availability)\b"
 )
+# A tool named in prose: an identifier with an underscore (a one-word name is also a plain word).
+_TOOL_NAME = re.compile(r"\b[^\W\d_]\w*_\w+\b")
 _QUOTED = re.compile(r"[\"“]([^\"”]+)[\"”]|(?<!\w)'([^']+)'(?!\w)|`[^`]+`")
 
 
@@ -104,6 +107,11 @@ class GraphPathPlanner:
                 self.successors[a].append(b)
         else:  # no graph: any tool may follow any other
             self.successors = [[b for b in range(n) if b != a] for a in range(n)]
+        # A description that names another tool says what was done before it ("after file_write,
+        # delete the file"): the tool works on the named tool's result, so it never feeds it.
+        for a, description in enumerate(descriptions):
+            named = {position[m] for m in _TOOL_NAME.findall(description) if m in position}
+            self.successors[a] = [b for b in self.successors[a] if b not in named]
         followed = Counter(a for a, _ in graph)
         most = max(followed.values(), default=0)
         self.prior = [

@@ -6,6 +6,8 @@ test also switches its rule off and checks the plan (or the match) changes, so i
 
 from __future__ import annotations
 
+import re
+
 import planners._graphplan as graphplan
 from planners._graphplan import GraphPathPlanner
 from planners.toolset import ToolSet, ToolSpec
@@ -100,3 +102,31 @@ def test_a_fragment_is_read_in_the_request_s_topic(monkeypatch):
     monkeypatch.setattr(graphplan, "_CONTEXT", 0.0)
     fragment = GraphPathPlanner(tools).matches(clauses, request)[1]
     assert fragment[0] < fragment[1]
+
+
+FILES = _tools(
+    {
+        "file_write": "Write content to a file",
+        "file_modify": "Modify the content of an existing file",
+        "file_delete": "Delete a file. After file_write or file_modify, delete it if unneeded",
+    }
+)
+
+
+def test_a_tool_whose_description_names_another_comes_after_it(monkeypatch):
+    # The delete tool's description names file_modify as done before it: though the request
+    # says "delete" first, the delete tool cannot feed the modifying one.
+    request = "Delete the file, after I modify the file content"
+    plan = GraphPathPlanner(FILES).plan(request)
+    assert plan.nodes == ["file_modify", "file_delete"]
+    assert plan.links == [("file_modify", "file_delete")]
+    monkeypatch.setattr(graphplan, "_TOOL_NAME", re.compile(r"(?!)"))  # no tool is named
+    assert GraphPathPlanner(FILES).plan(request).nodes == ["file_delete", "file_modify"]
+
+
+def test_only_identifiers_in_a_description_count_as_tool_names():
+    # "search" in prose is a plain word, not the one-word tool of that name.
+    tools = _tools({"search": "Search the web", "summarize": "Summarize what a search found"})
+    planner = GraphPathPlanner(tools)
+    assert planner.successors == [[1], [0]]
+    assert graphplan._TOOL_NAME.findall("after file_write or search, 2_b x") == ["file_write"]
