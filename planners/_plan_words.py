@@ -52,6 +52,7 @@ INTO = {  # the kind a clause asks its input be made into: "turn memo.wav into t
     )
     for kind, nouns in TYPE_NOUNS.items()
 }
+STARTS_WITH_INPUT = re.compile(r"^\s*(?:[\"'“‘]|[\w./-]+\.[A-Za-z0-9]{2,4}\b)")  # a quote, a file
 PRONOUN = re.compile(r"\b(?:it|its|this|that|them|these|those|the\s+same)\b", re.IGNORECASE)
 
 

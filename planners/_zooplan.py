@@ -85,6 +85,15 @@ class ZooPlanner(CardMatcher):
             found = self.best(clause, given, first=first) or self._by_input(clause, given, first)
             if goals and not tokens(pw.without_refs(clause)):
                 found = None  # "... and in the second image": only names an input
+            elif goals and pw.STARTS_WITH_INPUT.match(clause):
+                # "read sign.png and fr.png aloud": what follows the second input is asked of
+                # both, when the whole fits a card.
+                o, previous, _ = goals[-1]
+                joined = f"{previous} and {clause}"
+                whole = self.best(joined, given, first=len(goals) == 1)
+                if whole is not None:
+                    goals[-1] = (o, joined, [[i] for i in self._chain_in_clause(joined, whole[0])])
+                    continue
             if found is None and not goals and self.is_general_request(clause) and self.general():
                 goals.append((order, clause, [self.general()]))
             elif found is None and goals and pw.acts_on_it(clause):

@@ -390,3 +390,11 @@ def test_an_apostrophe_in_the_instruction_keeps_the_text_after_its_colon_whole(
     [step] = planner.plan(request, builtin_zoo).subtasks
     assert step.cards[0] == "vader-sentiment"
     assert step.args["text"].value == "the food was cold and the waiter ignored us"
+
+
+def test_what_follows_a_second_input_is_asked_of_both(planner, builtin_zoo):
+    plan = planner.plan("read sign.png and fr.png aloud", builtin_zoo)
+    spoken = [s for s in plan.subtasks if s.task == "text-to-speech"]
+    read = {s.id: s.args["image"].path for s in plan.subtasks if s.task == "image-to-text"}
+    assert sorted(read.values()) == ["fr.png", "sign.png"]
+    assert sorted(read[s.args["text"].step] for s in spoken) == ["fr.png", "sign.png"]
