@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.budget import Budget
 from orchestrator.cards import ToolCard, load_card
+from orchestrator.cards.zoo import Zoo
 from orchestrator.config import Config
 from orchestrator.errors import (
     BudgetExceeded,
@@ -19,8 +20,7 @@ from orchestrator.errors import (
     ToolFailed,
     UserError,
 )
-from orchestrator.plan import Plan, Subtask
-from orchestrator.zoo import Zoo
+from orchestrator.planning.plan import Plan, Subtask
 
 __all__ = [
     "Budget",
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from orchestrator.run import Orchestrator, RunResult, StepRecord
+    from orchestrator.pipeline.orchestrator import Orchestrator, RunResult, StepRecord
 
 _LAZY = {"Orchestrator", "RunResult", "StepRecord"}
 
@@ -52,7 +52,7 @@ _LAZY = {"Orchestrator", "RunResult", "StepRecord"}
 def __getattr__(name: str) -> Any:
     # The run module pulls in LangGraph; worker processes import this package and never need it.
     if name in _LAZY:
-        from orchestrator import run
+        from orchestrator.pipeline import orchestrator as run
 
         return getattr(run, name)
     raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")

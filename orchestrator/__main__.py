@@ -1,5 +1,5 @@
 """``python -m orchestrator`` is the ``orchestrator`` command."""
 
-from orchestrator.cli import app
+from orchestrator.cli.main import app
 
 app()

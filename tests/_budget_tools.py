@@ -13,10 +13,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from orchestrator.backends import CallContext, Tool
 from orchestrator.cards import ToolCard
 from orchestrator.errors import ToolFailed
-from orchestrator.execute_inprocess import InProcessExecutor
+from orchestrator.execution.backends import CallContext, Tool
+from orchestrator.execution.inprocess import InProcessExecutor
 
 
 class VirtualClock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.backends import CallContext
+from orchestrator.execution.backends import CallContext
 
 
 def load_broken(options: dict[str, Any]) -> Any:

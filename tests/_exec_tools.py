@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.backends import CallContext
+from orchestrator.execution.backends import CallContext
 
 # Names this worker process (its pid is not unique across sandboxes: each has its own pid space).
 WORKER_ID = uuid.uuid4().hex

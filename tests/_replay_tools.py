@@ -6,9 +6,9 @@ import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from evals.routing import replay_card
 from orchestrator import Zoo
-from orchestrator.plan import Plan, Subtask, TextArg
+from orchestrator.evals.routing import replay_card
+from orchestrator.planning.plan import Plan, Subtask, TextArg
 
 
 def write_records(

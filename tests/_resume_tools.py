@@ -15,8 +15,8 @@ import time
 import uuid
 from typing import Any
 
-from orchestrator.backends import CallContext
-from orchestrator.plan import Plan, Subtask, TextArg
+from orchestrator.execution.backends import CallContext
+from orchestrator.planning.plan import Plan, Subtask, TextArg
 
 CARD = """
 name: slow-step

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from evals.bench_server import ServerProcess, launch_server
+from orchestrator.evals.bench_server import ServerProcess, launch_server
 
 __all__ = ["ServerProcess", "data_url", "launch_server", "png_bytes", "sse_payloads"]
 

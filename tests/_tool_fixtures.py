@@ -12,7 +12,7 @@ from orchestrator.cards import ToolCard, load_card
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-CARDS_DIR = Path(__file__).resolve().parent.parent / "tool_cards"
+CARDS_DIR = Path(__file__).resolve().parent.parent / "orchestrator" / "cards" / "builtin"
 OFFLINE_CARDS = (
     "minilm-embeddings",
     "rapidocr",
@@ -26,7 +26,7 @@ OFFLINE_CARDS = (
 
 
 def builtin_card(name: str) -> ToolCard:
-    """The built-in card ``name``, loaded and validated from tool_cards/."""
+    """The built-in card ``name``, loaded and validated from orchestrator/cards/builtin/."""
     return load_card(CARDS_DIR / f"{name}.yaml")
 
 

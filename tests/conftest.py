@@ -44,7 +44,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def builtin_zoo():
-    from orchestrator.zoo import Zoo
+    from orchestrator.cards.zoo import Zoo
 
     return Zoo.load([])
 
@@ -62,7 +62,7 @@ def orchestrator(builtin_zoo, tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_inputs(orchestrator, tmp_path_factory):
     """demo.wav (spoken by the TTS model) and demo.png (rendered text) in one folder."""
-    from orchestrator.demo import make_inputs
+    from orchestrator.cli.demo import make_inputs
 
     folder = tmp_path_factory.mktemp("demo")
     make_inputs(orchestrator, folder)
@@ -74,8 +74,8 @@ def llm_server(tmp_path_factory):
     """One real OpenAI-compatible server serving the small chat LLM card, for the session."""
     from _llm_server import CARD, start_llm_server, stop_llm_server
 
-    from orchestrator.backends import unavailable_reason
-    from orchestrator.llm_server import resolve_card
+    from orchestrator.execution.backends import unavailable_reason
+    from orchestrator.server.single_model import resolve_card
 
     reason = unavailable_reason(resolve_card(CARD))
     assert reason is None, f"{CARD} must be available here: {reason}"

@@ -1,5 +1,5 @@
-from orchestrator.answer import StepResult, compose_answer, render_value
 from orchestrator.cards import ToolCard
+from orchestrator.pipeline.answer import StepResult, compose_answer, render_value
 
 
 def card(name, outputs, label=None, task="text-classification") -> ToolCard:
@@ -39,7 +39,7 @@ def test_json_lists_of_records_render_compactly():
 
 
 def test_a_weak_writing_models_answer_carries_its_caveat():
-    from orchestrator.plan import Plan, Subtask, TextArg
+    from orchestrator.planning.plan import Plan, Subtask, TextArg
 
     def writer(name, strength):
         return ToolCard.model_validate(

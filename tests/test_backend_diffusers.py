@@ -18,11 +18,11 @@ import torch
 import yaml
 from PIL import Image
 
-from orchestrator.backends import CallContext, load_tool, unavailable_reason
 from orchestrator.cards import ToolCard, load_card
 from orchestrator.errors import UserError
+from orchestrator.execution.backends import CallContext, load_tool, unavailable_reason
 
-CARDS = Path(__file__).resolve().parents[1] / "tool_cards"
+CARDS = Path(__file__).resolve().parents[1] / "orchestrator" / "cards" / "builtin"
 
 
 @pytest.fixture(autouse=True)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from _llm_server import CARD
 
-from orchestrator.backends import CallContext, load_tool, unavailable_reason
-from orchestrator.backends.openai_chat import ChatEndpointError, is_local_url
 from orchestrator.cards import ToolCard
-from orchestrator.llm_server import resolve_card
+from orchestrator.execution.backends import CallContext, load_tool, unavailable_reason
+from orchestrator.execution.backends.openai_chat import ChatEndpointError, is_local_url
+from orchestrator.server.single_model import resolve_card
 
 
 @pytest.fixture(scope="module")

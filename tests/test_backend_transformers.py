@@ -1,7 +1,7 @@
 """The transformers backend, with tiny random models built into a temp folder.
 
 Every model goes through the path a real card takes: a card YAML is written, validated with
-``load_card`` and loaded with ``orchestrator.backends.load_tool``. Fully offline.
+``load_card`` and loaded with ``orchestrator.execution.backends.load_tool``. Fully offline.
 """
 
 from __future__ import annotations
@@ -19,12 +19,15 @@ import pytest
 import torch
 import yaml
 
-from orchestrator.backends import CallContext, load_tool, unavailable_reason
-from orchestrator.backends._hub import missing_modules_reason
-from orchestrator.backends.transformers_pipeline import dequantized_gguf_folder, model_cache_dir
 from orchestrator.cards import ToolCard, load_card
+from orchestrator.execution.backends import CallContext, load_tool, unavailable_reason
+from orchestrator.execution.backends._hub import missing_modules_reason
+from orchestrator.execution.backends.transformers_pipeline import (
+    dequantized_gguf_folder,
+    model_cache_dir,
+)
 
-CARDS = Path(__file__).resolve().parents[1] / "tool_cards"
+CARDS = Path(__file__).resolve().parents[1] / "orchestrator" / "cards" / "builtin"
 WORDS = (
     "the a cat dog sat on mat what is capital of france paris hello world red blue green".split()
 )
@@ -389,7 +392,7 @@ def test_audio_input_is_decoded_and_resampled_without_ffmpeg(tmp_path):
 def test_audio_results_are_written_as_wav_under_scratch(tmp_path):
     import numpy as np
 
-    from orchestrator.backends.transformers_pipeline import _outputs
+    from orchestrator.execution.backends.transformers_pipeline import _outputs
 
     card = ToolCard.model_validate(
         {

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 
 def test_bench_executor_prints_every_figure() -> None:
-    from orchestrator.cli import app
+    from orchestrator.cli.main import app
 
     result = CliRunner().invoke(
         app,

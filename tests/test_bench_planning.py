@@ -6,11 +6,11 @@ import json
 
 from typer.testing import CliRunner
 
-from evals.bench_planning import generated_requests
+from orchestrator.evals.bench_planning import generated_requests
 
 
 def _bench(*args: str):
-    from orchestrator.cli import app
+    from orchestrator.cli.main import app
 
     return CliRunner().invoke(app, ["bench", "planning", *args])
 

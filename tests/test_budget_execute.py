@@ -19,8 +19,8 @@ import pytest
 
 from orchestrator import Budget, Config, Orchestrator, Zoo
 from orchestrator.cards import ToolCard
-from orchestrator.execute import WorkerPoolExecutor
-from orchestrator.plan import Plan, Subtask, TextArg
+from orchestrator.execution.pool import WorkerPoolExecutor
+from orchestrator.planning.plan import Plan, Subtask, TextArg
 
 TOOLS = """
 import time

@@ -7,10 +7,10 @@ import textwrap
 
 from typer.testing import CliRunner
 
-from orchestrator._probes import PLACEHOLDER
-from orchestrator.cli import app
-from orchestrator.profile import profile_path
-from orchestrator.zoo import Zoo
+from orchestrator.cards.probes.aptitude import PLACEHOLDER
+from orchestrator.cards.profile import profile_path
+from orchestrator.cards.zoo import Zoo
+from orchestrator.cli.main import app
 
 CARD = """\
 name: {name}

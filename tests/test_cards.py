@@ -5,9 +5,9 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cards import card_from_yaml, load_card
-from orchestrator.cli import app
+from orchestrator.cards.zoo import Zoo, builtin_cards_dir, validate_paths
+from orchestrator.cli.main import app
 from orchestrator.errors import CardError
-from orchestrator.zoo import Zoo, builtin_cards_dir, validate_paths
 
 GOOD = """
 name: my-echo
@@ -219,9 +219,9 @@ def test_yaml_errors_give_line_and_column_not_a_unicode_string(tmp_path):
 
 
 def test_a_factory_that_returns_a_non_callable_is_named_as_such(tmp_path):
-    from orchestrator.backends import CallContext
     from orchestrator.errors import ToolFailed
-    from orchestrator.execute import WorkerPoolExecutor
+    from orchestrator.execution.backends import CallContext
+    from orchestrator.execution.pool import WorkerPoolExecutor
 
     py_card(tmp_path, "sum-int", "sum_int:load", "def load(options):\n    return 42\n")
     card = Zoo.load([tmp_path]).get("sum-int").card
@@ -234,7 +234,7 @@ def test_a_factory_that_returns_a_non_callable_is_named_as_such(tmp_path):
 
 
 def test_an_entry_naming_a_missing_attribute_says_which_module_lacks_it():
-    from orchestrator._lazy import import_entry
+    from orchestrator.plugins import import_entry
 
     with pytest.raises(
         AttributeError, match=r"os\.path:no_such_factory: module os\.path .* has no"

@@ -11,8 +11,8 @@ from _chat_tools import write_slow_cards
 
 from orchestrator import Config, Orchestrator
 from orchestrator.budget import Budget
-from orchestrator.chat import ChatSession, Conversation, Turn
 from orchestrator.errors import UserError
+from orchestrator.pipeline.chat import ChatSession, Conversation, Turn
 
 
 def test_a_reference_to_the_last_turn_brings_its_text_and_files(tmp_path):
@@ -269,10 +269,10 @@ def test_chat_says_at_start_which_of_your_cards_cannot_run(tmp_path, monkeypatch
 
     from rich.console import Console
 
-    from orchestrator.chat_cli import chat_loop
+    from orchestrator.cards.zoo import Zoo
+    from orchestrator.cli.chat import chat_loop
     from orchestrator.config import Config
-    from orchestrator.run import Orchestrator
-    from orchestrator.zoo import Zoo
+    from orchestrator.pipeline.orchestrator import Orchestrator
 
     cards = tmp_path / "cards"
     cards.mkdir()
@@ -311,7 +311,7 @@ def test_chat_says_at_start_which_of_your_cards_cannot_run(tmp_path, monkeypatch
     ],
 )
 def test_a_request_that_refers_to_an_earlier_turn(request_text):
-    from orchestrator.chat import refers_back
+    from orchestrator.pipeline.chat import refers_back
 
     assert refers_back(request_text)
 
@@ -327,7 +327,7 @@ def test_a_request_that_refers_to_an_earlier_turn(request_text):
     ],
 )
 def test_a_self_contained_request_does_not_refer_back(request_text):
-    from orchestrator.chat import refers_back
+    from orchestrator.pipeline.chat import refers_back
 
     assert not refers_back(request_text)
 
@@ -357,7 +357,7 @@ def test_it_after_a_spoken_turn_is_the_speech_it_made(tmp_path):
 
 
 def test_an_answer_handed_to_a_tool_has_no_links_paths_or_markup():
-    from orchestrator.chat import _quotable
+    from orchestrator.pipeline.chat import _quotable
 
     answer = (
         "**Transcript** of [memo.wav](/v1/files/ab12/memo.wav): hello there. "
@@ -370,7 +370,7 @@ def test_an_answer_handed_to_a_tool_has_no_links_paths_or_markup():
 
 
 def test_a_follow_up_lacking_its_input_takes_it_from_the_turn_before(tmp_path, builtin_zoo):
-    from orchestrator.chat import missing_input
+    from orchestrator.pipeline.chat import missing_input
 
     photo, speech = tmp_path / "cat.png", tmp_path / "memo.wav"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n")

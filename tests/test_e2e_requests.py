@@ -333,7 +333,7 @@ def inputs(orchestrator, tmp_path_factory):
     from PIL import Image, ImageDraw
     from skimage import data
 
-    from orchestrator.demo import render_text_png
+    from orchestrator.cli.demo import render_text_png
 
     folder = tmp_path_factory.mktemp("e2e-inputs")
     render_text_png(FRENCH, folder / "fr.png")

@@ -8,20 +8,20 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator._capability import card_text
-from orchestrator._embed import EmbeddingCache, MiniLMEmbedder
-from orchestrator._embed_tune import (
+from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
+from orchestrator.cards.zoo import Zoo
+from orchestrator.errors import UserError
+from orchestrator.planning.plan import Plan
+from orchestrator.selection.capability import card_text
+from orchestrator.selection.embed import EmbeddingCache, MiniLMEmbedder
+from orchestrator.selection.embed_tune import (
     MANIFEST,
     TunedEmbedder,
     label_text,
     tune_encoder,
     tuning_pairs,
 )
-from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
-from orchestrator.errors import UserError
-from orchestrator.plan import Plan
-from orchestrator.select import CapabilityScorer, rank_open, select_for_subtask
-from orchestrator.zoo import Zoo
+from orchestrator.selection.rank import CapabilityScorer, rank_open, select_for_subtask
 
 # name, task, domain tag, description, passed probes
 ZOO = [
@@ -225,9 +225,9 @@ def test_scorer_with_the_tuned_encoder_ranks_held_out_requests(tuned, tmp_path, 
 
 
 def test_cli_tunes_the_zoo_and_the_config_makes_runs_use_it(tmp_path, monkeypatch):
-    from orchestrator.cli import app
+    from orchestrator.cli.main import app
     from orchestrator.config import Config
-    from orchestrator.run import Orchestrator
+    from orchestrator.pipeline.orchestrator import Orchestrator
 
     monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("ORCHESTRATOR_CONFIG", str(tmp_path / "orchestrator.toml"))

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator._embed import EmbeddingCache
-from orchestrator._embed_tune import FolderEmbedder, TunedEmbedder, encoder_embedder
+from orchestrator.cards.zoo import Zoo
 from orchestrator.errors import UserError
-from orchestrator.select import CapabilityScorer, rank_open
-from orchestrator.zoo import Zoo
+from orchestrator.selection.embed import EmbeddingCache
+from orchestrator.selection.embed_tune import FolderEmbedder, TunedEmbedder, encoder_embedder
+from orchestrator.selection.rank import CapabilityScorer, rank_open
 from tests.test_embed_tune import CARDS
 from tests.test_evals_selection import write_fixture
 
@@ -99,7 +99,7 @@ def test_a_folder_that_is_no_encoder_is_refused_with_what_to_do(tmp_path):
 
 def test_the_scorer_and_runs_use_the_configured_encoder(encoder, tmp_path, monkeypatch):
     from orchestrator.config import Config
-    from orchestrator.run import Orchestrator
+    from orchestrator.pipeline.orchestrator import Orchestrator
 
     monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", str(tmp_path / "cache"))
     config = Config(runs_dir=tmp_path / "runs", selection_encoder=encoder)
@@ -115,7 +115,7 @@ def test_the_scorer_and_runs_use_the_configured_encoder(encoder, tmp_path, monke
 
 
 def test_the_selection_eval_ranks_with_the_encoder_and_keeps_minilm_baselines(encoder, tmp_path):
-    from orchestrator.cli import app
+    from orchestrator.cli.main import app
 
     api, dev = write_fixture(tmp_path)
     cache = tmp_path / "cache"

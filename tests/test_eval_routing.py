@@ -8,8 +8,8 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from evals.routing import aiq, frontier, load_bench, replay_cards
-from orchestrator.cli import app
+from orchestrator.cli.main import app
+from orchestrator.evals.routing import aiq, frontier, load_bench, replay_cards
 
 
 def test_aiq_is_the_mean_height_of_the_non_decreasing_hull():
@@ -81,8 +81,13 @@ def test_eval_routing_prints_one_json_object(tmp_path):
 
 
 def test_learned_tables_are_fitted_on_train_only(tmp_path):
-    from evals._routing_learned import LEARNED_WEIGHTS, choose_options, fit_tables, logged
-    from orchestrator._route_learned import replay_table
+    from orchestrator.evals.routing_learned import (
+        LEARNED_WEIGHTS,
+        choose_options,
+        fit_tables,
+        logged,
+    )
+    from orchestrator.routing.learned import replay_table
 
     train = load_bench(write(tmp_path / "t_train.csv"))
     data = logged(train, {m: m for m in train.models})
@@ -102,7 +107,7 @@ def test_learned_tables_are_fitted_on_train_only(tmp_path):
 
 
 def test_knn_embeds_the_query_after_its_few_shot_examples():
-    from evals.routing import query_text
+    from orchestrator.evals.routing import query_text
 
     prompt = "['Q: 1+1?\\nA) 2\\nAnswer:\\nA\\n\\nQ: 2+3?\\nA) 5\\nB) 6\\nAnswer:']"
     assert query_text(prompt) == "Q: 2+3?\nA) 5\nB) 6\nAnswer:"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from evals.planning import evaluate_planning, set_f1
-from orchestrator.cli import app
-from planners import get_planner
-from planners.toolset import ToolSet, load_examples
+from orchestrator.cli.main import app
+from orchestrator.evals.planning import evaluate_planning, set_f1
+from orchestrator.planning import get_planner
+from orchestrator.planning.toolset import ToolSet, load_examples
 
 TOOLS = {
     "search_train": "Search for train tickets between two cities on a date",
@@ -134,7 +134,7 @@ def test_limit_and_bad_folds(data: Path):
 
 
 def test_the_held_out_fifth_is_fixed_by_the_request_text(data: Path):
-    from evals.planning import is_held_out, split_examples
+    from orchestrator.evals.planning import is_held_out, split_examples
 
     examples = load_examples(data / "dev.jsonl")
     held = [e.request for e in examples if is_held_out(e)]
@@ -153,8 +153,8 @@ def test_the_held_out_fifth_is_fixed_by_the_request_text(data: Path):
 
 
 def test_the_held_out_share_is_about_a_fifth():
-    from evals.planning import is_held_out
-    from planners.toolset import Example
+    from orchestrator.evals.planning import is_held_out
+    from orchestrator.planning.toolset import Example
 
     examples = [Example(f"request number {i}", ("a",)) for i in range(2000)]
     share = sum(map(is_held_out, examples)) / len(examples)
@@ -162,9 +162,9 @@ def test_the_held_out_share_is_about_a_fifth():
 
 
 def test_zero_shot_plans_from_descriptions_and_the_graph_alone(data: Path):
-    from evals.planning import evaluate_fixed
-    from orchestrator._embed import HashingEmbedder
-    from planners.embedded import EmbeddedPlanner
+    from orchestrator.evals.planning import evaluate_fixed
+    from orchestrator.planning.embedded import EmbeddedPlanner
+    from orchestrator.selection.embed import HashingEmbedder
 
     tools = ToolSet.from_taskbench(data / "tool_desc.json", data / "graph_desc.json")
     examples = load_examples(data / "dev.jsonl")
@@ -191,9 +191,9 @@ def test_zero_shot_plans_from_descriptions_and_the_graph_alone(data: Path):
 
 
 def test_cli_zero_shot_and_holdout_flags(data: Path, monkeypatch):
-    from orchestrator._embed import HashingEmbedder
+    from orchestrator.selection.embed import HashingEmbedder
 
-    monkeypatch.setattr("orchestrator._embed.default_embedder", lambda: HashingEmbedder())
+    monkeypatch.setattr("orchestrator.selection.embed.default_embedder", lambda: HashingEmbedder())
     base = [
         "eval", "planning",
         "--tools", str(data / "tool_desc.json"),

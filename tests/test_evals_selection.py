@@ -7,10 +7,10 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from evals.selection import bm25_scores, read_queries, run_selection_eval
-from orchestrator._embed import HashingEmbedder, MiniLMEmbedder
-from orchestrator._embed_tune import TuneOptions
-from orchestrator._select_learn import FEATURES
+from orchestrator.evals.selection import bm25_scores, read_queries, run_selection_eval
+from orchestrator.selection.embed import HashingEmbedder, MiniLMEmbedder
+from orchestrator.selection.embed_tune import TuneOptions
+from orchestrator.selection.learn import FEATURES
 
 API = [
     (
@@ -114,7 +114,7 @@ def test_eval_reports_selector_and_both_baselines(tmp_path):
 
 
 def test_eval_command_prints_one_json_object(tmp_path):
-    from orchestrator.cli import app
+    from orchestrator.cli.main import app
 
     api, dev = write_fixture(tmp_path)
     args = ["eval", "selection", "--zoo", str(api), "--queries", str(dev), "--json", "--no-embed"]
@@ -129,7 +129,7 @@ def test_eval_command_prints_one_json_object(tmp_path):
 
 
 def test_selection_bench_on_a_small_synthetic_zoo(tmp_path):
-    from evals.bench_selection import run_selection_bench, synthetic_cards
+    from orchestrator.evals.bench_selection import run_selection_bench, synthetic_cards
 
     cards = synthetic_cards(40)
     assert len({c.name for c in cards}) == 40 and sum(c.profile is not None for c in cards) == 8
@@ -141,8 +141,8 @@ def test_selection_bench_on_a_small_synthetic_zoo(tmp_path):
 
 
 def test_ceiling_keeps_the_selector_order_inside_the_gold_domain(tmp_path):
-    from evals.selection import _ceiling
-    from orchestrator.importers import cards_from_gorilla, read_gorilla
+    from orchestrator.cards.importers import cards_from_gorilla, read_gorilla
+    from orchestrator.evals.selection import _ceiling
 
     api, dev = write_fixture(tmp_path)
     imported = cards_from_gorilla(read_gorilla(api))
@@ -178,7 +178,7 @@ def test_eval_tunes_one_encoder_per_fold_on_the_other_folds_and_reuses_it(tmp_pa
 
 
 def test_eval_command_refuses_tuning_it_cannot_do(tmp_path):
-    from orchestrator.cli import app
+    from orchestrator.cli.main import app
 
     api, dev = write_fixture(tmp_path)
     base = ["eval", "selection", "--zoo", str(api), "--queries", str(dev), "--tune-encoder"]

@@ -12,10 +12,15 @@ from typing import Any
 
 import pytest
 
-from orchestrator.backends import CallContext, Usage
 from orchestrator.cards import ToolCard
 from orchestrator.errors import ToolFailed
-from orchestrator.execute import CallLimit, CallOutcome, WorkerPoolExecutor, default_timeout_s
+from orchestrator.execution.backends import CallContext, Usage
+from orchestrator.execution.pool import (
+    CallLimit,
+    CallOutcome,
+    WorkerPoolExecutor,
+    default_timeout_s,
+)
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
 

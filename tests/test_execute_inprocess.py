@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends import CallContext
 from orchestrator.cards import ToolCard
 from orchestrator.errors import ToolFailed
-from orchestrator.execute import CallLimit
-from orchestrator.execute_inprocess import InProcessExecutor
+from orchestrator.execution.backends import CallContext
+from orchestrator.execution.inprocess import InProcessExecutor
+from orchestrator.execution.pool import CallLimit
 
 TOOL = """
 import time

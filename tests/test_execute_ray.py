@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from orchestrator.backends import CallContext
 from orchestrator.cards import ToolCard
 from orchestrator.errors import ToolFailed
+from orchestrator.execution.backends import CallContext
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
 
-from orchestrator.execute_ray import RayExecutor  # noqa: E402
+from orchestrator.execution.ray_executor import RayExecutor  # noqa: E402
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
 

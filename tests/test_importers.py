@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from orchestrator.cards import card_from_yaml
-from orchestrator.errors import UserError
-from orchestrator.importers import (
+from orchestrator.cards.importers import (
     cards_from_gorilla,
     draft_from_hub,
     draft_from_readme,
@@ -17,6 +16,7 @@ from orchestrator.importers import (
     slug,
     task_from_domain,
 )
+from orchestrator.errors import UserError
 
 RECORDS = [
     {
@@ -117,7 +117,7 @@ def test_hub_model_card_is_read_from_the_local_cache(tmp_path):
 def test_cards_new_cli_writes_the_draft(tmp_path):
     from typer.testing import CliRunner
 
-    from orchestrator.cli import app
+    from orchestrator.cli.main import app
 
     readme = tmp_path / "README.md"
     readme.write_text(README)
@@ -133,7 +133,7 @@ def test_cards_new_cli_writes_the_draft(tmp_path):
 def test_cards_new_refuses_to_overwrite_unless_forced(tmp_path):
     from typer.testing import CliRunner
 
-    from orchestrator.cli import app
+    from orchestrator.cli.main import app
 
     readme = tmp_path / "README.md"
     readme.write_text(README)

@@ -12,10 +12,10 @@ import openai
 import pytest
 from _llm_server import CARD
 
-from orchestrator.backends import unavailable_reason
 from orchestrator.cards import TransformersBackend, card_from_yaml
 from orchestrator.errors import UserError
-from orchestrator.llm_server import (
+from orchestrator.execution.backends import unavailable_reason
+from orchestrator.server.single_model import (
     ChatCompletionRequest,
     NotServable,
     _ToolShape,

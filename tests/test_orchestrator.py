@@ -9,9 +9,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from orchestrator import Budget, Config, Orchestrator, Zoo
-from orchestrator.demo import DEMO_REQUESTS
-from orchestrator.execute import WorkerPoolExecutor
-from orchestrator.profile import card_digest
+from orchestrator.cards.profile import card_digest
+from orchestrator.cli.demo import DEMO_REQUESTS
+from orchestrator.execution.pool import WorkerPoolExecutor
 
 TESTS = Path(__file__).resolve().parent
 
@@ -56,7 +56,7 @@ class ScriptedPlanner:
         self._plan = plan
 
     def plan(self, request, zoo, *, files=()):
-        from orchestrator.plan import Plan
+        from orchestrator.planning.plan import Plan
 
         return Plan.model_validate({"request": request, **self._plan})
 

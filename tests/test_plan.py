@@ -1,9 +1,9 @@
 import pytest
 
 from orchestrator.cards import ToolCard
+from orchestrator.cards.zoo import Zoo
 from orchestrator.errors import PlanError
-from orchestrator.plan import Plan, parse_plan, validate_plan
-from orchestrator.zoo import Zoo
+from orchestrator.planning.plan import Plan, parse_plan, validate_plan
 
 
 def make_card(name: str, task: str, inputs: list[str], outputs: list[str]) -> ToolCard:

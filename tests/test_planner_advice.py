@@ -1,14 +1,14 @@
-"""What the planner says when the zoo cannot serve a request (planners._advice)."""
+"""What the planner says when the zoo cannot serve a request (orchestrator.planning.advice)."""
 
 from __future__ import annotations
 
 import pytest
 
 from orchestrator.cards import ToolCard
+from orchestrator.cards.zoo import ZooEntry
 from orchestrator.errors import NoCapableTool
-from orchestrator.zoo import ZooEntry
-from planners._advice import languages_fit, mentioned_languages, missing_advice
-from planners.embedded import EmbeddedPlanner
+from orchestrator.planning.advice import languages_fit, mentioned_languages, missing_advice
+from orchestrator.planning.embedded import EmbeddedPlanner
 
 
 def _card(name: str, task: str, languages: list[str]) -> ToolCard:

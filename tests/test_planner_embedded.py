@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import NoCapableTool, PlanError, UserError
-from orchestrator.plan import validate_plan
-from planners import UnknownPlanner, get_planner
-from planners.embedded import split_clauses
+from orchestrator.planning import UnknownPlanner, get_planner
+from orchestrator.planning.embedded import split_clauses
+from orchestrator.planning.plan import validate_plan
 
 DEMO = (
     "Transcribe demo.wav, tell me which language it is in and whether it sounds positive "
@@ -139,7 +139,7 @@ def test_unknown_planner_lists_known():
 
 
 def _train_tools(examples=()):
-    from planners import ToolSet, ToolSpec
+    from orchestrator.planning import ToolSet, ToolSpec
 
     tools = [
         ToolSpec("account_login", "Log in to an online account with an id and password"),
@@ -153,7 +153,7 @@ def _train_tools(examples=()):
 
 
 def _train_examples():
-    from planners import Example
+    from orchestrator.planning import Example
 
     cities = ["Paris", "Lyon", "Rome", "Oslo", "Bergen", "Milan"]
     examples = []
@@ -202,7 +202,7 @@ def test_plan_tools_is_deterministic_and_fast(planner):
 
 
 def test_plan_tools_over_the_zoo_links_by_type(planner, builtin_zoo):
-    from planners import ToolSet
+    from orchestrator.planning import ToolSet
 
     tools = ToolSet.from_zoo(builtin_zoo)
     assert ("automatic-speech-recognition", "summarization") in tools.links
@@ -214,8 +214,8 @@ def test_plan_tools_over_the_zoo_links_by_type(planner, builtin_zoo):
 def test_tool_set_from_taskbench_files(tmp_path):
     import json
 
-    from planners import ToolSet
-    from planners.toolset import load_examples
+    from orchestrator.planning import ToolSet
+    from orchestrator.planning.toolset import load_examples
 
     nodes = [{"id": "a", "desc": "first"}, {"id": "b", "desc": "second"}]
     (tmp_path / "tools.json").write_text(json.dumps({"nodes": nodes}))
@@ -280,7 +280,7 @@ def test_a_step_may_fall_back_on_a_card_doing_the_same_but_not_on_another_capabi
     planner, builtin_zoo
 ):
     from orchestrator.cards import ToolCard
-    from orchestrator.zoo import Zoo
+    from orchestrator.cards.zoo import Zoo
 
     twin = ToolCard.model_validate(
         {

@@ -15,17 +15,17 @@ from _llm_server import CARD
 
 from orchestrator.config import Config, LlmConfig
 from orchestrator.errors import ConfigError, PlanError
-from orchestrator.plan import PlanDraft, plan_json_schema, validate_plan
-from planners import ToolSet, ToolSpec, get_planner, planner_from_config
-from planners.embedded import EmbeddedPlanner
-from planners.llm import (
+from orchestrator.planning import ToolSet, ToolSpec, get_planner, planner_from_config
+from orchestrator.planning.embedded import EmbeddedPlanner
+from orchestrator.planning.llm import (
     LlmPlanner,
     _plan_from_answer,
     _tool_plan_from_answer,
     check_named_files,
     extract_json,
 )
-from planners.toolset import Example, ToolPlan, check_tool_plan
+from orchestrator.planning.plan import PlanDraft, plan_json_schema, validate_plan
+from orchestrator.planning.toolset import Example, ToolPlan, check_tool_plan
 
 IMAGE_REQUEST = "Read the text in scan.png and tell me which language it is in"
 
@@ -269,7 +269,7 @@ def test_odd_json_shapes_are_plan_errors_for_the_repair_round():
             _tool_plan_from_answer(answer, "r")
 
 
-# -- an LLM's plan goes through the same check as any plan (planners.checked_plan) --------------
+# -- an LLM's plan goes through the same check as any plan (orchestrator.planning.checked_plan) --------------
 # The endpoint below is a real HTTP server on a local socket, spoken to by the real ``openai``
 # client; its answer is scripted (tests/_scripted_llm.py), because a model that writes exactly
 # the faulty plan each test needs cannot be had here.
@@ -297,7 +297,7 @@ _IMAGE_AS_TEXT = _llm_plan(
 def test_scripted_llm_plan_feeding_an_image_to_a_text_step_gets_a_reading_step(builtin_zoo):
     from _scripted_llm import ScriptedServer
 
-    from planners import checked_plan
+    from orchestrator.planning import checked_plan
 
     request = "Which language is the text in fr.png written in?"
     with ScriptedServer(_IMAGE_AS_TEXT) as base_url:
@@ -316,7 +316,7 @@ def test_scripted_llm_plan_feeding_an_image_to_a_text_step_gets_a_reading_step(b
 def test_scripted_llm_plan_leaving_a_file_unread_is_replaced(builtin_zoo):
     from _scripted_llm import ScriptedServer
 
-    from planners import checked_plan
+    from orchestrator.planning import checked_plan
 
     request = "Transcribe one.wav and two.wav"
     answer = _llm_plan(
@@ -345,7 +345,7 @@ def test_a_run_with_the_scripted_llm_plan_reads_the_image_first(builtin_zoo, tmp
     from _scripted_llm import ScriptedServer
 
     from orchestrator import Orchestrator
-    from orchestrator.demo import render_text_png
+    from orchestrator.cli.demo import render_text_png
 
     render_text_png("Le chat noir dort tranquillement sur le canape rouge", tmp_path / "fr.png")
     request = "Which language is the text in fr.png written in?"

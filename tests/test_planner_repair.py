@@ -1,12 +1,12 @@
-"""The shared plan check (planners._repair): any planner's plan is bridged by type or replaced."""
+"""The shared plan check (orchestrator.planning.repair): any planner's plan is bridged by type or replaced."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.plan import FileArg, Plan, RefArg, Subtask, TextArg, validate_plan
-from planners import checked_plan, plan_problems
-from planners.embedded import EmbeddedPlanner
+from orchestrator.planning import checked_plan, plan_problems
+from orchestrator.planning.embedded import EmbeddedPlanner
+from orchestrator.planning.plan import FileArg, Plan, RefArg, Subtask, TextArg, validate_plan
 
 
 def _plan(request: str, *subtasks: Subtask) -> Plan:

@@ -13,11 +13,11 @@ import textwrap
 
 import pytest
 
-from orchestrator._probe_checks import DISCRETE
-from orchestrator._probes import INPUT_KINDS, PROBES_DIR, load_probes
-from orchestrator.execute import WorkerPoolExecutor
-from orchestrator.profile import profile_card
-from orchestrator.zoo import Zoo
+from orchestrator.cards.probes.aptitude import INPUT_KINDS, PROBES_DIR, load_probes
+from orchestrator.cards.probes.checks import DISCRETE
+from orchestrator.cards.profile import profile_card
+from orchestrator.cards.zoo import Zoo
+from orchestrator.execution.pool import WorkerPoolExecutor
 
 TOOLS = ("identity", "constant", "empty", "random")
 NEAR_ZERO = 0.1

@@ -8,10 +8,9 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator._probe_checks import chance_corrected, score_case
-from orchestrator._probes import check_probes
-from orchestrator.cli import app
-from orchestrator.profile import (
+from orchestrator.cards.probes.aptitude import check_probes
+from orchestrator.cards.probes.checks import chance_corrected, score_case
+from orchestrator.cards.profile import (
     Probe,
     attach_profile,
     card_digest,
@@ -19,7 +18,8 @@ from orchestrator.profile import (
     profile_card,
     profile_path,
 )
-from orchestrator.zoo import Zoo, builtin_cards_dir
+from orchestrator.cards.zoo import Zoo, builtin_cards_dir
+from orchestrator.cli.main import app
 
 
 def builtin(name):

@@ -15,11 +15,11 @@ from test_backend_diffusers import tiny_text_to_image
 from test_backend_diffusers import write_card as write_image_card
 from test_backend_transformers import word_tokenizer, write_card
 
-from orchestrator._probe_checks import as_label, as_vector
-from orchestrator.backends import CallContext, load_tool
-from orchestrator.execute_inprocess import InProcessExecutor
-from orchestrator.profile import profile_card
-from orchestrator.zoo import Zoo
+from orchestrator.cards.probes.checks import as_label, as_vector
+from orchestrator.cards.profile import profile_card
+from orchestrator.cards.zoo import Zoo
+from orchestrator.execution.backends import CallContext, load_tool
+from orchestrator.execution.inprocess import InProcessExecutor
 
 
 @pytest.fixture(autouse=True)

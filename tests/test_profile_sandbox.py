@@ -13,10 +13,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
-from orchestrator.execute import WorkerPoolExecutor
-from orchestrator.profile import Probe, profile_card, profile_path
-from orchestrator.zoo import Zoo
+from orchestrator.cards.profile import Probe, profile_card, profile_path
+from orchestrator.cards.zoo import Zoo
+from orchestrator.cli.main import app
+from orchestrator.execution.pool import WorkerPoolExecutor
 
 CARD = """\
 name: {name}
@@ -244,7 +244,7 @@ def test_a_partly_failed_profile_is_written_and_attached(tmp_path):
             return tool
         """,
     )
-    from orchestrator.profile import probes_for, write_profile
+    from orchestrator.cards.profile import probes_for, write_profile
 
     zoo = Zoo.load([tmp_path])
     probes = probes_for(zoo.get("sum-half").card, card_file)  # the built-in summarization test

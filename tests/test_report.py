@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from orchestrator.report import EventPrinter
+from orchestrator.cli.report import EventPrinter
 
 PLAN = {
     "request": "Is it positive?",

@@ -12,8 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from orchestrator import Config, Orchestrator, Zoo
-from orchestrator.execute_inprocess import InProcessExecutor
-from orchestrator.sandbox.policy import Approvals
+from orchestrator.execution.inprocess import InProcessExecutor
+from orchestrator.execution.sandbox.policy import Approvals
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 from _resume_tools import ChainPlanner
 from orchestrator import Budget, Config, Orchestrator, Zoo
-from orchestrator.execute_inprocess import InProcessExecutor
+from orchestrator.execution.inprocess import InProcessExecutor
 
 zoo = Zoo.load([Path({cards!r})], builtin=False)
 # In-process, so that SIGKILL ends every part of the run at once (a worker process would
@@ -141,7 +141,7 @@ def test_sigkilled_run_resumes_through_the_worker_pool(tmp_path):
     The tools log into a folder the card lets them write to (a worker sees only a private copy
     of the run folder), so the test can count executions across both parts of the run.
     """
-    from orchestrator.execute import WorkerPoolExecutor
+    from orchestrator.execution.pool import WorkerPoolExecutor
 
     shared = tmp_path / "shared"
     shared.mkdir()

@@ -13,11 +13,12 @@ from _replay_tools import OneStep
 from _replay_tools import replay_zoo as _replay_zoo
 from _replay_tools import write_records as _write_records
 
-from evals.routing import QualityScorer
 from orchestrator import Budget, Config, Orchestrator, Zoo
 from orchestrator.cards import ToolCard
-from orchestrator.execute_inprocess import InProcessExecutor
-from orchestrator.route import (
+from orchestrator.evals.routing import QualityScorer
+from orchestrator.execution.inprocess import InProcessExecutor
+from orchestrator.routing.llm import LLMPolicy
+from orchestrator.routing.policy import (
     Answer,
     Decision,
     DefaultPolicy,
@@ -29,7 +30,6 @@ from orchestrator.route import (
     checked_decision,
     get_policy,
 )
-from orchestrator.route_llm import LLMPolicy
 
 # ----------------------------------------------------------------------------- answers
 

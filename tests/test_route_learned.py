@@ -11,7 +11,8 @@ from _replay_tools import OneStep, write_records
 from _replay_tools import replay_zoo as _replay_zoo
 
 from orchestrator import Budget, Config, Orchestrator, Zoo
-from orchestrator._route_learned import (
+from orchestrator.execution.inprocess import InProcessExecutor
+from orchestrator.routing.learned import (
     CascadeTable,
     LearnedPolicy,
     answer_signature,
@@ -20,8 +21,7 @@ from orchestrator._route_learned import (
     replay_table,
     state_key,
 )
-from orchestrator.execute_inprocess import InProcessExecutor
-from orchestrator.route import get_policy
+from orchestrator.routing.policy import get_policy
 
 # ----------------------------------------------------------------------------- signatures
 

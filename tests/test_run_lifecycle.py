@@ -16,11 +16,11 @@ from types import SimpleNamespace
 import pytest
 
 from orchestrator import Budget, Config, Orchestrator, Zoo
-from orchestrator._run_store import carried_spend, with_pending
 from orchestrator.errors import ConfigError, UserError
-from orchestrator.execute_inprocess import InProcessExecutor
-from orchestrator.plan import Plan, Subtask, TextArg
-from orchestrator.run import RunResult
+from orchestrator.execution.inprocess import InProcessExecutor
+from orchestrator.pipeline.orchestrator import RunResult
+from orchestrator.pipeline.store import carried_spend, with_pending
+from orchestrator.planning.plan import Plan, Subtask, TextArg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _run_tools import calls, write_cards  # noqa: E402

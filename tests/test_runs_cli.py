@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _cli_tools import cli_env, run_cli  # noqa: E402
 
 from orchestrator import Config, Orchestrator, Zoo
-from orchestrator.execute_inprocess import InProcessExecutor
+from orchestrator.execution.inprocess import InProcessExecutor
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.backends import CallContext
 from orchestrator.cards import Permissions, ToolCard, card_from_yaml
 from orchestrator.config import Config
 from orchestrator.errors import CardError, ToolFailed
-from orchestrator.execute import WorkerPoolExecutor
-from orchestrator.sandbox import Sandbox, SandboxRefused, policy_for_card, probe_host
-from orchestrator.sandbox.policy import Approvals
-from orchestrator.sandbox.run_file import run_source
+from orchestrator.execution.backends import CallContext
+from orchestrator.execution.pool import WorkerPoolExecutor
+from orchestrator.execution.sandbox import Sandbox, SandboxRefused, policy_for_card, probe_host
+from orchestrator.execution.sandbox.policy import Approvals
+from orchestrator.execution.sandbox.run_file import run_source
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
 
@@ -73,7 +73,7 @@ def test_probe_reports_every_layer() -> None:
 
 
 def test_sandbox_info_command() -> None:
-    from orchestrator.cli import app
+    from orchestrator.cli.main import app
 
     result = CliRunner().invoke(app, ["sandbox", "info"])
     assert result.exit_code == 0, result.output
@@ -100,7 +100,7 @@ def test_require_full_isolation_refuses_a_weaker_host() -> None:
 def test_weaker_sandbox_logs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     reason = f"test-{uuid.uuid4().hex[:6]}"
     weak = dataclasses.replace(probe_host(), bwrap=None, bwrap_reason=reason)
-    with caplog.at_level(logging.WARNING, logger="orchestrator.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="orchestrator.execution.sandbox"):
         sandbox = Sandbox(probe=weak)
     assert sandbox.mode == "landlock"
     assert "weaker than full isolation" in caplog.text and reason in caplog.text
@@ -224,7 +224,7 @@ def test_card_permissions_widen_the_policy(tmp_path: Path) -> None:
 def test_a_card_that_writes_a_large_cache_may_write_a_file_that_large(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from orchestrator.sandbox.policy import Policy
+    from orchestrator.execution.sandbox.policy import Policy
 
     monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", str(tmp_path / "fresh"))
 
@@ -280,7 +280,7 @@ permissions: {network: ["no-port-here"], exec: true}
 
 
 def test_cards_show_displays_permissions() -> None:
-    from orchestrator.cli import app
+    from orchestrator.cli.main import app
 
     result = CliRunner().invoke(app, ["cards", "show", "openai-gpt-4o-mini"])
     assert result.exit_code == 0, result.output
@@ -378,8 +378,8 @@ def test_executor_from_config() -> None:
 
 
 def test_bwrap_command_binds_little_and_drops_capabilities() -> None:
-    from orchestrator.sandbox.bwrap import bwrap_command
-    from orchestrator.sandbox.policy import Policy
+    from orchestrator.execution.sandbox.bwrap import bwrap_command
+    from orchestrator.execution.sandbox.policy import Policy
 
     closed = bwrap_command("bwrap", Policy(), ["python"], [])
     assert "--unshare-all" in closed and "--share-net" not in closed

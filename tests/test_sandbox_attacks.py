@@ -1,7 +1,7 @@
 """The attack suite: each attack is a real program run through the sandbox, and must be stopped.
 
 Programs are in tests/attacks/ (they print ESCAPED or BLOCKED); they run through
-``orchestrator.sandbox.run_file.run_source``, the same sandbox a tool's worker gets. The last
+``orchestrator.execution.sandbox.run_file.run_source``, the same sandbox a tool's worker gets. The last
 attacks go through the worker pool itself (results that are huge, not UTF-8, or symlinks).
 """
 
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends import CallContext
 from orchestrator.cards import ToolCard
 from orchestrator.errors import ToolFailed
-from orchestrator.execute import WorkerPoolExecutor
-from orchestrator.sandbox import Sandbox
-from orchestrator.sandbox.probe import probe_host
-from orchestrator.sandbox.run_file import ExecResult, run_source
+from orchestrator.execution.backends import CallContext
+from orchestrator.execution.pool import WorkerPoolExecutor
+from orchestrator.execution.sandbox import Sandbox
+from orchestrator.execution.sandbox.probe import probe_host
+from orchestrator.execution.sandbox.run_file import ExecResult, run_source
 
 ATTACKS = Path(__file__).resolve().parent / "attacks"
 
@@ -128,7 +128,7 @@ def test_connect_to_a_host_server_is_blocked(secrets: dict[str, str]) -> None:
 
 
 def test_an_approved_endpoint_on_the_hosts_localhost_is_reached(secrets: dict[str, str]) -> None:
-    from orchestrator.sandbox.policy import Policy
+    from orchestrator.execution.sandbox.policy import Policy
 
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
@@ -402,7 +402,7 @@ LAUGHS_TOOL = "def load(options):\n    return lambda inputs, ctx: {'label': 'lol
 LOAD_AND_USE = """
 import json, sys
 from pathlib import Path
-from orchestrator.zoo import Zoo
+from orchestrator.cards.zoo import Zoo
 zoo = Zoo.load([Path(sys.argv[1])])
 print(len(json.dumps(zoo.get("billion-laughs").card.model_dump(mode="json"))))
 """

@@ -25,14 +25,14 @@ from pathlib import Path
 import pytest
 from test_sandbox_attacks import assert_blocked, attack, out
 
-from orchestrator.backends import CallContext
 from orchestrator.cards import Permissions, ToolCard, load_card
+from orchestrator.cards.zoo import validate_paths
 from orchestrator.config import Config, ServerConfig
 from orchestrator.errors import ToolFailed
-from orchestrator.execute import WorkerPoolExecutor
-from orchestrator.sandbox import Sandbox, probe_host
-from orchestrator.sandbox.policy import Approvals, Policy
-from orchestrator.zoo import validate_paths
+from orchestrator.execution.backends import CallContext
+from orchestrator.execution.pool import WorkerPoolExecutor
+from orchestrator.execution.sandbox import Sandbox, probe_host
+from orchestrator.execution.sandbox.policy import Approvals, Policy
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
 MODES = ["namespaces", "landlock"]
@@ -435,7 +435,7 @@ def test_a_workers_log_is_capped_in_size(tmp_path: Path) -> None:
         assert pool.call(card, {"text": "stderr 40"}, ctx).outputs["reply"] == "logged"
         logs = list(Path(tempfile.gettempdir()).glob(f"*{card.name}*"))
         assert sum(p.stat().st_size for p in logs) < 1 << 20, logs
-        from orchestrator._worker_process import LOG_KEEP_BYTES
+        from orchestrator.execution.worker_process import LOG_KEEP_BYTES
 
         [worker] = [w for w in pool._workers.values() if w.card.name == card.name]
         time.sleep(0.5)

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from test_sandbox_attacks import assert_blocked, attack, out
 
-from orchestrator.backends import CallContext
 from orchestrator.cards import ToolCard
 from orchestrator.errors import ToolFailed
-from orchestrator.execute import WorkerPoolExecutor
-from orchestrator.sandbox.policy import Approvals, Policy
-from orchestrator.sandbox.run_file import run_source
+from orchestrator.execution.backends import CallContext
+from orchestrator.execution.pool import WorkerPoolExecutor
+from orchestrator.execution.sandbox.policy import Approvals, Policy
+from orchestrator.execution.sandbox.run_file import run_source
 
 # --- item 11: network is the approved endpoints, never the host's localhost ---
 

@@ -1,9 +1,9 @@
 from decimal import Decimal
 
 from orchestrator.cards import ToolCard
-from orchestrator.plan import Plan
-from orchestrator.select import EvidenceScorer, select_for_plan, select_for_subtask
-from orchestrator.zoo import Zoo
+from orchestrator.cards.zoo import Zoo
+from orchestrator.planning.plan import Plan
+from orchestrator.selection.rank import EvidenceScorer, select_for_plan, select_for_subtask
 
 
 def card(name, task, description, inputs=("text",), outputs=("text",), **extra) -> ToolCard:
@@ -92,7 +92,7 @@ def test_instruction_decides_between_cards_of_one_task():
 
 
 def test_the_text_to_analyse_does_not_choose_the_card():
-    from orchestrator.select import task_text
+    from orchestrator.selection.rank import task_text
 
     review = "what a horrible, negative review: sentiment could not be worse"
     step = one(
@@ -161,9 +161,9 @@ def test_cheaper_card_wins_when_all_else_is_equal():
 
 # --- capability-instruction scoring -------------------------------------------------------------
 
-from orchestrator._embed import EmbeddingCache, HashingEmbedder  # noqa: E402
 from orchestrator.cards import CapabilityProfile, ProbeResult  # noqa: E402
-from orchestrator.select import MAX_CANDIDATES, CapabilityScorer, rank_open  # noqa: E402
+from orchestrator.selection.embed import EmbeddingCache, HashingEmbedder  # noqa: E402
+from orchestrator.selection.rank import MAX_CANDIDATES, CapabilityScorer, rank_open  # noqa: E402
 
 
 def profiled(card_obj, *probes):

@@ -2,18 +2,18 @@
 
 import numpy as np
 
-from orchestrator._capability import CardIndex
-from orchestrator._embed import EmbeddingCache, HashingEmbedder
-from orchestrator._select_learn import (
+from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
+from orchestrator.cards.zoo import Zoo
+from orchestrator.selection.capability import CardIndex
+from orchestrator.selection.embed import EmbeddingCache, HashingEmbedder
+from orchestrator.selection.learn import (
     FEATURES,
     SelectionModel,
     fit_listwise,
     fit_selection_model,
     fit_softmax,
 )
-from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
-from orchestrator.select import CapabilityScorer, rank_open
-from orchestrator.zoo import Zoo
+from orchestrator.selection.rank import CapabilityScorer, rank_open
 
 
 def test_softmax_regression_separates_three_clusters():

@@ -6,8 +6,8 @@ import pytest
 from _llm_server import CARD
 from test_select import ZOO, one, plan
 
-from orchestrator.select import select_for_subtask
-from orchestrator.select_llm import LLMScorer, capability_text
+from orchestrator.selection.llm_scorer import LLMScorer, capability_text
+from orchestrator.selection.rank import select_for_subtask
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evals.selection import read_queries, read_zoo, run_selection_eval
-from orchestrator._select_learn import _baseline_weights, _earned_share
+from orchestrator.evals.selection import read_queries, read_zoo, run_selection_eval
+from orchestrator.selection.learn import _baseline_weights, _earned_share
 
 ULTRATOOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "ultratool"
 

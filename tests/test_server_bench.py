@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from evals.bench_server import tree_rss_mb
+from orchestrator.evals.bench_server import tree_rss_mb
 
 
 def test_memory_of_a_process_tree_counts_the_children():

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from _server_tools import SENTIMENT, launch_server, png_bytes
 
-from orchestrator._server_guard import ANONYMOUS
-from orchestrator._server_retention import Ledger, Retention
+from orchestrator.server.guard import ANONYMOUS
+from orchestrator.server.retention import Ledger, Retention
 
 MB = 10**6
 OLD_UPLOAD = "file-" + "a" * 24
@@ -182,9 +182,9 @@ def test_background_sweeps_run_at_most_once_per_interval(tmp_path):
 def test_uploads_and_folders_of_running_and_queued_runs_survive_a_sweep(
     orchestrator, builtin_zoo, tmp_path
 ):
-    from orchestrator._server_runs import RunJob, RunService
     from orchestrator.budget import Budget
     from orchestrator.config import Config, ServerConfig
+    from orchestrator.server.runs import RunJob, RunService
 
     runs = Path(orchestrator.config.runs_dir).resolve()  # shared with Orchestrator.run
     direct = orchestrator.run(SENTIMENT)  # a run folder the server did not make

@@ -1,4 +1,4 @@
-"""Zero-shot tool planning (planners._graphplan) on tiny tool sets written by the tests.
+"""Zero-shot tool planning (orchestrator.planning.graph_path) on tiny tool sets written by the tests.
 
 No embedder (TF-IDF only), so each rule is checked on plans a reader can work out by hand; each
 test also switches its rule off and checks the plan (or the match) changes, so it tests the rule.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
-import planners._graphplan as graphplan
-from planners._graphplan import GraphPathPlanner
-from planners.toolset import ToolSet, ToolSpec
+import orchestrator.planning.graph_path as graphplan
+from orchestrator.planning.graph_path import GraphPathPlanner
+from orchestrator.planning.toolset import ToolSet, ToolSpec
 
 
 def _tools(descriptions: dict[str, str], links: list[tuple[str, str]] | None = None) -> ToolSet:

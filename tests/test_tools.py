@@ -1,4 +1,4 @@
-"""The built-in offline tools (orchestrator/tools/), run in-process from their tool cards."""
+"""The built-in offline tools (orchestrator/execution/tools/), run in-process from their tool cards."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from _tool_fixtures import OFFLINE_CARDS, builtin_card, write_photos
 
-from orchestrator.backends import CallContext, load_tool, unavailable_reason
+from orchestrator.execution.backends import CallContext, load_tool, unavailable_reason
 
 SENTENCE = "Please send the quarterly report to Maria before Friday afternoon."
 
@@ -78,7 +78,7 @@ def test_card_is_available_offline(name):
     card = builtin_card(name)
     assert card.name == name
     assert card.backend.kind == "python"
-    assert card.backend.entry.startswith("orchestrator.tools.")
+    assert card.backend.entry.startswith("orchestrator.execution.tools.")
     assert card.cost.usd_per_second > 0 and card.cost.usd_per_call == 0
     assert not card.requires.network and not card.requires.gpu
     assert unavailable_reason(card) is None
@@ -132,7 +132,7 @@ def test_lingua_identifies_french_and_german(langid, ctx):
 
 
 def test_lingua_rejects_an_unknown_language_code():
-    from orchestrator.tools import lingua_langid
+    from orchestrator.execution.tools import lingua_langid
 
     with pytest.raises(ValueError, match="'xx'"):
         lingua_langid.load({"languages": ["en", "xx"]})

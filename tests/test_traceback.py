@@ -7,9 +7,9 @@ import textwrap
 
 from _cli_tools import cli_env, run_cli
 
-from orchestrator._traceback import card_traceback
-from orchestrator.profile import card_digest
-from orchestrator.zoo import Zoo
+from orchestrator.cards.profile import card_digest
+from orchestrator.cards.zoo import Zoo
+from orchestrator.execution.tracebacks import card_traceback
 
 CARD = """
 name: crashy-sentiment

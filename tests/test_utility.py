@@ -6,17 +6,17 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator._utility import UNPROFILED_TRUST, estimated_quality
 from orchestrator.budget import Budget, Ledger
 from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
-from orchestrator.execute_inprocess import InProcessExecutor
-from orchestrator.graph import RunContext, _option, _selection_record
-from orchestrator.plan import Plan
-from orchestrator.route import DefaultPolicy, StepView
-from orchestrator.select import CapabilityScorer, select_for_subtask
-from orchestrator.zoo import Zoo
+from orchestrator.cards.zoo import Zoo
+from orchestrator.execution.inprocess import InProcessExecutor
+from orchestrator.pipeline.graph import RunContext, _option, _selection_record
+from orchestrator.planning.plan import Plan
+from orchestrator.routing.policy import DefaultPolicy, StepView
+from orchestrator.selection.rank import CapabilityScorer, select_for_subtask
+from orchestrator.selection.utility import UNPROFILED_TRUST, estimated_quality
 
-# The built-in aptitude test of text classification (orchestrator/probes).
+# The built-in aptitude test of text classification (orchestrator/cards/probes).
 PROBES = [
     "which language is this text written in",
     "detect the language of the message",
@@ -173,7 +173,7 @@ def test_measured_quality_is_the_score_on_the_probes_like_the_instruction():
 
 
 def test_a_card_measured_as_failing_this_kind_of_instruction_is_never_a_second_voter():
-    from orchestrator.route import Answer, Option
+    from orchestrator.routing.policy import Answer, Option
 
     options = (
         Option(0, "vader", 0.8, 0.5, Decimal("0.0001"), True),

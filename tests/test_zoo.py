@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.backends import CallContext
 from orchestrator.cards import Permissions
-from orchestrator.execute import WorkerPoolExecutor
-from orchestrator.sandbox.policy import Approvals
-from orchestrator.zoo import Zoo, code_clashes, validate_paths
+from orchestrator.cards.zoo import Zoo, code_clashes, validate_paths
+from orchestrator.execution.backends import CallContext
+from orchestrator.execution.pool import WorkerPoolExecutor
+from orchestrator.execution.sandbox.policy import Approvals
 
 CARD = """\
 name: {name}

@@ -1,0 +1,1 @@
+"""Execution: run a card's model on its inputs, in warm sandboxed workers."""

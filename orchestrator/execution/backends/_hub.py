@@ -1,0 +1,164 @@
+"""Where the weights of a transformers or diffusers card are, and whether they are all there.
+
+A card's ``model`` is a Hugging Face hub id, a local folder, or ``pkg://module/relative/path``.
+A hub id counts only when it is fully present in the local Hugging Face cache: nothing here or at
+load time touches the network. Loading then reads the cached snapshot folder, not the hub id.
+Everything here is fast and imports no ML library.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from orchestrator.execution.backends._base import resolve_model_path
+
+__all__ = [
+    "MODELS_EXTRA",
+    "ModelLocation",
+    "hub_cache_dir",
+    "locate_model",
+    "missing_modules_reason",
+]
+
+MODELS_EXTRA = "pip install 'orchestrator[models]'"
+Layout = Literal["transformers", "diffusers"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx")
+_MARKER: dict[Layout, str] = {"transformers": "config.json", "diffusers": "model_index.json"}
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """A card's model resolved on this machine: a folder to load, or why there is none."""
+
+    spec: str
+    folder: Path | None
+    reason: str | None = None
+
+
+def missing_modules_reason(modules: list[str]) -> str | None:
+    """A reason naming the modules that cannot be imported, and the extra that provides them."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return f"needs Python packages that are not installed: {', '.join(missing)} ({MODELS_EXTRA})"
+
+
+def hub_cache_dir() -> str:
+    """The Hugging Face hub cache this process reads (honours HF_HOME / HF_HUB_CACHE)."""
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def locate_model(spec: str, layout: Layout, gguf_file: str | None = None) -> ModelLocation:
+    """Resolve ``spec`` to a complete local folder, or say why it is not available."""
+    if spec.startswith("pkg://"):
+        try:
+            resolved = resolve_model_path(spec)
+        except FileNotFoundError as exc:
+            return ModelLocation(spec, None, f"{exc}; pip install it")
+        return _local(spec, Path(resolved), layout, gguf_file)
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith(("/", ".", "~")) or not _HUB_ID.match(spec):
+        return _local(spec, path, layout, gguf_file)
+    return _hub(spec, layout, gguf_file)
+
+
+def _local(spec: str, folder: Path, layout: Layout, gguf_file: str | None) -> ModelLocation:
+    if not folder.is_dir():
+        return ModelLocation(
+            spec, None, f"model folder {folder} does not exist (fix backend.model in the card)"
+        )
+    missing = _incomplete(folder, layout, gguf_file)
+    if missing:
+        return ModelLocation(spec, None, f"model folder {folder} is incomplete: {missing}")
+    return ModelLocation(spec, folder)
+
+
+def _hub(repo_id: str, layout: Layout, gguf_file: str | None) -> ModelLocation:
+    from huggingface_hub import try_to_load_from_cache
+
+    cache = hub_cache_dir()
+    fix = f"hf download {repo_id}"
+    marker = gguf_file or _MARKER[layout]
+    found = try_to_load_from_cache(repo_id, marker)
+    if not isinstance(found, str):
+        return ModelLocation(
+            repo_id,
+            None,
+            f"weights of {repo_id} are not in the local Hugging Face cache ({cache}); "
+            f"download them on a machine with network: {fix}",
+        )
+    folder = Path(found).parent
+    missing = _incomplete(folder, layout, gguf_file)
+    if missing:
+        return ModelLocation(
+            repo_id,
+            None,
+            f"weights of {repo_id} are only partly in the local Hugging Face cache ({cache}): "
+            f"{missing}; finish the download on a machine with network: {fix}",
+        )
+    return ModelLocation(repo_id, folder)
+
+
+def _incomplete(folder: Path, layout: Layout, gguf_file: str | None) -> str | None:
+    """What a model folder lacks to be loadable, or None when it looks complete."""
+    if gguf_file is not None:
+        return None if (folder / gguf_file).is_file() else f"no file {gguf_file}"
+    if layout == "transformers":
+        if not (folder / "config.json").is_file():
+            return "no config.json"
+        return _weights_missing(folder)
+    return _diffusers_missing(folder)
+
+
+def _weights_missing(folder: Path) -> str | None:
+    """Whether ``folder`` holds model weights: one file, or every shard an index names."""
+    # Path.is_file follows symlinks: a cache entry whose blob never arrived counts as missing.
+    weights = {p.name for p in folder.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES)}
+    weights = {name for name in weights if (folder / name).is_file()}
+    sharded: set[str] = set()
+    problem = None
+    for index in sorted(folder.glob("*.index.json")):
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            problem = problem or f"unreadable {folder.name}/{index.name}"
+            continue
+        absent = sorted(shards - weights)
+        if shards and not absent:
+            return None
+        sharded |= shards
+        if absent:
+            problem = problem or f"{len(absent)} of {len(shards)} shards of {index.name} missing"
+    if weights - sharded:
+        return None
+    return problem or f"no weight files in {folder.name}/"
+
+
+def _diffusers_missing(folder: Path) -> str | None:
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "no readable model_index.json"
+    for component, value in index.items():
+        if component.startswith("_") or not isinstance(value, list) or value[0] is None:
+            continue
+        library = str(value[0])
+        if library in {"transformers", "diffusers"} and importlib.util.find_spec(library) is None:
+            return f"component {component} needs the {library} package ({MODELS_EXTRA})"
+        sub = folder / component
+        if not sub.is_dir():
+            return f"no {component}/ folder"
+        if (sub / "config.json").is_file():  # a model (not a scheduler or tokenizer): has weights
+            missing = _weights_missing(sub)
+            if missing:
+                return missing
+    return None

@@ -1,0 +1,1 @@
+"""The pipeline: plan -> select -> execute -> route -> answer, as one run."""

@@ -1,0 +1,84 @@
+"""Planners: turn a request into a plan. The registry is explicit; built-ins use it too."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.planning.base import Planner, ToolPlanner
+from orchestrator.planning.repair import checked_plan, plan_problems
+from orchestrator.planning.toolset import Example, ToolPlan, ToolSet, ToolSpec
+from orchestrator.plugins import import_entry
+
+if TYPE_CHECKING:
+    from orchestrator.config import Config
+
+__all__ = [
+    "Example",
+    "Planner",
+    "ToolPlan",
+    "ToolPlanner",
+    "ToolSet",
+    "ToolSpec",
+    "UnknownPlanner",
+    "checked_plan",
+    "get_planner",
+    "planner_from_config",
+    "plan_problems",
+    "planner_names",
+    "register_planner",
+]
+
+_REGISTRY: dict[str, str | type] = {
+    "embedded": "orchestrator.planning.embedded:EmbeddedPlanner",
+    "llm": "orchestrator.planning.llm:LlmPlanner",
+}
+
+
+class UnknownPlanner(KeyError):
+    """No planner is registered under this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown planner '{name}'; known: {', '.join(sorted(_REGISTRY))}")
+
+
+def register_planner(name: str, planner: str | type) -> None:
+    """Register a planner class, or a lazy ``module:Class`` reference, under ``name``."""
+    _REGISTRY[name] = planner
+
+
+def planner_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _planner_class(name: str) -> type:
+    try:
+        entry = _REGISTRY[name]
+    except KeyError:
+        raise UnknownPlanner(name) from None
+    if isinstance(entry, str):
+        entry = _REGISTRY[name] = import_entry(entry)
+    return entry
+
+
+def get_planner(name: str, **options: Any) -> Planner:
+    """A new planner of the kind registered under ``name``."""
+    planner: Planner = _planner_class(name)(**options)
+    return planner
+
+
+def planner_from_config(config: Config) -> Planner:
+    """The planner the config asks for.
+
+    ``planner = "auto"`` (the default) is the LLM planner when an LLM endpoint is configured
+    (``[llm] base_url`` or ``$ORCHESTRATOR_LLM_BASE_URL``) and the embedded one otherwise; the
+    LLM planner falls back to the embedded one for every plan it cannot make valid. Any other
+    name is looked up in the registry (``"embedded"`` forces the embedded planner); ``"llm"``
+    takes its endpoint from the ``[llm]`` section.
+    """
+    name = config.planner
+    if name == "auto":
+        name = "llm" if config.llm.configured else "embedded"
+    if name == "llm":
+        planner: Planner = _planner_class("llm").from_config(config.llm)  # type: ignore[attr-defined]
+        return planner
+    return get_planner(name)

@@ -1,0 +1,322 @@
+"""Matching a clause to the zoo's cards: which card's words fit what the clause asks.
+
+A card fits when its documents cover enough of the clause's instruction (a card making
+something from a description is asked by the words before the description), scored by TF-IDF
+over the card with its task and over its own words alone, with bonuses for the clause's leading
+verb and for a card reading the kind of input the clause names.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+from orchestrator.cards import ToolCard
+from orchestrator.cards.tasks import task_type
+from orchestrator.cards.zoo import Zoo, ZooEntry
+from orchestrator.errors import NoCapableTool
+from orchestrator.planning import plan_words as pw
+from orchestrator.text import TfidfIndex, tokens
+
+__all__ = ["CardMatcher"]
+
+MIN_SIMILARITY = 0.08
+MIN_COVERAGE = 0.3  # the share of a clause's instruction words a fitting card's document has
+SECOND_CAPABILITY = 0.2  # what a clause's left-over words must match to add a second step
+HEAD_BONUS = 0.12  # the clause's leading verb is in the card's document
+OBJECT_BONUS = 0.12  # so is the noun it asks for by name ("compare the sentiment of")
+FILE_KIND_BONUS = 0.15
+NEAR_BEST = 0.8  # a card of the same task this close to a missing one may stand in
+SAME_SIGNATURE = 0.5  # a card of another task this close to a missing one may stand in
+
+
+class CardMatcher:
+    """The zoo's cards indexed for matching clauses (built once per zoo)."""
+
+    def __init__(self, zoo: Zoo) -> None:
+        self.entries: list[ZooEntry] = list(zoo)
+        if not self.entries:
+            raise NoCapableTool("the zoo has no tool cards; add some to a cards folder")
+        self.index = TfidfIndex(pw.card_document(e.card) for e in self.entries)
+        self.own = TfidfIndex(pw.own_document(e.card) for e in self.entries)
+        self.heads = [set(pw.raw_stems(pw.card_document(e.card))) for e in self.entries]
+        self.tasks = sorted({e.card.task for e in self.entries})
+        self.terms = [set(tokens(pw.card_document(e.card))) for e in self.entries]
+        self.own_terms = [set(tokens(pw.own_document(e.card))) for e in self.entries]
+        self.vocabulary = {
+            w
+            for e in self.entries
+            for w in re.findall(r"[a-z]{6,}", pw.card_document(e.card).lower())
+        }
+        self._mended: dict[str, str] = {}  # word -> the card word it is a slip of ("": none)
+        counts = Counter(t for terms in self.terms for t in terms)
+        n = len(self.entries)
+        self.idf = {t: math.log((1 + n) / (1 + c)) + 1.0 for t, c in counts.items()}
+
+    def spelled(self, text: str) -> str:
+        """``text`` with each long word the cards do not have, but have one slip away, mended.
+
+        "the langauge of": a swapped, missing, extra or wrong letter in a word of six letters or
+        more, when exactly one word of the cards' documents is that close.
+        """
+
+        def mend(found: re.Match[str]) -> str:
+            word = found.group(0)
+            lower = word.lower()
+            if lower in self.vocabulary:
+                return word
+            if lower in self._mended:
+                return self._mended[lower] or word
+            near = [
+                v for v in self.vocabulary if abs(len(v) - len(lower)) <= 1 and _one_slip(lower, v)
+            ]
+            if len(self._mended) > 10_000:  # a long-lived server meets endless new words
+                self._mended.clear()
+            self._mended[lower] = near[0] if len(near) == 1 else ""
+            return self._mended[lower] or word
+
+        return re.sub(r"[A-Za-z]{6,}", mend, text)
+
+    def coverage(self, text: str, own: bool = False) -> list[float]:
+        """The share of the text's words (weighted by rarity) each card's document has.
+
+        "Book a table at an Italian restaurant" shares one word in six with a language
+        identifier: not what it does.
+        """
+        words = set(tokens(text))
+        weight = {w: self.idf.get(w, math.log(1 + len(self.entries)) + 1.0) for w in words}
+        total = sum(weight.values())
+        if not total:
+            return [0.0] * len(self.entries)
+        documents = self.own_terms if own else self.terms
+        return [sum(weight[w] for w in words & terms) / total for terms in documents]
+
+    # -- matching ---------------------------------------------------------------------------
+
+    def scores(
+        self, clause: str, given: frozenset[str] = frozenset(), implied: str | None = None
+    ) -> list[float]:
+        """How well each card fits the clause's instruction (its inputs left out).
+
+        ``given``: the kinds of input the request has (a card reading one the clause names -
+        a file, or "this picture" - fits better).
+        """
+        text = self.spelled(pw.ize(pw.instruction(clause)))
+        head = pw.head(text)
+        capability = self.spelled(pw.without_refs(clause))  # "the mood of the text in x.png"
+        if tokens(capability):
+            text = capability
+        elif capability.split() != text.split():
+            # It only names its input ("what's in this picture?"): no capability to match by
+            # the input's own noun (that is a question for the readers of the input).
+            return [0.0] * len(self.entries)
+        kinds = pw.file_kinds(clause) | {
+            k for k, p in pw.TYPED_REF.items() if k in given and p.search(clause)
+        }
+        if implied:
+            kinds = kinds | {implied}
+        out = []
+        # The card's own words count as much as its task's: two cards of one task (OCR and a
+        # captioner) share the task's words but not what each of them does.
+        full, own = self.index.similarities(text), self.own.similarities(text)
+        covered = self.coverage(text)
+        if not pw.file_kinds(clause):
+            # A card making something from a description is asked by the words before it:
+            # "make me a picture" of a red fox, "draw" a cat wearing a hat.
+            asked = self.coverage(pw.before_description(text))
+            covered = [
+                max(c, a) if pw.takes_prompt(e.card) and not e.card.output_types() & given else c
+                for c, a, e in zip(covered, asked, self.entries, strict=True)
+            ]
+        asked_for, made = pw.asked_object(clause), pw.made_kinds(clause)
+        for i, entry in enumerate(self.entries):
+            sim = 0.5 * full[i] + 0.5 * own[i] if covered[i] >= MIN_COVERAGE else 0.0
+            if made and not made & entry.card.output_types():
+                sim = 0.0  # "turn memo.wav into text": not a card making a voice of it
+            score = sim
+            if sim > 0 and head and head in self.heads[i]:
+                score += HEAD_BONUS
+            if sim > 0 and asked_for and asked_for in self.heads[i]:
+                score += OBJECT_BONUS
+            if sim > 0 and kinds & entry.card.input_types():
+                score += FILE_KIND_BONUS
+            out.append(score)
+        return out
+
+    def best(
+        self,
+        clause: str,
+        given: frozenset[str] = frozenset(),
+        implied: str | None = None,
+        first: bool = True,
+    ) -> tuple[int, float] | None:
+        scores = self.scores(clause, given, implied)
+        named = pw.file_kinds(clause) | pw.referred_kinds(clause, given, first)
+        if named:  # a card must be able to read the named input, directly or converted
+            # Never through what the clause asks to be made: "make a text file of cat.png" is
+            # not its label spoken and transcribed.
+            reach = self._reachable(named | {"text"}, avoid=pw.made_kinds(clause))
+            scores = [
+                sc if self.entries[k].card.input_types() <= reach else 0.0
+                for k, sc in enumerate(scores)
+            ]
+        if self.asks_in_words(clause):  # "what does notes.txt say": its words, not a voice
+            scores = [
+                sc if _in_words(e.card) else 0.0 for sc, e in zip(scores, self.entries, strict=True)
+            ]
+        i = max(range(len(scores)), key=lambda k: (scores[k], -k))
+        if scores[i] >= MIN_SIMILARITY:
+            return (i, scores[i])
+        return self._converter(clause, named)
+
+    def _converter(self, clause: str, named: set[str]) -> tuple[int, float] | None:
+        """The card turning the clause's input into the kind it asks for, by types alone.
+
+        "make an audio version of notes.txt": no card's words fit, but one reads text and
+        makes audio (the available one, the strongest first).
+        """
+        made = pw.made_kinds(clause)
+        kinds = set(named) | ({"text"} if pw.quoted_or_colon(clause) else set())
+        if not made or not kinds:
+            return None
+        found = [
+            (e.available, e.card.strength, -k)
+            for k, e in enumerate(self.entries)
+            if e.card.input_types() & kinds
+            and e.card.output_types() & made
+            and not pw.takes_prompt(e.card)
+        ]
+        return (-max(found)[2], MIN_SIMILARITY) if found else None
+
+    def _by_input(
+        self, clause: str, given: frozenset[str], first: bool = True
+    ) -> tuple[int, float] | None:
+        """The card for a clause naming an input but no capability ("what is in photo.jpg").
+
+        Such a clause asks what the input shows or says: of the runnable cards reading that
+        kind, the one whose description best fits that (and the clause's own words).
+        """
+        # A text shows nothing but its words: a question about it names what it asks (the mood,
+        # the language) or is for a general card.
+        kinds = pw.referred_kinds(clause, given, first)
+        words = tokens(pw.without_refs(clause))
+        if not kinds or len(words) > 2 and not self.is_question(clause):
+            # "turn x.jpg into a painting in the style of ...": a capability no card has, not
+            # a question about the input.
+            return None
+        asked = f"{clause} says what the {' '.join(sorted(kinds))} shows, describes what is in it"
+        sims = self.own.similarities(pw.ize(asked))
+        readers = [
+            (e.available, round(sims[i], 6), e.card.strength, -i)
+            for i, e in enumerate(self.entries)
+            if e.card.input_types() & kinds and not pw.takes_prompt(e.card) and _in_words(e.card)
+        ]
+        if not readers:
+            return None
+        best = max(readers)
+        return (-best[3], MIN_SIMILARITY)
+
+    def _reachable(self, kinds: set[str], avoid: set[str] = frozenset()) -> set[str]:
+        """The types the cards can make from ``kinds``.
+
+        Converting steps only, and none reading a type in ``avoid``.
+        """
+        reach = set(kinds)
+        for _ in range(3):
+            for entry in self.entries:
+                card = entry.card
+                reads = card.input_types()
+                if reads and reads <= reach and not reads & avoid and not pw.takes_prompt(card):
+                    reach |= card.output_types()
+        return reach
+
+    def general(self) -> list[int]:
+        """The zoo's general text-generation cards."""
+        return [i for i, e in enumerate(self.entries) if e.card.task == pw.GENERAL_TASK]
+
+    @staticmethod
+    def is_question(clause: str) -> bool:
+        """Whether the clause asks a question ("what is ...", "... written in?")."""
+        text = pw.POLITE.sub("", clause.strip()).strip()
+        words = [w.removesuffix("'s") for w in re.findall(r"[a-z']+", text.lower())]
+        return bool(words) and (words[0] in pw.QUESTION_HEAD or clause.rstrip().endswith("?"))
+
+    @staticmethod
+    def asks_in_words(clause: str) -> bool:
+        """A question whose answer is words.
+
+        "what does it say", "is it ...", "tell me whether ...", but not "can you say ...".
+        """
+        text = pw.POLITE.sub("", clause.strip()).strip()
+        text = re.sub(r"^(?:tell|show)\s+(?:me|us)\s+", "", text, flags=re.IGNORECASE)
+        words = [w.removesuffix("'s") for w in re.findall(r"[a-z']+", text.lower())]
+        return bool(words) and words[0] in (pw.QUESTION_HEAD - pw.MODAL_HEAD) | {"whether", "if"}
+
+    def is_general_request(self, clause: str) -> bool:
+        """A question, or a request whose leading verb a general text-generation card does."""
+        text = pw.POLITE.sub("", clause.strip()).strip()
+        if not re.search(r"[a-z']", text.lower()):
+            return False
+        if self.is_question(clause):
+            return True
+        head = pw.head(pw.ize(pw.instruction(clause)))
+        return any(head and head in self.heads[i] for i in self.general())
+
+    def bridge_path(self, clause: str, start: str, goal: str) -> list[int] | None:
+        """The cards (one or two) turning ``start`` into ``goal`` that fit ``clause`` best."""
+        sims = self.own.similarities(pw.ize(pw.instruction(clause)))
+        usable = [
+            i
+            for i, e in enumerate(self.entries)
+            if len(e.card.input_types()) == 1 and not pw.takes_prompt(e.card)
+        ]
+
+        def score(path: list[int]) -> tuple[float, int]:
+            avail = sum(1 for i in path if self.entries[i].available)
+            # Text to work on is content (what an image says), not a label about it.
+            content = task_type(self.entries[path[-1]].card.task).makes_content
+            fit = sum(sims[i] for i in path) + 0.5 * avail / len(path) + 0.3 * content
+            return (fit, -len(path))
+
+        paths: list[list[int]] = []
+        for i in usable:
+            card = self.entries[i].card
+            if card.input_types() != {start}:
+                continue
+            if goal in card.output_types():
+                paths.append([i])
+                continue
+            for j in usable:
+                nxt = self.entries[j].card
+                if nxt.input_types() <= card.output_types() and goal in nxt.output_types():
+                    paths.append([i, j])
+        if not paths:
+            return None
+        one_step = [p for p in paths if len(p) == 1]
+        return max(one_step or paths, key=score)
+
+
+def _in_words(card: ToolCard) -> bool:
+    """Whether the card's main result can be said in words (a text, a label, found objects).
+
+    What an input shows or says is answered in words, never by a voice or a picture made of it.
+    """
+    return card.primary_output().type in ("text", "json")
+
+
+def _one_slip(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` differ by one swapped pair, missing, extra or wrong letter."""
+    if a == b:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        if len(diff) == 1:
+            return True
+        i = diff[0]
+        return len(diff) == 2 and diff[1] == i + 1 and a[i] == b[i + 1] and a[i + 1] == b[i]
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    if len(long) - len(short) != 1:
+        return False
+    i = next((k for k, (x, y) in enumerate(zip(short, long, strict=False)) if x != y), len(short))
+    return short[i:] == long[i + 1 :]

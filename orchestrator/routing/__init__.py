@@ -1,0 +1,1 @@
+"""Routing: after each round, decide per subtask what happens next."""

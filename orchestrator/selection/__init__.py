@@ -1,0 +1,1 @@
+"""Selection: rank the tool cards that fit a subtask."""
