@@ -1,4 +1,4 @@
-"""A real OpenAI-compatible server (``orchestrator.server.single_model``) in a subprocess, for tests."""
+"""A real OpenAI-compatible server (``orchestrator.server.single_model``) in a subprocess."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def free_port() -> int:
 def start_llm_server(card: str, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``serve(card)`` in a subprocess; return it and its base URL once it answers."""
     port = free_port()
-    code = f"from orchestrator.server.single_model import serve; serve({card!r}, '127.0.0.1', {port})"
+    code = (
+        f"from orchestrator.server.single_model import serve; serve({card!r}, '127.0.0.1', {port})"
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     # One torch thread: on a busy 2-core machine two threads made a 135M model ~10x slower.
     env.setdefault("OMP_NUM_THREADS", "1")

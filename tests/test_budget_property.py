@@ -8,8 +8,8 @@ the default router policy; independent steps start together and share what is le
 tools run in-process on a virtual clock (see tests/_budget_tools.py), so 1,000 runs take
 seconds and wall time is exact; the ledger, the caps and the router are the production ones.
 
-Most runs are planned by the real LLM planner (:class:`orchestrator.planning.llm.LlmPlanner`, with its
-reservations, timeouts and fallback) talking to a simulated paid endpoint on the same virtual
+Most runs are planned by the real LLM planner (:class:`orchestrator.planning.llm.LlmPlanner`, with
+its reservations, timeouts and fallback) talking to a simulated paid endpoint on the same virtual
 clock (a paid cloud API cannot exist here): slow (up to 30 s per answer, or never answering),
 priced per token, and sometimes writing an invalid plan, so its calls, seconds and money count
 against the same limits.

@@ -269,7 +269,7 @@ def test_odd_json_shapes_are_plan_errors_for_the_repair_round():
             _tool_plan_from_answer(answer, "r")
 
 
-# -- an LLM's plan goes through the same check as any plan (orchestrator.planning.checked_plan) --------------
+# -- an LLM's plan goes through the same check as any plan (orchestrator.planning.checked_plan) ---
 # The endpoint below is a real HTTP server on a local socket, spoken to by the real ``openai``
 # client; its answer is scripted (tests/_scripted_llm.py), because a model that writes exactly
 # the faulty plan each test needs cannot be had here.

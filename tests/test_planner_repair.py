@@ -1,4 +1,4 @@
-"""The shared plan check (orchestrator.planning.repair): any planner's plan is bridged by type or replaced."""
+"""The shared plan check (orchestrator.planning.repair): a plan is bridged by type or replaced."""
 
 from __future__ import annotations
 

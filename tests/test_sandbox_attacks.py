@@ -1,8 +1,8 @@
 """The attack suite: each attack is a real program run through the sandbox, and must be stopped.
 
 Programs are in tests/attacks/ (they print ESCAPED or BLOCKED); they run through
-``orchestrator.execution.sandbox.run_file.run_source``, the same sandbox a tool's worker gets. The last
-attacks go through the worker pool itself (results that are huge, not UTF-8, or symlinks).
+``orchestrator.execution.sandbox.run_file.run_source``, the same sandbox a tool's worker gets. The
+last attacks go through the worker pool itself (results that are huge, not UTF-8, or symlinks).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Zero-shot tool planning (orchestrator.planning.graph_path) on tiny tool sets written by the tests.
+"""Zero-shot tool planning (orchestrator.planning.graph_path) on tiny tool sets the tests write.
 
 No embedder (TF-IDF only), so each rule is checked on plans a reader can work out by hand; each
 test also switches its rule off and checks the plan (or the match) changes, so it tests the rule.

@@ -1,4 +1,4 @@
-"""The built-in offline tools (orchestrator/execution/tools/), run in-process from their tool cards."""
+"""The built-in offline tools (orchestrator/execution/tools/), run in-process from their cards."""
 
 from __future__ import annotations
 

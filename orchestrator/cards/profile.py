@@ -1,9 +1,9 @@
 """Capability profiles: run a card's model on the aptitude test of its task type.
 
 The tests ship with the project (``orchestrator/cards/probes/<task>.yaml``); a card may ship its own
-probes beside it (``<card>.probes.yaml``, see :mod:`orchestrator.cards.probes.aptitude`). Each probe is an
-instruction and cases: an input made here (a literal text, text rendered into an image with PIL,
-a sample photo from scikit-image, or speech synthesized by the TTS card) and the reference the
+probes beside it (``<card>.probes.yaml``, see :mod:`orchestrator.cards.probes.aptitude`). Each probe
+is an instruction and cases: an input made here (a literal text, text rendered into an image with
+PIL, a sample photo from scikit-image, or speech synthesized by the TTS card) and the reference the
 answer is checked against (:mod:`orchestrator.cards.probes.checks`: exact labels, error rates,
 overlap with reference summaries and translations, ranking of embedding pairs, speech heard back,
 images labelled by the zoo's classifier), giving a score in 0..1 that a trivial tool (identity,

@@ -4,9 +4,9 @@ The requests are generated from phrasings people use (one capability, chains of 
 several files, questions, out-of-zoo asks) over file names and quoted texts, shuffled with a
 fixed seed; or read from ``--requests FILE`` (one request per line). Each request is planned
 twice over the zoo (the built-in cards, plus ``--cards`` folders) the way a run plans it: the
-embedded planner, then the shared plan check (``orchestrator.planning.checked_plan``). A refusal (a request
-the zoo cannot serve) is a planning outcome too, timed and compared like a plan. Printed: the
-time to build the planner's card index once, p50/p99/max milliseconds per request, and how many
+embedded planner, then the shared plan check (``orchestrator.planning.checked_plan``). A refusal (a
+request the zoo cannot serve) is a planning outcome too, timed and compared like a plan. Printed:
+the time to build the planner's card index once, p50/p99/max milliseconds per request, and how many
 requests got a different plan (or refusal) the second time.
 """
 

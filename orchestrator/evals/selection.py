@@ -12,8 +12,8 @@ the other folds' instructions only, so every figure is held-out ("protocol" in t
 ``--folds 0`` scores with no probes at all (the model learns from the cards' own text only);
 that figure is printed as "zero_shot".
 
-``--tune-encoder`` also fine-tunes MiniLM per fold (:mod:`orchestrator.selection.embed_tune`) on that
-fold's zoo - the cards and the other folds' queries as probes, the very data the fold's learned
+``--tune-encoder`` also fine-tunes MiniLM per fold (:mod:`orchestrator.selection.embed_tune`) on
+that fold's zoo - the cards and the other folds' queries as probes, the very data the fold's learned
 model sees, never the fold's own queries - and ranks the fold with it. The tuned models are kept
 under the cache folder by the digest of what they were tuned on, so a re-run does not tune again.
 "zero_shot" and the baselines stay on the base MiniLM.

@@ -1,12 +1,12 @@
 """An executor that runs tools inside this process: no isolation, for trusted, fast tools.
 
-:class:`InProcessExecutor` implements the same :class:`~orchestrator.execution.pool.Executor` protocol
-as the worker pool: it loads each card's tool once (``load_tool``), calls it, measures the call,
-and validates the outputs against the card (a tool that raises or returns bad outputs fails the
-call with :class:`~orchestrator.errors.ToolFailed`). It cannot kill a call, so a timeout is
+:class:`InProcessExecutor` implements the same :class:`~orchestrator.execution.pool.Executor`
+protocol as the worker pool: it loads each card's tool once (``load_tool``), calls it, measures the
+call, and validates the outputs against the card (a tool that raises or returns bad outputs fails
+the call with :class:`~orchestrator.errors.ToolFailed`). It cannot kill a call, so a timeout is
 enforced after the fact: a call that took longer than its timeout fails. A
-:class:`~orchestrator.execution.pool.CallLimit` is enforced the same way: loading that took longer than
-the limit fails the call, and the call's timeout is cut to what loading left of it. Calls are
+:class:`~orchestrator.execution.pool.CallLimit` is enforced the same way: loading that took longer
+than the limit fails the call, and the call's timeout is cut to what loading left of it. Calls are
 serialized.
 
 It exists for replaying recorded answers (the RouterBench evaluation runs thousands of queries

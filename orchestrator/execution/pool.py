@@ -4,8 +4,8 @@ Each tool card gets its own worker process (:mod:`orchestrator.execution.worker`
 first call and reused by later calls. A worker is keyed by the card's name, a digest of its
 content and the folder it came from, so an edited card gets a fresh worker. Calls to one worker
 are serialized; different cards run in parallel. Parent and worker speak JSON lines (see
-:mod:`orchestrator.execution.worker`). Between calls a worker is frozen (every process of it stopped), so
-nothing a call left behind runs on; a worker idle for ``idle_s`` seconds is stopped.
+:mod:`orchestrator.execution.worker`). Between calls a worker is frozen (every process of it
+stopped), so nothing a call left behind runs on; a worker idle for ``idle_s`` seconds is stopped.
 
 Failures never crash the caller: a tool that raises, a worker that dies, a call that times out,
 a model that does not load, and outputs that do not match the card all raise
@@ -21,9 +21,9 @@ and loading the model included: every one of those timeouts is cut to what is le
 :data:`KILL_MARGIN_S` for killing and reaping, so the call returns within the limit.
 
 Sandbox: every worker runs under :mod:`orchestrator.execution.sandbox` with its card's policy
-(:func:`~orchestrator.execution.sandbox.policy_for_card`), once the user approved what the card asks for
-(:class:`~orchestrator.execution.sandbox.policy.Approvals`; built-in cards are approved as they are).
-The command run inside is :meth:`WorkerPoolExecutor.worker_command`: an isolated interpreter
+(:func:`~orchestrator.execution.sandbox.policy_for_card`), once the user approved what the card asks
+for (:class:`~orchestrator.execution.sandbox.policy.Approvals`; built-in cards are approved as they
+are). The command run inside is :meth:`WorkerPoolExecutor.worker_command`: an isolated interpreter
 that is confined before the card's own folder - and only that card's - is appended to its
 import path; :meth:`WorkerPoolExecutor.worker_launch` wraps it.
 A worker sees a private I/O folder: before each call its file inputs are copied into ``in`` and

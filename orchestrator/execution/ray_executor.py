@@ -1,10 +1,10 @@
-"""Execute on a Ray cluster: an :class:`~orchestrator.execution.pool.Executor` whose calls run on Ray.
+"""Execute on a Ray cluster: an :class:`~orchestrator.execution.pool.Executor` run by Ray actors.
 
 Optional: ``pip install 'orchestrator[ray]'``. Each card gets one Ray actor (placed anywhere in
-the cluster) that keeps a sandboxed :class:`~orchestrator.execution.pool.WorkerPoolExecutor` of its own
-on its node: the model stays warm in the actor's worker, and the tool runs in exactly the sandbox
-it gets locally. Files do not assume a shared disk: input files travel to the actor as bytes, and
-the files a call writes come back as bytes into the caller's ``ctx.scratch``.
+the cluster) that keeps a sandboxed :class:`~orchestrator.execution.pool.WorkerPoolExecutor` of its
+own on its node: the model stays warm in the actor's worker, and the tool runs in exactly the
+sandbox it gets locally. Files do not assume a shared disk: input files travel to the actor as
+bytes, and the files a call writes come back as bytes into the caller's ``ctx.scratch``.
 
 A python card's own folder is bound into its worker as locally, so it must be at the same path
 on every node (like the project itself); ``approvals`` are the user's, as for the local pool.

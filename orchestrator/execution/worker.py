@@ -1,7 +1,7 @@
 """The worker process: loads one tool and serves its calls.
 
-It is started through :func:`orchestrator.execution.sandbox.launch.python_command`, which confines it
-first.
+It is started through :func:`orchestrator.execution.sandbox.launch.python_command`, which confines
+it first.
 
 Protocol, one JSON object per line:
 
@@ -13,8 +13,8 @@ Protocol, one JSON object per line:
   ``{"ok": false, "kind": "raised" | "bad_output", "error", "traceback"}``.
 * end of file on stdin: the worker exits with code 0.
 
-The sandbox's bootstrap (:mod:`orchestrator.execution.sandbox.boot`) confined the process before this
-module was imported: no code of a card was importable until then, and its folder comes last on
+The sandbox's bootstrap (:mod:`orchestrator.execution.sandbox.boot`) confined the process before
+this module was imported: no code of a card was importable until then, and its folder comes last on
 the import path.
 
 Protocol messages go through a private duplicate of the original stdout; file descriptor 1 is

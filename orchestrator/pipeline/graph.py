@@ -1,9 +1,9 @@
 """The pipeline as a LangGraph ``StateGraph``: plan -> select -> (route <-> execute)* -> answer.
 
-``route`` asks the router policy (:mod:`orchestrator.routing.policy`), after every round of execution,
-what happens to each subtask (start, accept an answer, retry the next candidate, escalate,
-ask a second model, re-plan, finish, give up; a subtask whose inputs failed is skipped) and
-which attempts to launch next; the conditional edge fans those attempts out with ``Send`` so
+``route`` asks the router policy (:mod:`orchestrator.routing.policy`), after every round of
+execution, what happens to each subtask (start, accept an answer, retry the next candidate,
+escalate, ask a second model, re-plan, finish, give up; a subtask whose inputs failed is skipped)
+and which attempts to launch next; the conditional edge fans those attempts out with ``Send`` so
 independent subtasks run in parallel. Every call is paid from the ledger: reserved before
 (with a capped hold), settled after. Live objects (zoo, executor, ledger, policy) travel in the
 run context; the state stays JSON (with what was spent) so a checkpointer can store it.

@@ -6,9 +6,9 @@ split the request into clauses (sentences, commas, "then", "and"), then plan eac
 type over the cards: its capability, its input, and the converting steps between them (see
 ``orchestrator.planning.zoo_plan``).
 
-Over a tool set by name (``plan_tools``, e.g. a benchmark's tools): see ``orchestrator.planning.tool_plan``:
-clause matching, votes of similar solved requests, and an order learned from the examples, the
-tool graph and where each tool matched in the request.
+Over a tool set by name (``plan_tools``, e.g. a benchmark's tools): see
+``orchestrator.planning.tool_plan``: clause matching, votes of similar solved requests, and an order
+learned from the examples, the tool graph and where each tool matched in the request.
 """
 
 from __future__ import annotations

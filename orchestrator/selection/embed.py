@@ -6,7 +6,8 @@ only the texts of that card; everything else is read back from the cache. Search
 matrix product over unit vectors.
 
 The MiniLM model is loaded lazily, on the first text that is not in the cache. A MiniLM
-fine-tuned on a zoo (:mod:`orchestrator.selection.embed_tune`) is another embedder with its own name.
+fine-tuned on a zoo (:mod:`orchestrator.selection.embed_tune`) is another embedder with its own
+name.
 """
 
 from __future__ import annotations

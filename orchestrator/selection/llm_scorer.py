@@ -1,4 +1,4 @@
-"""A second :class:`~orchestrator.selection.rank.Scorer`: an LLM reads "capability text + instruction".
+"""A second :class:`~.rank.Scorer`: an LLM reads "capability text + instruction".
 
 This is Model-SAT's form: each candidate is described by its capability text (its description
 and its measured results on the probes of its profile), the instruction follows, and the LLM

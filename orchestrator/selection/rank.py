@@ -4,8 +4,8 @@ The hard filter keeps available cards of the subtask's task whose inputs the sub
 can fill and whose outputs its consumers need. The :class:`Scorer` then scores each: the default
 :class:`CapabilityScorer` combines the description match, the card's profile evidence (its
 scores on probe instructions like this one), the task fit, measured quality, availability and
-expected cost. :class:`orchestrator.selection.llm_scorer.LLMScorer` is a second implementation that asks an
-LLM (Model-SAT's "capability text + instruction" form).
+expected cost. :class:`orchestrator.selection.llm_scorer.LLMScorer` is a second implementation that
+asks an LLM (Model-SAT's "capability text + instruction" form).
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ class ScoreParts:
     ``relevance`` is the description match, ``evidence`` the profile evidence (similarity of the
     instruction to the card's probes weighted by its scores on them; None when not profiled),
     ``task_fit`` how likely the instruction is of the card's task type (1 when the task is given),
-    ``quality`` the quality the step's utility ranks by (:mod:`orchestrator.selection.utility`: the card's
-    measured score on the probes nearest the instruction, or its discounted prior when
+    ``quality`` the quality the step's utility ranks by (:mod:`orchestrator.selection.utility`: the
+    card's measured score on the probes nearest the instruction, or its discounted prior when
     ``measured`` is false), ``cost`` cheapness.
     """
 

@@ -1,8 +1,8 @@
 """Runs behind ``orchestrator serve``: a bounded pool of threads, events bridged to asyncio.
 
-One :class:`~orchestrator.pipeline.orchestrator.Orchestrator` (one warm worker pool, one run store) serves every
-request. Its runs block, so each runs in a thread of a pool of ``max_concurrent_runs``; more
-requests wait in the pool's queue, and beyond ``max_queued_runs`` waiting ones a request gets a
+One :class:`~orchestrator.pipeline.orchestrator.Orchestrator` (one warm worker pool, one run store)
+serves every request. Its runs block, so each runs in a thread of a pool of ``max_concurrent_runs``;
+more requests wait in the pool's queue, and beyond ``max_queued_runs`` waiting ones a request gets a
 429. The orchestrator is safe to share across these threads: the worker pool and the ledger lock
 their state, each run has its own ledger, graph context and run folder, and LangGraph's SQLite
 checkpointer serializes its writes on one connection with a lock.

@@ -137,7 +137,8 @@ def load_probes(task: str, folder: Path = PROBES_DIR) -> list[Probe]:
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
         raise UserError(
             f"no aptitude test for task '{task}'; tests exist for: {known}. A card of another "
-            "task ships its own probes beside it (<card>.probes.yaml; see orchestrator/cards/builtin/README.md)"
+            "task ships its own probes beside it (<card>.probes.yaml; see "
+            "orchestrator/cards/builtin/README.md)"
         )
     return load_probe_file(path)[1]
 
@@ -230,8 +231,8 @@ def draft_probes(card: ToolCard) -> str:
         f"# Probes of {card.name}, run by `orchestrator profile {card.name}`. {why}",
         "# Give each probe two or more cases with different answers (a tool that always gives",
         "# one answer must not pass). Checks: label, keywords, count, wer, cer, summary,",
-        "# translation, speech, image_of (see orchestrator/cards/builtin/README.md). `orchestrator cards validate`",
-        "# checks this file.",
+        "# translation, speech, image_of (see orchestrator/cards/builtin/README.md).",
+        "# `orchestrator cards validate` checks this file.",
         f"task: {card.task}",
         "probes:",
         f"  - instruction: {PLACEHOLDER} (a request this card should serve)",

@@ -32,7 +32,9 @@ __all__ = [
 ]
 
 _REGISTRY: dict[str, Backend | str] = {
-    "transformers": "orchestrator.execution.backends.transformers_pipeline:TransformersPipelineBackend",
+    "transformers": (
+        "orchestrator.execution.backends.transformers_pipeline:TransformersPipelineBackend"
+    ),
     "diffusers": "orchestrator.execution.backends.diffusers_pipeline:DiffusersPipelineBackend",
     "openai": "orchestrator.execution.backends.openai_chat:OpenAIChatBackend",
     "python": "orchestrator.execution.backends.python_entry:PythonEntryBackend",

@@ -1,13 +1,14 @@
 """The namespace layer: the bubblewrap command line for one sandboxed process.
 
 Everything is unshared, the network always (a tool given endpoints reaches them through the
-relay, :mod:`orchestrator.execution.sandbox.relay`); every capability is dropped but the few the process
-uses for its own set-up and then drops for good (:mod:`orchestrator.execution.sandbox.confine` checks none
-is left); and only what the process needs is bound: the system's /usr and a few /etc files, the
-Python it runs on, the orchestrator's packages, the card's own folder, the model caches (all
-read-only), the policy's approved paths, /proc of its own pid namespace with /proc/sys read-only,
-a minimal read-only /dev with a capped /dev/shm, and two private size-capped tmpfs: /tmp and /io
-(``/io/in`` for input copies, ``/io/out`` the scratch).
+relay, :mod:`orchestrator.execution.sandbox.relay`); every capability is dropped but the few the
+process uses for its own set-up and then drops for good
+(:mod:`orchestrator.execution.sandbox.confine` checks none is left); and only what the process needs
+is bound: the system's /usr and a few /etc files, the Python it runs on, the orchestrator's
+packages, the card's own folder, the model caches (all read-only), the policy's approved paths,
+/proc of its own pid namespace with /proc/sys read-only, a minimal read-only /dev with a capped
+/dev/shm, and two private size-capped tmpfs: /tmp and /io (``/io/in`` for input copies, ``/io/out``
+the scratch).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The in-process layers, applied by the sandboxed process to itself before any tool code exists.
 
-:mod:`orchestrator.execution.sandbox.boot` calls :func:`confine_from_env` first thing, before a card's
-folder is importable. The parent describes what to apply in ``$ORCHESTRATOR_SANDBOX_CONFINE``
+:mod:`orchestrator.execution.sandbox.boot` calls :func:`confine_from_env` first thing, before a
+card's folder is importable. The parent describes what to apply in ``$ORCHESTRATOR_SANDBOX_CONFINE``
 (JSON). Every layer is inherited by every child and cannot be lifted. This module imports only
 the standard library and pyseccomp: the bootstrap loads it by its path, before anything else.
 

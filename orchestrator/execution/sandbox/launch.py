@@ -10,8 +10,8 @@ a host temporary folder that Landlock makes the only writable place), ``rlimits`
 warning says the tool is barely confined). seccomp, the cgroup and rlimits add to any mode.
 
 Every sandboxed Python process starts as :func:`python_command` says: an isolated interpreter
-(``-I -S``) running :mod:`orchestrator.execution.sandbox.boot`, which confines it before any code of a
-card is importable. Started by root, the process ends up as :data:`SANDBOX_UID` (an
+(``-I -S``) running :mod:`orchestrator.execution.sandbox.boot`, which confines it before any code of
+a card is importable. Started by root, the process ends up as :data:`SANDBOX_UID` (an
 unprivileged user of the host); with no capability left in any mode.
 """
 

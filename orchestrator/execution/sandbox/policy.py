@@ -63,8 +63,8 @@ class Policy:
 
     ``network``: False (none), True (any public address, through an HTTPS proxy), or
     ``host:port`` endpoints (under namespaces the tool reaches exactly those, see
-    :mod:`orchestrator.execution.sandbox.relay`; the Landlock layer can only restrict TCP to their ports).
-    ``read`` / ``write``: extra host paths visible read-only / read-write.
+    :mod:`orchestrator.execution.sandbox.relay`; the Landlock layer can only restrict TCP to their
+    ports). ``read`` / ``write``: extra host paths visible read-only / read-write.
     ``env``: names of extra environment variables passed through.
     ``memory_mb``: the memory cap (cgroup, or RLIMIT_AS without one); ``max_procs``: processes and
     threads (pids cgroup; RLIMIT_NPROC where not root); ``scratch_mb``: size of the private

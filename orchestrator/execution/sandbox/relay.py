@@ -291,8 +291,8 @@ class Relay:
 def start_forwarders(spec: dict[str, Any]) -> None:
     """Accept on each listening socket and forward every connection through the relay socket.
 
-    The sockets were opened by :func:`~orchestrator.execution.sandbox.confine.open_listeners` while the
-    process could still bind ports below 1024 (``spec["fds"]``: the endpoints, then the proxy).
+    The sockets were opened by :func:`~orchestrator.execution.sandbox.confine.open_listeners` while
+    the process could still bind ports below 1024 (``spec["fds"]``: the endpoints, then the proxy).
     """
     fds = spec["fds"]
     headers = [f"E {index}\n".encode() for _, _, index in spec["listen"]]

@@ -1,10 +1,10 @@
 """``orchestrator sandbox exec FILE.py``: run a Python file inside exactly the sandbox tools get.
 
-The parent (:func:`run_file`) starts ``orchestrator.execution.sandbox.run_file NAME`` under a policy (no
-network unless allowed, a memory cap, a wall-clock timeout), the same way the worker pool starts
+The parent (:func:`run_file`) starts ``orchestrator.execution.sandbox.run_file NAME`` under a policy
+(no network unless allowed, a memory cap, a wall-clock timeout), the same way the worker pool starts
 a worker (:func:`orchestrator.execution.sandbox.launch.python_command`,
-:meth:`orchestrator.execution.sandbox.Sandbox.prepare`). The source goes in on standard input, so nothing
-of the host needs binding for it. The child is confined by the bootstrap before it reads the
+:meth:`orchestrator.execution.sandbox.Sandbox.prepare`). The source goes in on standard input, so
+nothing of the host needs binding for it. The child is confined by the bootstrap before it reads the
 source, then runs it as ``__main__``.
 """
 
