@@ -260,7 +260,7 @@ class DefaultPolicy:
         return self.cost_weight * float(option.usd / self._scale(view))
 
     def _relevant(self, option: Option, view: StepView) -> bool:
-        """Whether ``option`` applies to the instruction (see :func:`_utility.applicable`)."""
+        """Whether ``option`` applies to the instruction (see :func:`applicable`)."""
         best = max((o.relevance for o in view.options), default=0.0)
         return applicable(option.measured, option.relevance, best)
 
