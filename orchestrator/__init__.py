@@ -20,7 +20,7 @@ from orchestrator.errors import (
     ToolFailed,
     UserError,
 )
-from orchestrator.planning.plan import Plan, Subtask
+from orchestrator.plan import Plan, Subtask
 
 __all__ = [
     "Budget",

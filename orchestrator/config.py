@@ -20,8 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.budget import Budget
-from orchestrator.cards import Permissions
 from orchestrator.errors import ConfigError
+from orchestrator.permissions import Permissions
 
 __all__ = ["BudgetConfig", "Config", "LlmConfig", "SandboxConfig", "ServerConfig"]
 

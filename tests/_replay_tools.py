@@ -8,7 +8,7 @@ from pathlib import Path
 
 from orchestrator import Zoo
 from orchestrator.evals.routing import replay_card
-from orchestrator.planning.plan import Plan, Subtask, TextArg
+from orchestrator.plan import Plan, Subtask, TextArg
 
 
 def write_records(

@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from orchestrator.execution.backends import CallContext
-from orchestrator.planning.plan import Plan, Subtask, TextArg
+from orchestrator.plan import Plan, Subtask, TextArg
 
 CARD = """
 name: slow-step

@@ -39,7 +39,7 @@ def test_json_lists_of_records_render_compactly():
 
 
 def test_a_weak_writing_models_answer_carries_its_caveat():
-    from orchestrator.planning.plan import Plan, Subtask, TextArg
+    from orchestrator.plan import Plan, Subtask, TextArg
 
     def writer(name, strength):
         return ToolCard.model_validate(

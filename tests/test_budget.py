@@ -10,12 +10,10 @@ from orchestrator.budget import (
     Cost,
     InvalidBudget,
     Ledger,
-    actual_cost,
-    counts_tokens,
-    expected_cost,
     raise_hint,
 )
 from orchestrator.cards import ToolCard
+from orchestrator.cards.pricing import actual_cost, counts_tokens, expected_cost
 from orchestrator.errors import BudgetExceeded, UserError
 
 

@@ -20,7 +20,7 @@ import pytest
 from orchestrator import Budget, Config, Orchestrator, Zoo
 from orchestrator.cards import ToolCard
 from orchestrator.execution.pool import WorkerPoolExecutor
-from orchestrator.planning.plan import Plan, Subtask, TextArg
+from orchestrator.plan import Plan, Subtask, TextArg
 
 TOOLS = """
 import time

@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 from orchestrator import Budget, Config, Orchestrator, Zoo
 from orchestrator.cards import ToolCard
+from orchestrator.plan import Plan, Subtask, TextArg
 from orchestrator.planning.llm import LlmPlanner
-from orchestrator.planning.plan import Plan, Subtask, TextArg
 
 RUNS = 1000
 STATS: Counter[str] = Counter()

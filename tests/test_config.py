@@ -65,7 +65,7 @@ def test_the_readme_example_config_is_valid(tmp_path):
 
 
 def test_approvals_are_read_from_the_file_with_paths_from_its_folder(tmp_path):
-    from orchestrator.cards import Permissions
+    from orchestrator.permissions import Permissions
 
     path = tmp_path / "orchestrator.toml"
     path.write_text(

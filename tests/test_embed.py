@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from orchestrator.selection.embed import EmbeddingCache, EmbeddingIndex, HashingEmbedder, cache_dir
+from orchestrator.embed import EmbeddingCache, EmbeddingIndex, HashingEmbedder, cache_dir
 
 
 class CountingEmbedder(HashingEmbedder):
@@ -52,7 +52,7 @@ def test_index_search_ranks_the_closest_first(tmp_path):
 
 
 def test_minilm_embedder_is_not_loaded_until_used():
-    from orchestrator.selection.embed import MiniLMEmbedder
+    from orchestrator.embed import MiniLMEmbedder
 
     embedder = MiniLMEmbedder()
     assert embedder._model is None

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
 from orchestrator.cards.zoo import Zoo
+from orchestrator.embed import EmbeddingCache, MiniLMEmbedder
 from orchestrator.errors import UserError
-from orchestrator.planning.plan import Plan
+from orchestrator.plan import Plan
 from orchestrator.selection.capability import card_text
-from orchestrator.selection.embed import EmbeddingCache, MiniLMEmbedder
 from orchestrator.selection.embed_tune import (
     MANIFEST,
     TunedEmbedder,

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cards.zoo import Zoo
+from orchestrator.embed import EmbeddingCache
 from orchestrator.errors import UserError
-from orchestrator.selection.embed import EmbeddingCache
 from orchestrator.selection.embed_tune import FolderEmbedder, TunedEmbedder, encoder_embedder
 from orchestrator.selection.rank import CapabilityScorer, rank_open
 from tests.test_embed_tune import CARDS

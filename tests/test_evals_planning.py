@@ -162,9 +162,9 @@ def test_the_held_out_share_is_about_a_fifth():
 
 
 def test_zero_shot_plans_from_descriptions_and_the_graph_alone(data: Path):
+    from orchestrator.embed import HashingEmbedder
     from orchestrator.evals.planning import evaluate_fixed
     from orchestrator.planning.embedded import EmbeddedPlanner
-    from orchestrator.selection.embed import HashingEmbedder
 
     tools = ToolSet.from_taskbench(data / "tool_desc.json", data / "graph_desc.json")
     examples = load_examples(data / "dev.jsonl")
@@ -191,9 +191,9 @@ def test_zero_shot_plans_from_descriptions_and_the_graph_alone(data: Path):
 
 
 def test_cli_zero_shot_and_holdout_flags(data: Path, monkeypatch):
-    from orchestrator.selection.embed import HashingEmbedder
+    from orchestrator.embed import HashingEmbedder
 
-    monkeypatch.setattr("orchestrator.selection.embed.default_embedder", lambda: HashingEmbedder())
+    monkeypatch.setattr("orchestrator.embed.default_embedder", lambda: HashingEmbedder())
     base = [
         "eval", "planning",
         "--tools", str(data / "tool_desc.json"),

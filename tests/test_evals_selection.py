@@ -7,8 +7,8 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
+from orchestrator.embed import HashingEmbedder, MiniLMEmbedder
 from orchestrator.evals.selection import bm25_scores, read_queries, run_selection_eval
-from orchestrator.selection.embed import HashingEmbedder, MiniLMEmbedder
 from orchestrator.selection.embed_tune import TuneOptions
 from orchestrator.selection.learn import FEATURES
 

@@ -56,7 +56,7 @@ class ScriptedPlanner:
         self._plan = plan
 
     def plan(self, request, zoo, *, files=()):
-        from orchestrator.planning.plan import Plan
+        from orchestrator.plan import Plan
 
         return Plan.model_validate({"request": request, **self._plan})
 

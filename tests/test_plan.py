@@ -3,7 +3,8 @@ import pytest
 from orchestrator.cards import ToolCard
 from orchestrator.cards.zoo import Zoo
 from orchestrator.errors import PlanError
-from orchestrator.planning.plan import Plan, parse_plan, validate_plan
+from orchestrator.plan import Plan, parse_plan
+from orchestrator.planning.validate import validate_plan
 
 
 def make_card(name: str, task: str, inputs: list[str], outputs: list[str]) -> ToolCard:

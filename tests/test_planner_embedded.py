@@ -6,7 +6,7 @@ import pytest
 from orchestrator.errors import NoCapableTool, PlanError, UserError
 from orchestrator.planning import UnknownPlanner, get_planner
 from orchestrator.planning.embedded import split_clauses
-from orchestrator.planning.plan import validate_plan
+from orchestrator.planning.validate import validate_plan
 
 DEMO = (
     "Transcribe demo.wav, tell me which language it is in and whether it sounds positive "

@@ -15,6 +15,7 @@ from _llm_server import CARD
 
 from orchestrator.config import Config, LlmConfig
 from orchestrator.errors import ConfigError, PlanError
+from orchestrator.plan import PlanDraft, plan_json_schema
 from orchestrator.planning import ToolSet, ToolSpec, get_planner, planner_from_config
 from orchestrator.planning.embedded import EmbeddedPlanner
 from orchestrator.planning.llm import (
@@ -24,8 +25,8 @@ from orchestrator.planning.llm import (
     check_named_files,
     extract_json,
 )
-from orchestrator.planning.plan import PlanDraft, plan_json_schema, validate_plan
 from orchestrator.planning.toolset import Example, ToolPlan, check_tool_plan
+from orchestrator.planning.validate import validate_plan
 
 IMAGE_REQUEST = "Read the text in scan.png and tell me which language it is in"
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.plan import FileArg, Plan, RefArg, Subtask, TextArg
 from orchestrator.planning import checked_plan, plan_problems
 from orchestrator.planning.embedded import EmbeddedPlanner
-from orchestrator.planning.plan import FileArg, Plan, RefArg, Subtask, TextArg, validate_plan
+from orchestrator.planning.validate import validate_plan
 
 
 def _plan(request: str, *subtasks: Subtask) -> Plan:

@@ -20,7 +20,7 @@ from orchestrator.errors import ConfigError, UserError
 from orchestrator.execution.inprocess import InProcessExecutor
 from orchestrator.pipeline.orchestrator import RunResult
 from orchestrator.pipeline.store import carried_spend, with_pending
-from orchestrator.planning.plan import Plan, Subtask, TextArg
+from orchestrator.plan import Plan, Subtask, TextArg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _run_tools import calls, write_cards  # noqa: E402

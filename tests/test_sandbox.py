@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.cards import Permissions, ToolCard, card_from_yaml
+from orchestrator.cards import ToolCard, card_from_yaml
 from orchestrator.config import Config
 from orchestrator.errors import CardError, ToolFailed
 from orchestrator.execution.backends import CallContext
@@ -26,6 +26,7 @@ from orchestrator.execution.pool import WorkerPoolExecutor
 from orchestrator.execution.sandbox import Sandbox, SandboxRefused, policy_for_card, probe_host
 from orchestrator.execution.sandbox.policy import Approvals
 from orchestrator.execution.sandbox.run_file import run_source
+from orchestrator.permissions import Permissions
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from test_sandbox_attacks import assert_blocked, attack, out
 
-from orchestrator.cards import Permissions, ToolCard, load_card
+from orchestrator.cards import ToolCard, load_card
 from orchestrator.cards.zoo import validate_paths
 from orchestrator.config import Config, ServerConfig
 from orchestrator.errors import ToolFailed
@@ -33,6 +33,7 @@ from orchestrator.execution.backends import CallContext
 from orchestrator.execution.pool import WorkerPoolExecutor
 from orchestrator.execution.sandbox import Sandbox, probe_host
 from orchestrator.execution.sandbox.policy import Approvals, Policy
+from orchestrator.permissions import Permissions
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
 MODES = ["namespaces", "landlock"]

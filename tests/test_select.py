@@ -2,7 +2,7 @@ from decimal import Decimal
 
 from orchestrator.cards import ToolCard
 from orchestrator.cards.zoo import Zoo
-from orchestrator.planning.plan import Plan
+from orchestrator.plan import Plan
 from orchestrator.selection.rank import EvidenceScorer, select_for_plan, select_for_subtask
 
 
@@ -162,7 +162,7 @@ def test_cheaper_card_wins_when_all_else_is_equal():
 # --- capability-instruction scoring -------------------------------------------------------------
 
 from orchestrator.cards import CapabilityProfile, ProbeResult  # noqa: E402
-from orchestrator.selection.embed import EmbeddingCache, HashingEmbedder  # noqa: E402
+from orchestrator.embed import EmbeddingCache, HashingEmbedder  # noqa: E402
 from orchestrator.selection.rank import MAX_CANDIDATES, CapabilityScorer, rank_open  # noqa: E402
 
 

@@ -4,8 +4,8 @@ import numpy as np
 
 from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
 from orchestrator.cards.zoo import Zoo
+from orchestrator.embed import EmbeddingCache, HashingEmbedder
 from orchestrator.selection.capability import CardIndex
-from orchestrator.selection.embed import EmbeddingCache, HashingEmbedder
 from orchestrator.selection.learn import (
     FEATURES,
     SelectionModel,

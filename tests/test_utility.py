@@ -11,10 +11,10 @@ from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
 from orchestrator.cards.zoo import Zoo
 from orchestrator.execution.inprocess import InProcessExecutor
 from orchestrator.pipeline.graph import RunContext, _option, _selection_record
-from orchestrator.planning.plan import Plan
+from orchestrator.plan import Plan
 from orchestrator.routing.policy import DefaultPolicy, StepView
 from orchestrator.selection.rank import CapabilityScorer, select_for_subtask
-from orchestrator.selection.utility import UNPROFILED_TRUST, estimated_quality
+from orchestrator.utility import UNPROFILED_TRUST, estimated_quality
 
 # The built-in aptitude test of text classification (orchestrator/cards/probes).
 PROBES = [

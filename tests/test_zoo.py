@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.cards import Permissions
 from orchestrator.cards.zoo import Zoo, code_clashes, validate_paths
 from orchestrator.execution.backends import CallContext
 from orchestrator.execution.pool import WorkerPoolExecutor
 from orchestrator.execution.sandbox.policy import Approvals
+from orchestrator.permissions import Permissions
 
 CARD = """\
 name: {name}

@@ -2,7 +2,6 @@
 
 from orchestrator.cards.card import (
     BACKEND_KINDS,
-    IO_TYPES,
     MAX_CARD_BYTES,
     BackendSpec,
     CapabilityProfile,
@@ -10,7 +9,6 @@ from orchestrator.cards.card import (
     DiffusersBackend,
     IOSpec,
     OpenAIBackend,
-    Permissions,
     ProbeResult,
     PythonBackend,
     ReplayBackend,
@@ -30,10 +28,8 @@ __all__ = [
     "Cost",
     "DiffusersBackend",
     "IOSpec",
-    "IO_TYPES",
     "MAX_CARD_BYTES",
     "OpenAIBackend",
-    "Permissions",
     "ProbeResult",
     "PythonBackend",
     "ReplayBackend",

@@ -26,17 +26,17 @@ from pydantic import (
 )
 
 from orchestrator.errors import CardDefect, CardError
+from orchestrator.io_types import IO_TYPES, IOType
+from orchestrator.permissions import Permissions
 
 __all__ = [
     "BACKEND_KINDS",
-    "IO_TYPES",
     "BackendSpec",
     "CapabilityProfile",
     "Cost",
     "DiffusersBackend",
     "IOSpec",
     "OpenAIBackend",
-    "Permissions",
     "ProbeResult",
     "PythonBackend",
     "ReplayBackend",
@@ -50,8 +50,6 @@ __all__ = [
     "yaml_problem",
 ]
 
-IOType = Literal["text", "audio", "image", "json"]
-IO_TYPES: tuple[str, ...] = ("text", "audio", "image", "json")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TASK_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 MAX_CARD_BYTES = 256 * 1024
@@ -118,33 +116,6 @@ class Requirements(_Strict):
     network: bool = False
     gpu: bool = False
     disk_mb: int = Field(default=0, ge=0)
-
-
-class Permissions(_Strict):
-    """What a tool asks to do beyond the sandbox's defaults (no network, scratch read-write only).
-
-    In a card these are requests: each must be approved by the user (the same fields under
-    ``[approve.NAME]`` in the configuration) before the card runs. ``network``: ``true`` for any
-    public address, or a list of ``host:port`` endpoints (``requires.network: true`` counts as
-    ``true``; an openai card asks for its endpoint). ``read`` / ``write``: extra host paths the
-    tool sees read-only / read-write (its own card folder is always readable). ``env``: names of
-    environment variables passed to the tool (none of the parent's are, by default).
-    """
-
-    network: bool | list[str] = False
-    read: list[str] = Field(default_factory=list)
-    write: list[str] = Field(default_factory=list)
-    env: list[str] = Field(default_factory=list)
-
-    @field_validator("network")
-    @classmethod
-    def _endpoints(cls, value: bool | list[str]) -> bool | list[str]:
-        if isinstance(value, list):
-            from orchestrator.execution.sandbox.relay import parse_endpoint
-
-            for endpoint in value:
-                parse_endpoint(endpoint)
-        return value
 
 
 class TransformersBackend(_Strict):

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from orchestrator.cards import ToolCard
-from orchestrator.evals.cli import bench_app
+from orchestrator.evals.apps import bench_app
 from orchestrator.execution.backends import CallContext
 
 __all__ = ["bench_executor"]

@@ -23,7 +23,7 @@ import typer
 
 from orchestrator.cards.zoo import Zoo
 from orchestrator.errors import UserError
-from orchestrator.evals.cli import bench_app
+from orchestrator.evals.apps import bench_app
 
 __all__ = ["generated_requests", "run_planning_bench"]
 

@@ -22,10 +22,10 @@ import typer
 
 from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
 from orchestrator.cards.zoo import Zoo
-from orchestrator.evals.cli import bench_app
-from orchestrator.planning.plan import Plan
+from orchestrator.embed import EmbeddingCache, HashingEmbedder, default_embedder
+from orchestrator.evals.apps import bench_app
+from orchestrator.plan import Plan
 from orchestrator.selection.capability import card_text
-from orchestrator.selection.embed import EmbeddingCache, HashingEmbedder, default_embedder
 from orchestrator.selection.rank import CapabilityScorer, select_for_subtask
 
 __all__ = ["run_selection_bench", "synthetic_cards"]

@@ -27,7 +27,7 @@ from typing import Annotated, Any
 
 import typer
 
-from orchestrator.evals.cli import bench_app
+from orchestrator.evals.apps import bench_app
 
 __all__ = ["ServerProcess", "bench_server", "launch_server", "tree_rss_mb"]
 

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from orchestrator.errors import UserError
-from orchestrator.evals.cli import eval_app
+from orchestrator.evals.apps import eval_app
 from orchestrator.planning.toolset import Example, ToolSet, load_examples
 
 __all__ = [

@@ -44,8 +44,8 @@ from typing import Annotated, Any
 import typer
 
 from orchestrator.cards import ToolCard
-from orchestrator.evals.cli import eval_app
-from orchestrator.planning.plan import Plan, Subtask, TextArg
+from orchestrator.evals.apps import eval_app
+from orchestrator.plan import Plan, Subtask, TextArg
 
 __all__ = ["Bench", "aiq", "load_bench", "replay_cards", "run_routing"]
 

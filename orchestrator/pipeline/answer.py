@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestrator.cards import ToolCard
 from orchestrator.cards.tasks import task_type
-from orchestrator.planning.plan import ComposeArg, FileArg, Plan, RefArg, TextArg
+from orchestrator.plan import ComposeArg, FileArg, Plan, RefArg, TextArg
 
 __all__ = ["StepResult", "compose_answer", "render_output", "render_value"]
 

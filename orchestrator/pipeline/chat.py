@@ -389,7 +389,7 @@ def _unique(paths: Iterable[Path]) -> list[Path]:
 
 def _literal_text(result: RunResult) -> str:
     """The literal text the run's first step that had one worked on ("" when none)."""
-    from orchestrator.planning.plan import TextArg
+    from orchestrator.plan import TextArg
 
     for subtask in result.plan.subtasks if result.plan else []:
         for arg in subtask.args.values():

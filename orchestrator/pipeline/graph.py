@@ -22,8 +22,9 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from orchestrator.budget import Ledger, expected_cost
+from orchestrator.budget import Ledger
 from orchestrator.cards import ToolCard
+from orchestrator.cards.pricing import expected_cost
 from orchestrator.cards.zoo import Zoo
 from orchestrator.errors import BudgetExceeded, NoCapableTool, UserError
 from orchestrator.execution.pool import Executor
@@ -31,8 +32,9 @@ from orchestrator.metered_llm import Meter, metered
 from orchestrator.pipeline.answer import compose_answer
 from orchestrator.pipeline.checks import ECHO_CHARS, short
 from orchestrator.pipeline.step import _attempts_of, _step_result, execute_node
+from orchestrator.plan import Plan
 from orchestrator.planning import Planner, checked_plan
-from orchestrator.planning.plan import Plan, validate_plan
+from orchestrator.planning.validate import validate_plan
 from orchestrator.routing.policy import (
     Answer,
     Decision,
@@ -45,7 +47,7 @@ from orchestrator.routing.policy import (
     checked_decision,
 )
 from orchestrator.selection.rank import Scorer, Selection, select_for_plan
-from orchestrator.selection.utility import DEFAULT_COST_WEIGHT, estimated_quality
+from orchestrator.utility import DEFAULT_COST_WEIGHT, estimated_quality
 
 __all__ = ["RunContext", "RunState", "build_graph"]
 

@@ -38,8 +38,8 @@ from orchestrator.pipeline.store import (
     unrecorded_spend,
     with_pending,
 )
+from orchestrator.plan import Plan
 from orchestrator.planning import Planner
-from orchestrator.planning.plan import Plan
 from orchestrator.routing.policy import RouterPolicy
 from orchestrator.selection.rank import EvidenceScorer, Scorer
 

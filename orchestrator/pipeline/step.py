@@ -16,19 +16,17 @@ from langgraph.runtime import Runtime
 
 from orchestrator.budget import (
     Reservation,
-    actual_cost,
-    counts_tokens,
-    expected_cost,
     raise_hint,
     usd_text,
 )
 from orchestrator.cards import ToolCard
+from orchestrator.cards.pricing import actual_cost, counts_tokens, expected_cost
 from orchestrator.errors import BudgetExceeded, ToolFailed
 from orchestrator.execution.backends import CallContext
 from orchestrator.execution.pool import KILL_MARGIN_S, CallLimit
 from orchestrator.execution.tracebacks import card_traceback
 from orchestrator.pipeline.answer import StepResult, compose_answer, render_output
-from orchestrator.planning.plan import ComposeArg, FileArg, Plan, RefArg, Subtask, TextArg
+from orchestrator.plan import ComposeArg, FileArg, Plan, RefArg, Subtask, TextArg
 
 if TYPE_CHECKING:
     from orchestrator.pipeline.graph import RunContext, RunState

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from orchestrator.cards.zoo import Zoo
-from orchestrator.planning.plan import Plan
+from orchestrator.plan import Plan
 from orchestrator.planning.toolset import ToolPlan, ToolSet
 
 __all__ = ["Planner", "ToolPlanner"]

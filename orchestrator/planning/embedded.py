@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING
 
 from orchestrator.cards.zoo import Zoo
 from orchestrator.errors import UserError
-from orchestrator.planning.plan import Plan
+from orchestrator.plan import Plan
 from orchestrator.planning.toolset import ToolPlan, ToolSet
 
 if TYPE_CHECKING:
+    from orchestrator.embed import Embedder
     from orchestrator.planning.graph_path import Embed
     from orchestrator.planning.tool_plan import ToolSetModel
     from orchestrator.planning.zoo_plan import ZooPlanner
-    from orchestrator.selection.embed import Embedder
 
 __all__ = [
     "ANSWER_REF",
@@ -160,7 +160,7 @@ class EmbeddedPlanner:
 
     def _embed(self) -> Embed:
         """Sentence vectors (cached on disk) for matching requests to tools with no examples."""
-        from orchestrator.selection.embed import EmbeddingCache, default_embedder
+        from orchestrator.embed import EmbeddingCache, default_embedder
 
         return EmbeddingCache(self.embedder or default_embedder()).vectors
 

@@ -37,9 +37,10 @@ from orchestrator.budget import usd_text
 from orchestrator.cards.zoo import Zoo
 from orchestrator.errors import BudgetExceeded, ConfigError, PlanError, UserError
 from orchestrator.metered_llm import CallTimedOut, PaidReply, active_meter, paid_completion
-from orchestrator.planning.plan import FileArg, Plan, plan_json_schema, validate_plan
+from orchestrator.plan import FileArg, Plan, plan_json_schema
 from orchestrator.planning.tool_plan import SparseIndex, terms
 from orchestrator.planning.toolset import Example, ToolPlan, ToolSet, check_tool_plan
+from orchestrator.planning.validate import validate_plan
 
 __all__ = ["LlmPlanner", "ToolPlanDraft", "check_named_files", "extract_json"]
 
@@ -450,7 +451,7 @@ def _plan_from_answer(data: Any, request: str) -> Plan:
 
 
 def _read_plan(data: Any, request: str) -> Plan:
-    from orchestrator.planning.plan import parse_plan
+    from orchestrator.plan import parse_plan
 
     if isinstance(data, dict) and "subtasks" not in data and "task" in data:
         data = [data]

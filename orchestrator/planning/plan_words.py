@@ -15,7 +15,7 @@ from pathlib import Path
 
 from orchestrator.cards import ToolCard
 from orchestrator.cards.tasks import task_type
-from orchestrator.planning.plan import Arg, FileArg, RefArg, Subtask, TextArg
+from orchestrator.plan import Arg, FileArg, RefArg, Subtask, TextArg
 from orchestrator.text import stem, tokens
 
 PROMPT_INPUTS = frozenset({"prompt", "instruction", "query", "question", "description"})

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from orchestrator.cards.zoo import Zoo
-from orchestrator.planning.plan import Arg, FileArg, Plan, RefArg, Subtask
+from orchestrator.plan import Arg, FileArg, Plan, RefArg, Subtask
 
 __all__ = ["checked_plan", "plan_problems"]
 

@@ -30,11 +30,11 @@ from pathlib import Path
 from orchestrator.cards import ToolCard
 from orchestrator.cards.tasks import task_type
 from orchestrator.errors import MissingInput, NoCapableTool
+from orchestrator.plan import Arg, ComposeArg, FileArg, Plan, RefArg, Subtask, TextArg
 from orchestrator.planning import card_match as cm
 from orchestrator.planning import plan_words as pw
 from orchestrator.planning.advice import languages_fit, mentioned_languages, missing_advice
 from orchestrator.planning.card_match import CardMatcher
-from orchestrator.planning.plan import Arg, ComposeArg, FileArg, Plan, RefArg, Subtask, TextArg
 from orchestrator.text import stem, tokens
 
 __all__ = ["ZooPlanner"]

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.routing.policy import Answer, Decision, Option, StepView, _unwrap, answer_key
-from orchestrator.selection.utility import price_share, utility
+from orchestrator.utility import price_share, utility
 
 __all__ = [
     "CascadeTable",

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from orchestrator.errors import UserError
 from orchestrator.plugins import import_entry
-from orchestrator.selection.utility import (
+from orchestrator.utility import (
     DEFAULT_COST_WEIGHT,
     Rated,
     applicable,
@@ -220,7 +220,7 @@ def checked_decision(decision: Any, view: StepView, *, started: bool) -> Decisio
 class DefaultPolicy:
     """Capability scores + budget, with one cost knob.
 
-    Each candidate's utility is the one selection ranks by (:mod:`orchestrator.selection.utility`):
+    Each candidate's utility is the one selection ranks by (:mod:`orchestrator.utility`):
     ``quality - cost_weight x usd / (dearest candidate's usd)``, among the candidates that apply
     to the instruction. ``cost_weight`` 0 starts with the best-measured model, a large one with
     the cheapest; a card of lower quality and higher price is never started. When the

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from orchestrator.cards import ToolCard
-from orchestrator.selection.embed import EmbeddingCache
+from orchestrator.embed import EmbeddingCache
 from orchestrator.text import tokens
 
 if TYPE_CHECKING:

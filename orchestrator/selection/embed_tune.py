@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cards import ToolCard
+from orchestrator.embed import MiniLMEmbedder
 from orchestrator.errors import UserError
 from orchestrator.selection.capability import card_text
-from orchestrator.selection.embed import MiniLMEmbedder
 
 __all__ = [
     "MANIFEST",

@@ -17,9 +17,9 @@ from typing import Any
 from orchestrator.cards import ToolCard
 from orchestrator.errors import BudgetExceeded
 from orchestrator.metered_llm import CallTimedOut, paid_completion
-from orchestrator.planning.plan import Subtask
+from orchestrator.plan import Subtask
 from orchestrator.selection.rank import CapabilityScorer, ScoreParts, _cheapness
-from orchestrator.selection.utility import estimated_quality
+from orchestrator.utility import estimated_quality
 
 __all__ = ["LLMScorer", "capability_text"]
 

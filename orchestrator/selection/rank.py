@@ -19,12 +19,12 @@ from typing import Protocol
 
 import numpy as np
 
-from orchestrator.budget import expected_cost
 from orchestrator.cards import ToolCard
+from orchestrator.cards.pricing import expected_cost
 from orchestrator.cards.zoo import Zoo, ZooEntry
-from orchestrator.planning.plan import ComposeArg, Plan, RefArg, Subtask, TextArg
+from orchestrator.embed import EmbeddingCache, default_embedder
+from orchestrator.plan import ComposeArg, Plan, RefArg, Subtask, TextArg
 from orchestrator.selection.capability import CardIndex, InstructionScores
-from orchestrator.selection.embed import EmbeddingCache, default_embedder
 from orchestrator.selection.learn import (
     FEATURES,
     SelectionModel,
@@ -32,7 +32,7 @@ from orchestrator.selection.learn import (
     model_digest,
     pair_features,
 )
-from orchestrator.selection.utility import (
+from orchestrator.utility import (
     DEFAULT_COST_WEIGHT,
     Rated,
     applicable,
@@ -65,7 +65,7 @@ class ScoreParts:
     ``relevance`` is the description match, ``evidence`` the profile evidence (similarity of the
     instruction to the card's probes weighted by its scores on them; None when not profiled),
     ``task_fit`` how likely the instruction is of the card's task type (1 when the task is given),
-    ``quality`` the quality the step's utility ranks by (:mod:`orchestrator.selection.utility`: the
+    ``quality`` the quality the step's utility ranks by (:mod:`orchestrator.utility`: the
     card's measured score on the probes nearest the instruction, or its discounted prior when
     ``measured`` is false), ``cost`` cheapness.
     """
@@ -491,7 +491,7 @@ def select_for_subtask(
 ) -> Selection:
     """Rank the cards that can serve ``subtask`` (best first) and list those turned away.
 
-    The order is the step's utility (:mod:`orchestrator.selection.utility`, at ``cost_weight``): the
+    The order is the step's utility (:mod:`orchestrator.utility`, at ``cost_weight``): the
     candidates that apply to the instruction by utility, then the rest by score.
     """
     selection = Selection(subtask.id)

@@ -35,7 +35,7 @@ from orchestrator.cards import ToolCard
 from orchestrator.cards.zoo import Zoo
 from orchestrator.config import Config
 from orchestrator.errors import PlanError
-from orchestrator.planning.plan import FileArg, Plan, Subtask
+from orchestrator.plan import FileArg, Plan, Subtask
 from orchestrator.server.retention import Claim, Retention
 from orchestrator.server.wire import RequestRejected
 

@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 from orchestrator.execution.sandbox.relay import Endpoint, parse_endpoint
 
 if TYPE_CHECKING:
-    from orchestrator.cards import Permissions, ToolCard
+    from orchestrator.cards import ToolCard
+    from orchestrator.permissions import Permissions
 
 __all__ = [
     "DEFAULT_ENV",

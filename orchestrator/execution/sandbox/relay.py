@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.permissions import split_endpoint
+
 __all__ = [
     "INSIDE_SOCKET",
     "PROXY_PORT",
@@ -84,18 +86,7 @@ class Endpoint:
 
 def parse_endpoint(text: str) -> Endpoint:
     """``host:port`` (``[::1]:8000`` for IPv6) as an :class:`Endpoint`; ValueError if malformed."""
-    host, _, port = text.strip().rpartition(":")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"network endpoints are host:port, got {text!r}")
-    literal = None
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    if literal is not None and literal.version == 6 and not literal.is_loopback:
-        raise ValueError(f"IPv6 endpoints other than [::1] are not supported, got {text!r}")
-    return Endpoint(host.lower(), int(port))
+    return Endpoint(*split_endpoint(text))
 
 
 def _public(address: str) -> bool:

@@ -1,4 +1,4 @@
-"""Embedding index for selection: MiniLM vectors of cards and probes, cached on disk.
+"""Embedding index for selection and the embedded planner: MiniLM vectors, cached on disk.
 
 Vectors are keyed by a digest of (embedder name, text) in a SQLite file under
 ``$ORCHESTRATOR_CACHE_DIR`` (default ``~/.cache/orchestrator``), so editing one card re-embeds
