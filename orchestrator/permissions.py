@@ -11,7 +11,34 @@ import ipaddress
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["Permissions", "split_endpoint"]
+__all__ = ["DEFAULT_ENV", "Permissions", "split_endpoint", "withheld_env"]
+
+# Environment variables a sandboxed process inherits from its parent (values are not secrets).
+DEFAULT_ENV: tuple[str, ...] = (
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "ORCHESTRATOR_CACHE_DIR",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "TOKENIZERS_PARALLELISM",
+    "CUDA_VISIBLE_DEVICES",
+)
+
+
+def withheld_env(name: str) -> bool:
+    """Whether no tool may get this variable, approved or not.
+
+    The orchestrator's own variables (its server key among them), beyond the non-secret ones
+    of the allow-list.
+    """
+    return name.startswith("ORCHESTRATOR_") and name not in DEFAULT_ENV
 
 
 def split_endpoint(text: str) -> tuple[str, int]:

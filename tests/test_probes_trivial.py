@@ -15,9 +15,9 @@ import pytest
 
 from orchestrator.cards.probes.aptitude import INPUT_KINDS, PROBES_DIR, load_probes
 from orchestrator.cards.probes.checks import DISCRETE
-from orchestrator.cards.profile import profile_card
 from orchestrator.cards.zoo import Zoo
 from orchestrator.execution.pool import WorkerPoolExecutor
+from orchestrator.execution.profiling import profile_card
 
 TOOLS = ("identity", "constant", "empty", "random")
 NEAR_ZERO = 0.1

@@ -15,11 +15,11 @@ from orchestrator.cards.profile import (
     attach_profile,
     card_digest,
     load_probes,
-    profile_card,
     profile_path,
 )
 from orchestrator.cards.zoo import Zoo, builtin_cards_dir
 from orchestrator.cli.main import app
+from orchestrator.execution.profiling import profile_card
 
 
 def builtin(name):

@@ -16,10 +16,10 @@ from test_backend_diffusers import write_card as write_image_card
 from test_backend_transformers import word_tokenizer, write_card
 
 from orchestrator.cards.probes.checks import as_label, as_vector
-from orchestrator.cards.profile import profile_card
 from orchestrator.cards.zoo import Zoo
 from orchestrator.execution.backends import CallContext, load_tool
 from orchestrator.execution.inprocess import InProcessExecutor
+from orchestrator.execution.profiling import profile_card
 
 
 @pytest.fixture(autouse=True)

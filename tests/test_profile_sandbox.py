@@ -13,10 +13,11 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from orchestrator.cards.profile import Probe, profile_card, profile_path
+from orchestrator.cards.profile import Probe, profile_path
 from orchestrator.cards.zoo import Zoo
 from orchestrator.cli.main import app
 from orchestrator.execution.pool import WorkerPoolExecutor
+from orchestrator.execution.profiling import profile_card
 
 CARD = """\
 name: {name}

@@ -12,8 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from orchestrator import Config, Orchestrator, Zoo
+from orchestrator.cards.approvals import Approvals
 from orchestrator.execution.inprocess import InProcessExecutor
-from orchestrator.execution.sandbox.policy import Approvals
 
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))

@@ -26,13 +26,15 @@ import pytest
 from test_sandbox_attacks import assert_blocked, attack, out
 
 from orchestrator.cards import ToolCard, load_card
+from orchestrator.cards.approvals import Approvals
 from orchestrator.cards.zoo import validate_paths
 from orchestrator.config import Config, ServerConfig
 from orchestrator.errors import ToolFailed
 from orchestrator.execution.backends import CallContext
 from orchestrator.execution.pool import WorkerPoolExecutor
 from orchestrator.execution.sandbox import Sandbox, probe_host
-from orchestrator.execution.sandbox.policy import Approvals, Policy
+from orchestrator.execution.sandbox.entry_check import entry_defects
+from orchestrator.execution.sandbox.policy import Policy
 from orchestrator.permissions import Permissions
 
 TESTS_DIR = str(Path(__file__).resolve().parent)
@@ -456,7 +458,7 @@ def test_validate_caps_what_a_checked_module_prints(tmp_path: Path) -> None:
         },
     )
     started = time.monotonic()
-    defects = validate_paths([folder], imports=True)
+    defects = validate_paths([folder], check_entries=entry_defects)
     assert [d.field for d in defects] == ["backend.entry"], defects
     assert "printed more than" in defects[0].message
     assert time.monotonic() - started < 60

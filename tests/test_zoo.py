@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orchestrator.cards.approvals import Approvals
 from orchestrator.cards.zoo import Zoo, code_clashes, validate_paths
 from orchestrator.execution.backends import CallContext
 from orchestrator.execution.pool import WorkerPoolExecutor
-from orchestrator.execution.sandbox.policy import Approvals
 from orchestrator.permissions import Permissions
 
 CARD = """\

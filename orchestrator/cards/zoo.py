@@ -5,16 +5,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.cards import ToolCard, builtin_cards_dir, load_card
+from orchestrator.cards.approvals import Approvals
 from orchestrator.cards.probes.aptitude import PROBES_SUFFIX
 from orchestrator.cards.profile import attach_profile
 from orchestrator.errors import CardDefect, CardError, UserError
 from orchestrator.execution.backends import unavailable_reason
-from orchestrator.execution.sandbox.policy import Approvals
 
 __all__ = [
     "Zoo",
@@ -149,14 +149,19 @@ def code_clashes(paths: Iterable[Path]) -> list[CardDefect]:
     return defects
 
 
+EntryCheck = Callable[[list[tuple[ToolCard, Path]], list[str]], list[CardDefect]]
+"""Checks python cards' entries: (cards with their paths, code folders) -> defects."""
+
+
 def validate_paths(
-    paths: Iterable[Path], *, builtin: bool = False, imports: bool = False
+    paths: Iterable[Path], *, builtin: bool = False, check_entries: EntryCheck | None = None
 ) -> list[CardDefect]:
     """Every defect of the cards in ``paths`` (files or folders).
 
     Duplicate names (with the built-in cards too when ``builtin``), clashing Python modules,
-    folders without cards, missing ``permissions.read`` paths and, when ``imports``, python
-    entries that do not import (checked in the sandbox, see :mod:`orchestrator.cards.entry_check`).
+    folders without cards, missing ``permissions.read`` paths and, when there are none of those
+    and ``check_entries`` is given, what it finds: python entries that do not import (checked in
+    the sandbox by :func:`orchestrator.execution.sandbox.entry_check.entry_defects`).
     """
     paths = [Path(p) for p in paths]
     mine = {f.resolve() for f in _card_files(paths)}
@@ -181,10 +186,8 @@ def validate_paths(
                     f"no such file or folder: {', '.join(missing)}; create it or fix the path",
                 )
             )
-    if imports and not defects:
-        from orchestrator.cards.entry_check import entry_defects
-
-        defects += entry_defects(own, card_code_dirs(existing))
+    if check_entries is not None and not defects:
+        defects += check_entries(own, card_code_dirs(existing))
     return defects
 
 

@@ -82,7 +82,7 @@ def _config(cards: list[Path] | None, approve: list[str] | None = None) -> Confi
 
 
 def _zoo(config: Config) -> Zoo:
-    from orchestrator.execution.sandbox.policy import Approvals
+    from orchestrator.cards.approvals import Approvals
 
     try:
         return Zoo.load(config.card_dirs, approvals=Approvals.from_config(config))
@@ -276,10 +276,12 @@ def cards_validate(
     Also says what each card asks for (network, paths, variables) and whether the configuration
     approves it: a card whose requests are not approved does not run.
     """
+    from orchestrator.cards.approvals import Approvals
     from orchestrator.cli.report import request_lines
-    from orchestrator.execution.sandbox.policy import Approvals
+    from orchestrator.execution.sandbox.entry_check import entry_defects
 
-    defects = validate_paths(paths, builtin=with_builtin, imports=imports)
+    check = entry_defects if imports else None
+    defects = validate_paths(paths, builtin=with_builtin, check_entries=check)
     approvals = Approvals.from_config(_config(None, approve))
     for line in request_lines(paths, approvals):
         console.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -209,9 +209,9 @@ def print_card(console: Console, entry: ZooEntry) -> None:
 def request_lines(paths: Any, approvals: Any) -> list[str]:
     """For each card in ``paths``: what it asks for, and what of it is not approved."""
     from orchestrator.cards import load_card
+    from orchestrator.cards.approvals import card_requests, unapproved
     from orchestrator.cards.zoo import _card_files
     from orchestrator.errors import CardError
-    from orchestrator.execution.sandbox.policy import card_requests, unapproved
 
     lines = []
     for path in _card_files(paths):

@@ -82,10 +82,10 @@ def _profile_one(zoo: Zoo, name: str, *, force: bool, executor: Executor, helper
         card_digest,
         probes_digest,
         probes_for,
-        profile_card,
         read_profile,
         write_profile,
     )
+    from orchestrator.execution.profiling import profile_card
 
     entry = zoo.get(name)
     assert entry.path is not None
@@ -241,9 +241,9 @@ def _config_and_zoo(
     cards: list[Path] | None, approve: list[str] | None = None
 ) -> tuple[Config, Zoo]:
     """The config and the zoo with ``cards`` folders added; exit 2 with the reason if broken."""
+    from orchestrator.cards.approvals import Approvals
     from orchestrator.cards.zoo import Zoo
     from orchestrator.config import Config
-    from orchestrator.execution.sandbox.policy import Approvals
 
     try:
         config = Config.load()

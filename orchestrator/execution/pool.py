@@ -22,7 +22,7 @@ and loading the model included: every one of those timeouts is cut to what is le
 
 Sandbox: every worker runs under :mod:`orchestrator.execution.sandbox` with its card's policy
 (:func:`~orchestrator.execution.sandbox.policy_for_card`), once the user approved what the card asks
-for (:class:`~orchestrator.execution.sandbox.policy.Approvals`; built-in cards are approved as they
+for (:class:`~orchestrator.cards.approvals.Approvals`; built-in cards are approved as they
 are). The command run inside is :meth:`WorkerPoolExecutor.worker_command`: an isolated interpreter
 that is confined before the card's own folder - and only that card's - is appended to its
 import path; :meth:`WorkerPoolExecutor.worker_launch` wraps it.
@@ -54,12 +54,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.cards import IOSpec, ToolCard
+from orchestrator.cards.approvals import Approvals
 from orchestrator.errors import ToolFailed
 from orchestrator.execution.backends import CallContext, Usage
 from orchestrator.execution.sandbox import Launch, Sandbox, policy_for_card
 from orchestrator.execution.sandbox.bwrap import package_dirs
 from orchestrator.execution.sandbox.launch import PACKAGE_ROOT, python_command
-from orchestrator.execution.sandbox.policy import DEFAULT_ENV, Approvals, model_read_paths
+from orchestrator.execution.sandbox.policy import model_read_paths
 from orchestrator.execution.worker_process import (
     MAX_RESULT_BYTES,
     Worker,
@@ -67,6 +68,7 @@ from orchestrator.execution.worker_process import (
     stop_all,
     stop_in_background,
 )
+from orchestrator.permissions import DEFAULT_ENV
 
 __all__ = [
     "KILL_MARGIN_S",

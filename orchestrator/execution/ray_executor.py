@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cards import ToolCard
+from orchestrator.cards.approvals import Approvals
 from orchestrator.errors import ToolFailed
 from orchestrator.execution.backends import CallContext, Usage
 from orchestrator.execution.pool import (
@@ -35,7 +36,6 @@ from orchestrator.execution.pool import (
     card_digest,
     default_timeout_s,
 )
-from orchestrator.execution.sandbox.policy import Approvals
 
 __all__ = ["RayExecutor"]
 

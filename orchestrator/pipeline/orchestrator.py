@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.budget import Budget, Ledger
+from orchestrator.cards.approvals import Approvals
 from orchestrator.cards.zoo import Zoo
 from orchestrator.config import Config
 from orchestrator.errors import RunCancelled, UserError
 from orchestrator.execution.pool import Executor, WorkerPoolExecutor
-from orchestrator.execution.sandbox.policy import Approvals
 from orchestrator.pipeline.answer import StepResult, compose_answer
 from orchestrator.pipeline.checks import (
     checked_files,

@@ -68,7 +68,7 @@ def create_app(config: Config | None = None, *, zoo: Zoo | None = None) -> Any:
             raise UserError(
                 f"the server needs '{module}', which is not installed: {SERVER_EXTRA_HINT}"
             ) from exc
-    from orchestrator.execution.sandbox.policy import Approvals
+    from orchestrator.cards.approvals import Approvals
     from orchestrator.server.app import build_app
 
     config = config or Config.load()

@@ -538,9 +538,9 @@ def resolve_card(name_or_path: str) -> ToolCard:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         return load_card(path)
+    from orchestrator.cards.approvals import Approvals
     from orchestrator.cards.zoo import Zoo
     from orchestrator.config import Config
-    from orchestrator.execution.sandbox.policy import Approvals
 
     config = Config.load()
     zoo = Zoo.load(config.card_dirs, approvals=Approvals.from_config(config))

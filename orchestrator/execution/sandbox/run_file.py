@@ -83,7 +83,8 @@ def run_source(
     """
     from orchestrator.execution.sandbox.bwrap import package_dirs
     from orchestrator.execution.sandbox.launch import Sandbox, python_command
-    from orchestrator.execution.sandbox.policy import DEFAULT_ENV, Policy
+    from orchestrator.execution.sandbox.policy import Policy
+    from orchestrator.permissions import DEFAULT_ENV
 
     sandbox = sandbox or Sandbox()
     policy = policy or Policy(network=allow_network, memory_mb=memory_mb, label="exec")

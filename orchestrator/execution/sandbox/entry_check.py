@@ -1,8 +1,8 @@
 """Check that python cards' entries import, in the sandbox tools run in (``cards validate``).
 
-The parent (:func:`entry_defects`) starts ``orchestrator.cards.entry_check`` in the sandbox tools
-run in, once per card folder, with that folder importable as in its cards' workers (last, after
-the installed modules), and sends the entries (``module:factory``) as one JSON list on standard
+The parent (:func:`entry_defects`) starts this module in the sandbox tools run in, once per card
+folder, with that folder importable as in its cards' workers (last, after the installed
+modules), and sends the entries (``module:factory``) as one JSON list on standard
 input. The child imports each module, looks up the factory, and prints one JSON object: per
 entry, None when it imports and names a callable, else the error and the file and line where it
 happened. Importing runs the module's top-level code, which is why it happens in the sandbox,
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["entry_defects"]
 
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+_PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 MAX_OUTPUT_BYTES = 1 << 20
 """The most a check may print on standard output; more ends it (a module should not print)."""
 _ERR_TAIL_BYTES = 4096
@@ -76,11 +76,11 @@ def _check_in_sandbox(
     from orchestrator.execution.sandbox import Policy, Sandbox
     from orchestrator.execution.sandbox.bwrap import package_dirs
     from orchestrator.execution.sandbox.launch import python_command
-    from orchestrator.execution.sandbox.policy import DEFAULT_ENV
+    from orchestrator.permissions import DEFAULT_ENV
 
     sandbox = sandbox or Sandbox()
     env = {k: v for k, v in os.environ.items() if k in DEFAULT_ENV}
-    inner = python_command("orchestrator.cards.entry_check", code=code_dirs)
+    inner = python_command("orchestrator.execution.sandbox.entry_check", code=code_dirs)
     policy = Policy(label="validate")
     launch = sandbox.prepare(policy, inner, env, package_dirs(_PACKAGE_ROOT) + code_dirs)
     try:
@@ -160,7 +160,7 @@ def _where(exc: BaseException) -> str:
     frames = [
         f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")
     ]
-    frames = [f for f in frames if not f.filename.endswith("_entry_check.py")]
+    frames = [f for f in frames if f.filename != __file__]
     return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else ""
 
 
