@@ -14,8 +14,8 @@ import threading
 from typing import Any
 
 from orchestrator.cards import ToolCard
+from orchestrator.cards.backend import CallContext, Tool
 from orchestrator.errors import ToolFailed
-from orchestrator.execution.backends import CallContext, Tool
 from orchestrator.execution.inprocess import InProcessExecutor
 
 

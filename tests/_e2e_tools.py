@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.execution.backends import CallContext
+from orchestrator.cards.backend import CallContext
 
 
 def load_broken(options: dict[str, Any]) -> Any:

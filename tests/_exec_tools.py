@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.execution.backends import CallContext
+from orchestrator.cards.backend import CallContext
 
 # Names this worker process (its pid is not unique across sandboxes: each has its own pid space).
 WORKER_ID = uuid.uuid4().hex

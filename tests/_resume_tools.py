@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Any
 
-from orchestrator.execution.backends import CallContext
+from orchestrator.cards.backend import CallContext
 from orchestrator.plan import Plan, Subtask, TextArg
 
 CARD = """

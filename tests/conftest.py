@@ -74,7 +74,7 @@ def llm_server(tmp_path_factory):
     """One real OpenAI-compatible server serving the small chat LLM card, for the session."""
     from _llm_server import CARD, start_llm_server, stop_llm_server
 
-    from orchestrator.execution.backends import unavailable_reason
+    from orchestrator.cards.backend import unavailable_reason
     from orchestrator.server.single_model import resolve_card
 
     reason = unavailable_reason(resolve_card(CARD))

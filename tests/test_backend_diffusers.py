@@ -19,8 +19,8 @@ import yaml
 from PIL import Image
 
 from orchestrator.cards import ToolCard, load_card
+from orchestrator.cards.backend import CallContext, load_tool, unavailable_reason
 from orchestrator.errors import UserError
-from orchestrator.execution.backends import CallContext, load_tool, unavailable_reason
 
 CARDS = Path(__file__).resolve().parents[1] / "orchestrator" / "cards" / "builtin"
 

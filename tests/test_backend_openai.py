@@ -10,7 +10,7 @@ import pytest
 from _llm_server import CARD
 
 from orchestrator.cards import ToolCard
-from orchestrator.execution.backends import CallContext, load_tool, unavailable_reason
+from orchestrator.cards.backend import CallContext, load_tool, unavailable_reason
 from orchestrator.execution.backends.openai_chat import ChatEndpointError, is_local_url
 from orchestrator.server.single_model import resolve_card
 

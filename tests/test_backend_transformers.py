@@ -1,7 +1,7 @@
 """The transformers backend, with tiny random models built into a temp folder.
 
 Every model goes through the path a real card takes: a card YAML is written, validated with
-``load_card`` and loaded with ``orchestrator.execution.backends.load_tool``. Fully offline.
+``load_card`` and loaded with ``orchestrator.cards.backend.load_tool``. Fully offline.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from orchestrator.cards import ToolCard, load_card
-from orchestrator.execution.backends import CallContext, load_tool, unavailable_reason
+from orchestrator.cards.backend import CallContext, load_tool, unavailable_reason
 from orchestrator.execution.backends._hub import missing_modules_reason
 from orchestrator.execution.backends.transformers_pipeline import (
     dequantized_gguf_folder,

@@ -219,8 +219,8 @@ def test_yaml_errors_give_line_and_column_not_a_unicode_string(tmp_path):
 
 
 def test_a_factory_that_returns_a_non_callable_is_named_as_such(tmp_path):
+    from orchestrator.cards.backend import CallContext
     from orchestrator.errors import ToolFailed
-    from orchestrator.execution.backends import CallContext
     from orchestrator.execution.pool import WorkerPoolExecutor
 
     py_card(tmp_path, "sum-int", "sum_int:load", "def load(options):\n    return 42\n")

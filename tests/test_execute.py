@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from orchestrator.cards import ToolCard
+from orchestrator.cards.backend import CallContext, Usage
 from orchestrator.errors import ToolFailed
-from orchestrator.execution.backends import CallContext, Usage
 from orchestrator.execution.pool import (
     CallLimit,
     CallOutcome,

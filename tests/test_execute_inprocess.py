@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cards import ToolCard
+from orchestrator.cards.backend import CallContext
 from orchestrator.errors import ToolFailed
-from orchestrator.execution.backends import CallContext
 from orchestrator.execution.inprocess import InProcessExecutor
 from orchestrator.execution.pool import CallLimit
 

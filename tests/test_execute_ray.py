@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from orchestrator.cards import ToolCard
+from orchestrator.cards.backend import CallContext
 from orchestrator.errors import ToolFailed
-from orchestrator.execution.backends import CallContext
 
 ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
 

@@ -13,8 +13,8 @@ import pytest
 from _llm_server import CARD
 
 from orchestrator.cards import TransformersBackend, card_from_yaml
+from orchestrator.cards.backend import unavailable_reason
 from orchestrator.errors import UserError
-from orchestrator.execution.backends import unavailable_reason
 from orchestrator.server.single_model import (
     ChatCompletionRequest,
     NotServable,

@@ -15,9 +15,9 @@ from test_backend_diffusers import tiny_text_to_image
 from test_backend_diffusers import write_card as write_image_card
 from test_backend_transformers import word_tokenizer, write_card
 
+from orchestrator.cards.backend import CallContext, load_tool
 from orchestrator.cards.probes.checks import as_label, as_vector
 from orchestrator.cards.zoo import Zoo
-from orchestrator.execution.backends import CallContext, load_tool
 from orchestrator.execution.inprocess import InProcessExecutor
 from orchestrator.execution.profiling import profile_card
 

@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 
 from orchestrator.cards import ToolCard, card_from_yaml
 from orchestrator.cards.approvals import Approvals
+from orchestrator.cards.backend import CallContext
 from orchestrator.config import Config
 from orchestrator.errors import CardError, ToolFailed
-from orchestrator.execution.backends import CallContext
 from orchestrator.execution.pool import WorkerPoolExecutor
 from orchestrator.execution.sandbox import Sandbox, SandboxRefused, policy_for_card, probe_host
 from orchestrator.execution.sandbox.run_file import run_source

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cards import ToolCard
+from orchestrator.cards.backend import CallContext
 from orchestrator.errors import ToolFailed
-from orchestrator.execution.backends import CallContext
 from orchestrator.execution.pool import WorkerPoolExecutor
 from orchestrator.execution.sandbox import Sandbox
 from orchestrator.execution.sandbox.probe import probe_host

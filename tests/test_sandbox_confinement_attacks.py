@@ -27,10 +27,10 @@ from test_sandbox_attacks import assert_blocked, attack, out
 
 from orchestrator.cards import ToolCard, load_card
 from orchestrator.cards.approvals import Approvals
+from orchestrator.cards.backend import CallContext
 from orchestrator.cards.zoo import validate_paths
 from orchestrator.config import Config, ServerConfig
 from orchestrator.errors import ToolFailed
-from orchestrator.execution.backends import CallContext
 from orchestrator.execution.pool import WorkerPoolExecutor
 from orchestrator.execution.sandbox import Sandbox, probe_host
 from orchestrator.execution.sandbox.entry_check import entry_defects

@@ -17,8 +17,8 @@ from test_sandbox_attacks import assert_blocked, attack, out
 
 from orchestrator.cards import ToolCard
 from orchestrator.cards.approvals import Approvals
+from orchestrator.cards.backend import CallContext
 from orchestrator.errors import ToolFailed
-from orchestrator.execution.backends import CallContext
 from orchestrator.execution.pool import WorkerPoolExecutor
 from orchestrator.execution.sandbox.policy import Policy
 from orchestrator.execution.sandbox.run_file import run_source

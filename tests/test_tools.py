@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from _tool_fixtures import OFFLINE_CARDS, builtin_card, write_photos
 
-from orchestrator.execution.backends import CallContext, load_tool, unavailable_reason
+from orchestrator.cards.backend import CallContext, load_tool, unavailable_reason
 
 SENTENCE = "Please send the quarterly report to Maria before Friday afternoon."
 

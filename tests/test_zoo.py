@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.cards.approvals import Approvals
+from orchestrator.cards.backend import CallContext
 from orchestrator.cards.zoo import Zoo, code_clashes, validate_paths
-from orchestrator.execution.backends import CallContext
 from orchestrator.execution.pool import WorkerPoolExecutor
 from orchestrator.permissions import Permissions
 

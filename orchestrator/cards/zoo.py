@@ -11,10 +11,10 @@ from pathlib import Path
 
 from orchestrator.cards import ToolCard, builtin_cards_dir, load_card
 from orchestrator.cards.approvals import Approvals
+from orchestrator.cards.backend import unavailable_reason
 from orchestrator.cards.probes.aptitude import PROBES_SUFFIX
 from orchestrator.cards.profile import attach_profile
 from orchestrator.errors import CardDefect, CardError, UserError
-from orchestrator.execution.backends import unavailable_reason
 
 __all__ = [
     "Zoo",

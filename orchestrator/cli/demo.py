@@ -6,8 +6,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from orchestrator.cards.backend import CallContext
 from orchestrator.cli.report import EventPrinter, print_result
-from orchestrator.execution.backends import CallContext
 from orchestrator.pipeline.orchestrator import Orchestrator, RunResult
 
 __all__ = ["DEMO_REQUESTS", "make_inputs", "run_demo"]

@@ -20,8 +20,8 @@ from typing import Annotated, Any
 import typer
 
 from orchestrator.cards import ToolCard
+from orchestrator.cards.backend import CallContext
 from orchestrator.evals.apps import bench_app
-from orchestrator.execution.backends import CallContext
 
 __all__ = ["bench_executor"]
 
@@ -69,7 +69,7 @@ def _model_card() -> tuple[ToolCard, dict[str, Any]]:
 
 
 def _warm_overhead(pool: Any, ctx: CallContext, calls: int) -> dict[str, float]:
-    from orchestrator.execution.backends import load_tool
+    from orchestrator.cards.backend import load_tool
 
     card, inputs = _model_card()
     tool = load_tool(card)

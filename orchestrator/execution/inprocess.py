@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cards import ToolCard
+from orchestrator.cards.backend import CallContext, Tool, Usage, load_tool
 from orchestrator.errors import ToolFailed
-from orchestrator.execution.backends import CallContext, Tool, Usage, load_tool
 from orchestrator.execution.pool import CallLimit, CallOutcome, _validated_outputs, card_digest
 
 __all__ = ["InProcessExecutor"]

@@ -55,8 +55,8 @@ from typing import Any, Protocol
 
 from orchestrator.cards import IOSpec, ToolCard
 from orchestrator.cards.approvals import Approvals
+from orchestrator.cards.backend import CallContext, Usage
 from orchestrator.errors import ToolFailed
-from orchestrator.execution.backends import CallContext, Usage
 from orchestrator.execution.sandbox import Launch, Sandbox, policy_for_card
 from orchestrator.execution.sandbox.bwrap import package_dirs
 from orchestrator.execution.sandbox.launch import PACKAGE_ROOT, python_command

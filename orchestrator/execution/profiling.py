@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cards import ToolCard
+from orchestrator.cards.backend import CallContext
 from orchestrator.cards.probes.aptitude import INPUT_KINDS, Case, Probe, probes_digest, probes_for
 from orchestrator.cards.probes.checks import (
     DISCRETE,
@@ -35,7 +36,6 @@ from orchestrator.cards.probes.checks import (
 )
 from orchestrator.cards.profile import card_digest
 from orchestrator.errors import ToolFailed, UserError
-from orchestrator.execution.backends import CallContext
 
 if TYPE_CHECKING:
     from orchestrator.cards.zoo import Zoo

@@ -25,8 +25,8 @@ from typing import Any
 
 from orchestrator.cards import ToolCard
 from orchestrator.cards.approvals import Approvals
+from orchestrator.cards.backend import CallContext, Usage
 from orchestrator.errors import ToolFailed
-from orchestrator.execution.backends import CallContext, Usage
 from orchestrator.execution.pool import (
     CallLimit,
     CallOutcome,

@@ -79,7 +79,7 @@ def _encoded_outputs(outputs: Any) -> dict[str, Any]:
 def _serve(tool: Any, protocol_in: BinaryIO, protocol_out: BinaryIO) -> None:
     from pathlib import Path
 
-    from orchestrator.execution.backends import CallContext
+    from orchestrator.cards.backend import CallContext
 
     for line in protocol_in:
         request = json.loads(line)
@@ -114,7 +114,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         from orchestrator.cards import ToolCard
-        from orchestrator.execution.backends import load_tool
+        from orchestrator.cards.backend import load_tool
 
         tool = load_tool(ToolCard.model_validate(json.loads(line)))
     except Exception as exc:

@@ -20,9 +20,9 @@ from orchestrator.budget import (
     usd_text,
 )
 from orchestrator.cards import ToolCard
+from orchestrator.cards.backend import CallContext
 from orchestrator.cards.pricing import actual_cost, counts_tokens, expected_cost
 from orchestrator.errors import BudgetExceeded, ToolFailed
-from orchestrator.execution.backends import CallContext
 from orchestrator.execution.pool import KILL_MARGIN_S, CallLimit
 from orchestrator.execution.tracebacks import card_traceback
 from orchestrator.pipeline.answer import StepResult, compose_answer, render_output

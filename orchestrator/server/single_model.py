@@ -33,8 +33,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.cards import IOSpec, ToolCard, load_card
+from orchestrator.cards.backend import CallContext, Tool, load_tool, unavailable_reason
 from orchestrator.errors import UserError
-from orchestrator.execution.backends import CallContext, Tool, load_tool, unavailable_reason
 
 __all__ = [
     "ChatCompletionRequest",

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from orchestrator.execution.backends._base import resolve_model_path
-
 __all__ = [
     "MODELS_EXTRA",
     "ModelLocation",
     "hub_cache_dir",
     "locate_model",
     "missing_modules_reason",
+    "resolve_model_path",
 ]
 
 MODELS_EXTRA = "pip install 'orchestrator[models]'"
@@ -162,3 +161,19 @@ def _diffusers_missing(folder: Path) -> str | None:
             if missing:
                 return missing
     return None
+
+
+def resolve_model_path(spec: str) -> str:
+    """Resolve ``pkg://module/relative/path`` to a file inside an installed package.
+
+    Any other spec (a hub id or a local path) is returned unchanged.
+    """
+    if not spec.startswith("pkg://"):
+        return spec
+    module, _, relative = spec[len("pkg://") :].partition("/")
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        raise FileNotFoundError(f"package '{module}' is not installed (needed for {spec})")
+    # Found without importing it: some weight packages import heavy or absent extras.
+    root = Path(next(iter(found.submodule_search_locations)))
+    return str(root / relative) if relative else str(root)

@@ -13,8 +13,8 @@ import uuid
 from typing import Any
 
 from orchestrator.cards import DiffusersBackend, ToolCard
+from orchestrator.cards.backend import CallContext, Tool
 from orchestrator.errors import ToolFailed, UserError
-from orchestrator.execution.backends._base import CallContext, Tool
 from orchestrator.execution.backends._hub import locate_model, missing_modules_reason
 
 __all__ = ["DiffusersPipelineBackend", "DiffusersTool"]

@@ -16,8 +16,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator.cards import OpenAIBackend, ToolCard
+from orchestrator.cards.backend import CallContext, Tool
 from orchestrator.errors import CardDefect, CardError
-from orchestrator.execution.backends._base import CallContext, Tool
 
 __all__ = ["ChatEndpointError", "OpenAIChatBackend"]
 

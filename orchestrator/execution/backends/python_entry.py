@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.cards import PythonBackend, ToolCard
-from orchestrator.execution.backends._base import Tool
+from orchestrator.cards.backend import Tool
 from orchestrator.plugins import import_entry, locate_module
 
 __all__ = ["PythonEntryBackend"]

@@ -20,7 +20,7 @@ from typing import Any
 
 from orchestrator.cards import ReplayBackend as ReplaySpec
 from orchestrator.cards import ToolCard
-from orchestrator.execution.backends._base import CallContext, Tool
+from orchestrator.cards.backend import CallContext, Tool
 
 __all__ = ["ReplayBackend", "ReplayTool", "prompt_digest", "read_records"]
 

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cards import IOSpec, ToolCard, TransformersBackend
+from orchestrator.cards.backend import CallContext, Tool
 from orchestrator.errors import ToolFailed
-from orchestrator.execution.backends._base import CallContext, Tool
 from orchestrator.execution.backends._hub import locate_model, missing_modules_reason
 
 __all__ = ["TransformersPipelineBackend", "dequantized_gguf_folder", "model_cache_dir"]

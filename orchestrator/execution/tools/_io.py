@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from orchestrator.execution.backends import CallContext
+from orchestrator.cards.backend import CallContext
 
 __all__ = ["file_input", "scratch_file", "text_input"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.execution.backends import CallContext
+from orchestrator.cards.backend import CallContext
 from orchestrator.execution.tools._io import text_input
 
 __all__ = ["DEFAULT_LANGUAGES", "LinguaIdentifier", "load"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import wave
 from typing import Any
 
-from orchestrator.execution.backends import CallContext
+from orchestrator.cards.backend import CallContext
 from orchestrator.execution.tools._io import scratch_file, text_input
 
 __all__ = ["PiperSpeaker", "load"]

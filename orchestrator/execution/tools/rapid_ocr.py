@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from orchestrator.execution.backends import CallContext
+from orchestrator.cards.backend import CallContext
 from orchestrator.execution.tools._io import file_input
 
 __all__ = ["RapidOCRReader", "load"]
