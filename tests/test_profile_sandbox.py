@@ -13,7 +13,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from orchestrator.cards.profile import Probe, profile_path
+from orchestrator.cards.probes.aptitude import Probe
+from orchestrator.cards.profile import profile_path
 from orchestrator.cards.zoo import Zoo
 from orchestrator.cli.main import app
 from orchestrator.execution.pool import WorkerPoolExecutor
@@ -245,7 +246,8 @@ def test_a_partly_failed_profile_is_written_and_attached(tmp_path):
             return tool
         """,
     )
-    from orchestrator.cards.profile import probes_for, write_profile
+    from orchestrator.cards.probes.aptitude import probes_for
+    from orchestrator.cards.profile import write_profile
 
     zoo = Zoo.load([tmp_path])
     probes = probes_for(zoo.get("sum-half").card, card_file)  # the built-in summarization test

@@ -16,23 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
-from orchestrator.cards.probes.aptitude import (
-    PROBES_DIR,
-    Probe,
-    load_probes,
-    probes_digest,
-    probes_for,
-)
+from orchestrator.cards.probes.aptitude import probes_digest, probes_for
 from orchestrator.errors import UserError
 
 __all__ = [
-    "PROBES_DIR",
-    "Probe",
     "attach_profile",
     "card_digest",
-    "load_probes",
-    "probes_digest",
-    "probes_for",
     "profile_path",
     "read_profile",
     "write_profile",

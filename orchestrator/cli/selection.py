@@ -78,13 +78,8 @@ def profile_command(
 
 def _profile_one(zoo: Zoo, name: str, *, force: bool, executor: Executor, helpers: Zoo) -> bool:
     """Profile one available card and write its profile; False when it could not be profiled."""
-    from orchestrator.cards.profile import (
-        card_digest,
-        probes_digest,
-        probes_for,
-        read_profile,
-        write_profile,
-    )
+    from orchestrator.cards.probes.aptitude import probes_digest, probes_for
+    from orchestrator.cards.profile import card_digest, read_profile, write_profile
     from orchestrator.execution.profiling import profile_card
 
     entry = zoo.get(name)
