@@ -398,3 +398,28 @@ def test_what_follows_a_second_input_is_asked_of_both(planner, builtin_zoo):
     read = {s.id: s.args["image"].path for s in plan.subtasks if s.task == "image-to-text"}
     assert sorted(read.values()) == ["fr.png", "sign.png"]
     assert sorted(read[s.args["text"].step] for s in spoken) == ["fr.png", "sign.png"]
+
+
+def test_a_card_reading_media_the_request_lacks_does_not_win_a_tie(planner, builtin_zoo):
+    # "say" is in the OCR card's words too ("what a sign says"), but no picture was given.
+    plan = planner.plan("say hello", builtin_zoo)
+    assert plan.subtasks[-1].task == "text-to-speech"
+    # Without the file it needs, the only fitting card still says what to attach.
+    with pytest.raises(PlanError, match="needs an audio input"):
+        planner.plan("transcribe the recording", builtin_zoo)
+
+
+def test_a_label_is_spoken_only_when_the_clause_asks_for_a_voice(planner, builtin_zoo):
+    request = (
+        "transcribe memo.wav, figure out if it's positive, tell me its language, "
+        "and read the transcript back to me"
+    )
+    plan = planner.plan(request, builtin_zoo)
+    assert [s.task for s in plan.subtasks] == [
+        "automatic-speech-recognition",
+        "text-classification",
+        "text-classification",
+        "text-to-speech",
+    ]
+    transcribe, *_, speak = plan.subtasks
+    assert speak.args["text"].step == transcribe.id  # the transcript, not the sentiment label

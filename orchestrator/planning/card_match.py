@@ -27,6 +27,7 @@ SECOND_CAPABILITY = 0.2  # what a clause's left-over words must match to add a s
 HEAD_BONUS = 0.12  # the clause's leading verb is in the card's document
 OBJECT_BONUS = 0.12  # so is the noun it asks for by name ("compare the sentiment of")
 FILE_KIND_BONUS = 0.15
+ABSENT_MEDIA = 0.8  # a card reading an image or audio the request does not give
 NEAR_BEST = 0.8  # a card of the same task this close to a missing one may stand in
 SAME_SIGNATURE = 0.5  # a card of another task this close to a missing one may stand in
 
@@ -161,6 +162,12 @@ class CardMatcher:
                 sc if self.entries[k].card.input_types() <= reach else 0.0
                 for k, sc in enumerate(scores)
             ]
+        # Of cards that fit alike, one reading media the request does not have fits less: "say
+        # hello" is for the voice, not for reading what a picture says.
+        scores = [
+            sc * ABSENT_MEDIA if e.card.input_types() - {"text"} - given else sc
+            for sc, e in zip(scores, self.entries, strict=True)
+        ]
         if self.asks_in_words(clause):  # "what does notes.txt say": its words, not a voice
             scores = [
                 sc if _in_words(e.card) else 0.0 for sc, e in zip(scores, self.entries, strict=True)

@@ -175,6 +175,9 @@ class ZooPlanner(CardMatcher):
         leads = head in self.heads[second] and head not in doc  # "say the transcript ..."
         if (
             (sims[second] >= cm.SECOND_CAPABILITY or (leads and sims[second] > 0))
+            # A label is acted on only when the clause leads with that act ("say the sentiment
+            # of ..."), not for a stray word ("figure out if it's positive": no voice).
+            and (leads or task_type(first_card.task).makes_content)
             and second_card.task != first_card.task
             and second_card.input_types() <= first_card.output_types()
             and not second_card.output_types() & second_card.input_types()  # changes type
