@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from orchestrator import Budget, Config, Orchestrator, Zoo
-from orchestrator.cards.profile import card_digest
+from orchestrator.cards import card_digest
 from orchestrator.cli.demo import DEMO_REQUESTS
 from orchestrator.execution.pool import WorkerPoolExecutor
 

@@ -8,9 +8,10 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
+from orchestrator.cards import card_digest
 from orchestrator.cards.probes.aptitude import Probe, check_probes, load_probes
 from orchestrator.cards.probes.checks import chance_corrected, score_case
-from orchestrator.cards.profile import attach_profile, card_digest, profile_path
+from orchestrator.cards.profile import attach_profile, profile_path
 from orchestrator.cards.zoo import Zoo, builtin_cards_dir
 from orchestrator.cli.main import app
 from orchestrator.execution.profiling import profile_card

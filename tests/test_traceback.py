@@ -7,7 +7,7 @@ import textwrap
 
 from _cli_tools import cli_env, run_cli
 
-from orchestrator.cards.profile import card_digest
+from orchestrator.cards import card_digest
 from orchestrator.cards.zoo import Zoo
 from orchestrator.execution.tracebacks import card_traceback
 

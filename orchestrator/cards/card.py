@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import importlib.resources
 import re
 from decimal import Decimal
@@ -45,6 +46,7 @@ __all__ = [
     "TransformersBackend",
     "MAX_CARD_BYTES",
     "builtin_cards_dir",
+    "card_digest",
     "card_from_yaml",
     "load_card",
     "yaml_problem",
@@ -448,6 +450,18 @@ def load_card(path: Path) -> ToolCard:
         message = f"not UTF-8 text (byte {exc.start}); save the card as UTF-8"
         raise CardError([CardDefect(path, "<file>", message)]) from exc
     return card_from_yaml(text, path).with_source(path)
+
+
+def card_digest(card: ToolCard) -> str:
+    """A short digest of the card's content, its profile left out: changes when the card changes.
+
+    A profile is stale when the digest it was measured for is not its card's, and a warm worker
+    is keyed by it (an edited card gets a fresh worker; a new profile is no code, so it does not).
+    Fields left at their defaults are left out, so a new optional card field added to the schema
+    does not make every profile stale.
+    """
+    body = card.model_dump_json(exclude={"profile"}, exclude_defaults=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 @functools.cache

@@ -10,34 +10,22 @@ attaches a matching profile to its card when it loads (:func:`attach_profile`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
+from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard, card_digest
 from orchestrator.cards.probes.aptitude import probes_digest, probes_for
 from orchestrator.errors import UserError
 
 __all__ = [
     "attach_profile",
-    "card_digest",
     "profile_path",
     "read_profile",
     "write_profile",
 ]
 
 MAX_PROFILE_BYTES = 4 * 2**20  # a profile is a small JSON file beside its card: read no more
-
-
-def card_digest(card: ToolCard) -> str:
-    """A digest of the card's content (its profile excluded): changes when the card changes.
-
-    Fields left at their defaults are left out, so a new optional card field added to the schema
-    does not make every profile stale.
-    """
-    body = card.model_dump_json(exclude={"profile"}, exclude_defaults=True)
-    return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
 def profile_path(card_path: Path) -> Path:

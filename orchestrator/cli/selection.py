@@ -78,8 +78,9 @@ def profile_command(
 
 def _profile_one(zoo: Zoo, name: str, *, force: bool, executor: Executor, helpers: Zoo) -> bool:
     """Profile one available card and write its profile; False when it could not be profiled."""
+    from orchestrator.cards import card_digest
     from orchestrator.cards.probes.aptitude import probes_digest, probes_for
-    from orchestrator.cards.profile import card_digest, read_profile, write_profile
+    from orchestrator.cards.profile import read_profile, write_profile
     from orchestrator.execution.profiling import profile_card
 
     entry = zoo.get(name)

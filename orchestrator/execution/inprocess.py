@@ -22,10 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cards import ToolCard
+from orchestrator.cards import ToolCard, card_digest
 from orchestrator.cards.backend import CallContext, Tool, Usage, load_tool
 from orchestrator.errors import ToolFailed
-from orchestrator.execution.pool import CallLimit, CallOutcome, _validated_outputs, card_digest
+from orchestrator.execution.pool import CallLimit, CallOutcome, _validated_outputs
 
 __all__ = ["InProcessExecutor"]
 

@@ -40,7 +40,6 @@ declared memory); least recently used idle workers are evicted first. At most
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -53,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator.cards import IOSpec, ToolCard
+from orchestrator.cards import IOSpec, ToolCard, card_digest
 from orchestrator.cards.approvals import Approvals
 from orchestrator.cards.backend import CallContext, Usage
 from orchestrator.errors import ToolFailed
@@ -76,7 +75,6 @@ __all__ = [
     "CallOutcome",
     "Executor",
     "WorkerPoolExecutor",
-    "card_digest",
     "default_timeout_s",
 ]
 
@@ -141,11 +139,6 @@ class Executor(Protocol):
     def close(self) -> None:
         """Release every resource (worker processes) the executor holds."""
         ...
-
-
-def card_digest(card: ToolCard) -> str:
-    """A short digest of the card's whole content: any edit gives a new digest."""
-    return hashlib.sha256(card.model_dump_json().encode("utf-8")).hexdigest()[:16]
 
 
 def _key(card: ToolCard) -> str:

@@ -23,7 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.cards import ToolCard
+from orchestrator.cards import ToolCard, card_digest
 from orchestrator.cards.backend import CallContext
 from orchestrator.cards.probes.aptitude import INPUT_KINDS, Case, Probe, probes_digest, probes_for
 from orchestrator.cards.probes.checks import (
@@ -34,7 +34,6 @@ from orchestrator.cards.probes.checks import (
     pair_ranking,
     score_case,
 )
-from orchestrator.cards.profile import card_digest
 from orchestrator.errors import ToolFailed, UserError
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.cards import ToolCard
+from orchestrator.cards import ToolCard, card_digest
 from orchestrator.cards.approvals import Approvals
 from orchestrator.cards.backend import CallContext, Usage
 from orchestrator.errors import ToolFailed
@@ -33,7 +33,6 @@ from orchestrator.execution.pool import (
     _request,
     _usage,
     _validated_outputs,
-    card_digest,
     default_timeout_s,
 )
 
