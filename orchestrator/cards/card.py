@@ -34,7 +34,7 @@ __all__ = [
     "BACKEND_KINDS",
     "BackendSpec",
     "CapabilityProfile",
-    "Cost",
+    "CostSpec",
     "DiffusersBackend",
     "IOSpec",
     "OpenAIBackend",
@@ -72,8 +72,11 @@ class IOSpec(_Strict):
     optional: bool = False
 
 
-class Cost(_Strict):
-    """What one call costs. Money is in US dollars as exact decimals."""
+class CostSpec(_Strict):
+    """A card's prices (US dollars as exact decimals), expected seconds and memory per call.
+
+    What a run spends is an amount, a :class:`orchestrator.budget.Cost`, priced from these.
+    """
 
     usd_per_call: Decimal = Decimal(0)
     usd_per_second: Decimal = Field(
@@ -212,7 +215,7 @@ class ToolCard(_Strict):
     inputs: list[IOSpec] = Field(min_length=1)
     outputs: list[IOSpec] = Field(min_length=1)
     backend: BackendSpec
-    cost: Cost = Field(default_factory=Cost)
+    cost: CostSpec = Field(default_factory=CostSpec)
     requires: Requirements = Field(default_factory=Requirements)
     permissions: Permissions = Field(default_factory=Permissions)
     languages: list[str] = Field(default_factory=list, description="ISO 639-1 codes; empty: any")

@@ -337,7 +337,7 @@ class FolderEmbedder(MiniLMEmbedder):
         return str(self.path)
 
     def dim(self) -> int:
-        model = self._load()
+        model = self.load()
         width = getattr(model, "get_embedding_dimension", None)  # sentence-transformers >= 6
         return int(width() if width else model.get_sentence_embedding_dimension())
 

