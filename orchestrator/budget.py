@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from orchestrator.errors import BudgetExceeded, UserError
+from orchestrator.errors import BudgetExceeded, InvalidBudget
 
 __all__ = [
     "Budget",
     "Cost",
-    "InvalidBudget",
     "Ledger",
     "Reservation",
     "raise_hint",
@@ -46,10 +45,6 @@ def raise_hint(limit: str) -> str:
     """What to raise to allow more of ``limit``: ``raise --max-seconds or Budget(seconds=...)``."""
     option, api = _RAISE[limit]
     return f"raise {option} or {api}"
-
-
-class InvalidBudget(UserError, ValueError):
-    """A budget limit that is not a finite, non-negative value of the right type."""
 
 
 def _checked_usd(value: Any) -> Decimal:

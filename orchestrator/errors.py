@@ -5,25 +5,45 @@
 * :class:`RunFailure` and its subclasses: something failed during a run (a tool crashed, the
   budget ran out). Recorded in the trace; the run goes on or ends cleanly.
 * :class:`Retryable`: a signal the routing loop recovers from (try the next candidate).
+
+The rest keep the built-in base their callers catch: a registry lookup's ``KeyError``
+(:class:`UnknownPlanner`, :class:`UnknownBackend`), a policy's ``ValueError``
+(:class:`MalformedDecision`, recovered by a fallback), an LLM call's ``TimeoutError``
+(:class:`CallTimedOut`), and the failures one part reports to the part that called it
+(:class:`ChatEndpointError`, :class:`FilesRefused`, and :class:`RequestRejected`, which the
+server answers in OpenAI's error shape).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
     "BudgetExceeded",
+    "CallTimedOut",
     "CardDefect",
     "CardError",
+    "ChatEndpointError",
     "ConfigError",
+    "FilesRefused",
+    "InvalidBudget",
+    "MalformedDecision",
     "MissingInput",
     "NoCapableTool",
+    "NotServable",
     "PlanError",
-    "RunCancelled",
+    "RequestRejected",
     "Retryable",
+    "RunCancelled",
     "RunFailure",
+    "RunInProgress",
+    "SandboxRefused",
     "ToolFailed",
+    "UnknownBackend",
+    "UnknownPlanner",
+    "UnknownPolicy",
     "UserError",
 ]
 
@@ -34,6 +54,29 @@ class UserError(Exception):
 
 class ConfigError(UserError):
     """A configuration value is missing or malformed."""
+
+
+class SandboxRefused(ConfigError):
+    """Full isolation is required by the configuration but this host cannot give it."""
+
+
+class InvalidBudget(UserError, ValueError):
+    """A budget limit that is not a finite, non-negative value of the right type."""
+
+
+class UnknownPolicy(UserError):
+    """No router policy is registered under this name."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(f"unknown router policy '{name}'; known: {', '.join(sorted(known))}")
+
+
+class RunInProgress(UserError):
+    """Another process is running or resuming this run."""
+
+
+class NotServable(UserError):
+    """The card cannot be served as a chat model (wrong task, no text in/out, unavailable)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +116,20 @@ class NoCapableTool(UserError):
     """No available tool card can serve a subtask or a request."""
 
 
+class UnknownPlanner(KeyError):
+    """No planner is registered under this name."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(f"unknown planner '{name}'; known: {', '.join(sorted(known))}")
+
+
+class UnknownBackend(KeyError):
+    """No backend is registered under this kind."""
+
+    def __init__(self, kind: str, known: Iterable[str]) -> None:
+        super().__init__(f"unknown backend kind '{kind}'; known: {', '.join(sorted(known))}")
+
+
 class RunFailure(Exception):
     """A failure during a run, recorded in the trace."""
 
@@ -103,5 +160,38 @@ class ToolFailed(RunFailure):
         super().__init__(f"{self.card}: {self.reason}")
 
 
+class CallTimedOut(TimeoutError):
+    """An LLM call did not answer within the seconds it was given."""
+
+
+class ChatEndpointError(RuntimeError):
+    """The chat endpoint refused or failed a request; the message says which and why."""
+
+
+class FilesRefused(Exception):
+    """The files a call returned break a limit, or one is not a plain file with a plain name."""
+
+
 class Retryable(Exception):
     """A signal the routing loop recovers from by trying the next candidate."""
+
+
+class MalformedDecision(ValueError):
+    """A policy returned a decision that does not fit the subtask (recovered by fallback)."""
+
+
+class RequestRejected(Exception):
+    """A request the server answers with an error in OpenAI's shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": type_, "param": param, "code": code}}

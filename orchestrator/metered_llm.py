@@ -20,9 +20,9 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from orchestrator.budget import Cost, Ledger, Reservation
+from orchestrator.errors import CallTimedOut
 
 __all__ = [
-    "CallTimedOut",
     "Meter",
     "PaidReply",
     "active_meter",
@@ -35,10 +35,6 @@ T = TypeVar("T")
 PLAN_SHARE = 1 / 3  # share of the seconds left that planning may take (the rest runs the plan)
 
 _ACTIVE: ContextVar[Meter | None] = ContextVar("orchestrator_meter", default=None)
-
-
-class CallTimedOut(TimeoutError):
-    """An LLM call did not answer within the seconds it was given."""
 
 
 @dataclass

@@ -11,7 +11,8 @@ from _llm_server import CARD
 
 from orchestrator.cards import ToolCard
 from orchestrator.cards.backend import CallContext, load_tool, unavailable_reason
-from orchestrator.execution.backends.openai_chat import ChatEndpointError, is_local_url
+from orchestrator.errors import ChatEndpointError
+from orchestrator.execution.backends.openai_chat import is_local_url
 from orchestrator.server.single_model import resolve_card
 
 

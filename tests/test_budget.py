@@ -5,14 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from orchestrator.budget import (
-    Budget,
-    Cost,
-    InvalidBudget,
-    Ledger,
-    raise_hint,
-)
-from orchestrator.errors import BudgetExceeded, UserError
+from orchestrator.budget import Budget, Cost, Ledger, raise_hint
+from orchestrator.errors import BudgetExceeded, InvalidBudget, UserError
 
 
 def test_reserve_then_settle_counts_the_real_cost():

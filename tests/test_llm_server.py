@@ -14,10 +14,9 @@ from _llm_server import CARD
 
 from orchestrator.cards import TransformersBackend, card_from_yaml
 from orchestrator.cards.backend import unavailable_reason
-from orchestrator.errors import UserError
+from orchestrator.errors import NotServable, UserError
 from orchestrator.server.single_model import (
     ChatCompletionRequest,
-    NotServable,
     _ToolShape,
     build_inputs,
     create_app,

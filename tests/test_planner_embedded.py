@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import NoCapableTool, PlanError, UserError
-from orchestrator.planning import UnknownPlanner, get_planner
+from orchestrator.errors import NoCapableTool, PlanError, UnknownPlanner, UserError
+from orchestrator.planning import get_planner
 from orchestrator.planning.embedded import split_clauses
 from orchestrator.planning.validate import validate_plan
 

@@ -15,6 +15,7 @@ from _replay_tools import write_records as _write_records
 
 from orchestrator import Budget, Config, Orchestrator, Zoo
 from orchestrator.cards import ToolCard
+from orchestrator.errors import MalformedDecision, UnknownPolicy
 from orchestrator.evals.routing import QualityScorer
 from orchestrator.execution.inprocess import InProcessExecutor
 from orchestrator.routing.llm import LLMPolicy
@@ -22,10 +23,8 @@ from orchestrator.routing.policy import (
     Answer,
     Decision,
     DefaultPolicy,
-    MalformedDecision,
     Option,
     StepView,
-    UnknownPolicy,
     answer_key,
     checked_decision,
     get_policy,

@@ -22,9 +22,9 @@ from orchestrator.cards import ToolCard, card_from_yaml
 from orchestrator.cards.approvals import Approvals
 from orchestrator.cards.backend import CallContext
 from orchestrator.config import Config
-from orchestrator.errors import CardError, ToolFailed
+from orchestrator.errors import CardError, SandboxRefused, ToolFailed
 from orchestrator.execution.pool import WorkerPoolExecutor
-from orchestrator.execution.sandbox import Sandbox, SandboxRefused, policy_for_card, probe_host
+from orchestrator.execution.sandbox import Sandbox, policy_for_card, probe_host
 from orchestrator.execution.sandbox.run_file import run_source
 from orchestrator.permissions import Permissions
 

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.cards.card import ToolCard
+from orchestrator.errors import UnknownBackend
 from orchestrator.plugins import import_entry, locate_module
 
 __all__ = [
     "Backend",
     "CallContext",
     "Tool",
-    "UnknownBackend",
     "Usage",
     "get_backend",
     "load_tool",
@@ -92,13 +92,6 @@ _REGISTRY: dict[str, Backend | str] = {
 }
 
 
-class UnknownBackend(KeyError):
-    """No backend is registered under this kind."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__(f"unknown backend kind '{kind}'; known: {', '.join(sorted(_REGISTRY))}")
-
-
 def register_backend(kind: str, backend: Backend | str) -> None:
     """Register a backend instance, or a lazy ``module:Class`` reference, under ``kind``."""
     _REGISTRY[kind] = backend
@@ -109,7 +102,7 @@ def get_backend(kind: str) -> Backend:
     try:
         entry = _REGISTRY[kind]
     except KeyError:
-        raise UnknownBackend(kind) from None
+        raise UnknownBackend(kind, _REGISTRY) from None
     if isinstance(entry, str):
         entry = _REGISTRY[kind] = import_entry(entry)()
     return entry

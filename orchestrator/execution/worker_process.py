@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.cards import ToolCard
-from orchestrator.errors import ToolFailed
+from orchestrator.errors import FilesRefused, ToolFailed
 from orchestrator.execution.sandbox import Launch
 from orchestrator.execution.sandbox.boot import BOOT_FAILED
-from orchestrator.execution.sandbox.transfer import FilesRefused, clear_io, copy_in, copy_out
+from orchestrator.execution.sandbox.transfer import clear_io, copy_in, copy_out
 
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 STOP_GRACE_S = 2.0

@@ -45,7 +45,8 @@ def _hint(name: str, known: list[str]) -> str:
 
 def configured_planner(config: Config) -> Any:
     """The planner the config names; an unknown name is a :class:`ConfigError`."""
-    from orchestrator.planning import UnknownPlanner, planner_from_config, planner_names
+    from orchestrator.errors import UnknownPlanner
+    from orchestrator.planning import planner_from_config, planner_names
 
     try:
         return planner_from_config(config)

@@ -26,7 +26,7 @@ from orchestrator.budget import Ledger
 from orchestrator.cards import ToolCard
 from orchestrator.cards.pricing import expected_cost
 from orchestrator.cards.zoo import Zoo
-from orchestrator.errors import BudgetExceeded, NoCapableTool, UserError
+from orchestrator.errors import BudgetExceeded, MalformedDecision, NoCapableTool, UserError
 from orchestrator.execution.pool import Executor
 from orchestrator.metered_llm import Meter, metered
 from orchestrator.pipeline.answer import compose_answer
@@ -39,7 +39,6 @@ from orchestrator.routing.policy import (
     Answer,
     Decision,
     DefaultPolicy,
-    MalformedDecision,
     Option,
     RouterPolicy,
     StepView,

@@ -27,10 +27,9 @@ from typing import Any
 
 from orchestrator.budget import Cost
 from orchestrator.config import Config
-from orchestrator.errors import UserError
+from orchestrator.errors import RunInProgress, UserError
 
 __all__ = [
-    "RunInProgress",
     "carried_spend",
     "checkpoints_path",
     "finished",
@@ -191,10 +190,6 @@ def record_unrecorded(store: Path, run_id: str, snapshot: Any, ledger: dict[str,
     with contextlib.closing(sqlite3.connect(str(store), timeout=30)) as conn, conn:
         conn.execute(_UNRECORDED_TABLE)
         conn.execute("INSERT OR REPLACE INTO orchestrator_unrecorded VALUES (?, ?)", (run_id, row))
-
-
-class RunInProgress(UserError):
-    """Another process is running or resuming this run."""
 
 
 def _lock_file(store: Path, run_id: str) -> Path:

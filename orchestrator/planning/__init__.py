@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.errors import UnknownPlanner
 from orchestrator.planning.base import Planner, ToolPlanner
 from orchestrator.planning.repair import checked_plan, plan_problems
 from orchestrator.planning.toolset import Example, ToolPlan, ToolSet, ToolSpec
@@ -19,7 +20,6 @@ __all__ = [
     "ToolPlanner",
     "ToolSet",
     "ToolSpec",
-    "UnknownPlanner",
     "checked_plan",
     "get_planner",
     "planner_from_config",
@@ -32,13 +32,6 @@ _REGISTRY: dict[str, str | type] = {
     "embedded": "orchestrator.planning.embedded:EmbeddedPlanner",
     "llm": "orchestrator.planning.llm:LlmPlanner",
 }
-
-
-class UnknownPlanner(KeyError):
-    """No planner is registered under this name."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"unknown planner '{name}'; known: {', '.join(sorted(_REGISTRY))}")
 
 
 def register_planner(name: str, planner: str | type) -> None:
@@ -54,7 +47,7 @@ def _planner_class(name: str) -> type:
     try:
         entry = _REGISTRY[name]
     except KeyError:
-        raise UnknownPlanner(name) from None
+        raise UnknownPlanner(name, _REGISTRY) from None
     if isinstance(entry, str):
         entry = _REGISTRY[name] = import_entry(entry)
     return entry

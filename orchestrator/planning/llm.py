@@ -35,8 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.budget import usd_text
 from orchestrator.cards.zoo import Zoo
-from orchestrator.errors import BudgetExceeded, ConfigError, PlanError, UserError
-from orchestrator.metered_llm import CallTimedOut, PaidReply, active_meter, paid_completion
+from orchestrator.errors import BudgetExceeded, CallTimedOut, ConfigError, PlanError, UserError
+from orchestrator.metered_llm import PaidReply, active_meter, paid_completion
 from orchestrator.plan import FileArg, Plan, plan_json_schema
 from orchestrator.planning.tool_plan import SparseIndex, terms
 from orchestrator.planning.toolset import Example, ToolPlan, ToolSet, check_tool_plan

@@ -14,14 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 from orchestrator.budget import Cost
-from orchestrator.errors import BudgetExceeded, UserError
-from orchestrator.routing.policy import (
-    Decision,
-    DefaultPolicy,
-    MalformedDecision,
-    StepView,
-    checked_decision,
-)
+from orchestrator.errors import BudgetExceeded, MalformedDecision, UserError
+from orchestrator.routing.policy import Decision, DefaultPolicy, StepView, checked_decision
 
 __all__ = ["LLMPolicy"]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from orchestrator.errors import UserError
+from orchestrator.errors import MalformedDecision, UnknownPolicy, UserError
 from orchestrator.plugins import import_entry
 from orchestrator.utility import (
     DEFAULT_COST_WEIGHT,
@@ -41,11 +41,9 @@ __all__ = [
     "Answer",
     "Decision",
     "DefaultPolicy",
-    "MalformedDecision",
     "Option",
     "RouterPolicy",
     "StepView",
-    "UnknownPolicy",
     "answer_key",
     "checked_decision",
     "get_policy",
@@ -129,10 +127,6 @@ class Decision:
     candidate: int | None = None
     use: int | None = None
     policy: str = ""
-
-
-class MalformedDecision(ValueError):
-    """A policy returned a decision that does not fit the subtask (recovered by fallback)."""
 
 
 class RouterPolicy(Protocol):
@@ -477,19 +471,12 @@ POLICIES: dict[str, str | type] = {
 }
 
 
-class UnknownPolicy(UserError):
-    """No router policy is registered under this name."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"unknown router policy '{name}'; known: {', '.join(sorted(POLICIES))}")
-
-
 def get_policy(name: str, **options: Any) -> RouterPolicy:
     """A new router policy of the kind registered under ``name``, built with ``options``."""
     try:
         entry = POLICIES[name]
     except KeyError:
-        raise UnknownPolicy(name) from None
+        raise UnknownPolicy(name, POLICIES) from None
     if isinstance(entry, str):
         entry = POLICIES[name] = import_entry(entry)
     try:

@@ -15,8 +15,8 @@ from decimal import Decimal
 from typing import Any
 
 from orchestrator.cards import ToolCard
-from orchestrator.errors import BudgetExceeded
-from orchestrator.metered_llm import CallTimedOut, paid_completion
+from orchestrator.errors import BudgetExceeded, CallTimedOut
+from orchestrator.metered_llm import paid_completion
 from orchestrator.plan import Subtask
 from orchestrator.selection.rank import CapabilityScorer, ScoreParts, _cheapness
 from orchestrator.utility import estimated_quality

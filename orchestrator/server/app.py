@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from orchestrator.budget import Budget
 from orchestrator.cards.zoo import Zoo
 from orchestrator.config import Config
-from orchestrator.errors import UserError
+from orchestrator.errors import RequestRejected, UserError
 from orchestrator.pipeline.chat import FILE_LINK
 from orchestrator.server.files import (
     MEDIA_TYPES,
@@ -38,7 +38,7 @@ from orchestrator.server.guard import AllowedHosts, BodyLimits, Guard, client_of
 from orchestrator.server.retention import UPLOADS, Claim, Retention
 from orchestrator.server.runs import LiveRun, RunJob, RunService
 from orchestrator.server.single_model import install_error_handlers
-from orchestrator.server.wire import AudioPart, ChatRequest, ImagePart, RequestRejected, error_body
+from orchestrator.server.wire import AudioPart, ChatRequest, ImagePart, error_body
 
 __all__ = ["build_app"]
 

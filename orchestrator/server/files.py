@@ -19,9 +19,9 @@ import re
 import uuid
 from pathlib import Path
 
+from orchestrator.errors import RequestRejected
 from orchestrator.file_kinds import FileKind, sniff
 from orchestrator.server.retention import UPLOADS, Ledger
-from orchestrator.server.wire import RequestRejected
 
 __all__ = [
     "ACCEPTED",

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.config import ServerConfig
-from orchestrator.server.wire import RequestRejected
+from orchestrator.errors import RequestRejected
 
 __all__ = [
     "LEDGER",

@@ -34,10 +34,9 @@ from orchestrator.budget import Budget, usd_text
 from orchestrator.cards import ToolCard
 from orchestrator.cards.zoo import Zoo
 from orchestrator.config import Config
-from orchestrator.errors import PlanError
+from orchestrator.errors import PlanError, RequestRejected
 from orchestrator.plan import FileArg, Plan, Subtask
 from orchestrator.server.retention import Claim, Retention
-from orchestrator.server.wire import RequestRejected
 
 __all__ = ["ConfinedPlanner", "LiveRun", "RunJob", "RunService", "SingleCardPlanner"]
 

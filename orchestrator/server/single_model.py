@@ -34,12 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.cards import IOSpec, ToolCard, load_card
 from orchestrator.cards.backend import CallContext, Tool, load_tool, unavailable_reason
-from orchestrator.errors import UserError
+from orchestrator.errors import NotServable, RequestRejected, UserError
 
 __all__ = [
     "ChatCompletionRequest",
     "ChatMessage",
-    "NotServable",
     "create_app",
     "resolve_card",
     "serve",
@@ -79,10 +78,6 @@ IGNORED_PARAMS = frozenset(
         "web_search_options",
     }
 )
-
-
-class NotServable(UserError):
-    """The card cannot be served as a chat model (wrong task, no text in/out, unavailable)."""
 
 
 # --- request payloads (OpenAI chat-completions wire format) ------------------------------------
@@ -174,23 +169,6 @@ class ChatCompletionRequest(_Payload):
 
 
 # --- errors in OpenAI's shape ------------------------------------------------------------------
-
-
-class RequestRejected(Exception):
-    """A request this server answers with an error in OpenAI's shape."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type_: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
 # --- how the conversation reaches the tool -----------------------------------------------------

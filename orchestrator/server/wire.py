@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.budget import Budget
-from orchestrator.server.single_model import IGNORED_PARAMS, RequestRejected
+from orchestrator.errors import RequestRejected
+from orchestrator.server.single_model import IGNORED_PARAMS
 
 __all__ = [
     "AudioPart",
@@ -26,7 +27,6 @@ __all__ = [
     "ChatRequest",
     "FilePart",
     "ImagePart",
-    "RequestRejected",
     "TextPart",
     "error_body",
 ]

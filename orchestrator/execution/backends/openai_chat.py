@@ -17,17 +17,13 @@ from urllib.parse import urlsplit
 
 from orchestrator.cards import OpenAIBackend, ToolCard
 from orchestrator.cards.backend import CallContext, Tool
-from orchestrator.errors import CardDefect, CardError
+from orchestrator.errors import CardDefect, CardError, ChatEndpointError
 
-__all__ = ["ChatEndpointError", "OpenAIChatBackend"]
+__all__ = ["OpenAIChatBackend"]
 
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 RETRY_ATTEMPTS = 3
 LOCAL_KEY = "not-needed"  # the SDK insists on some key; local servers ignore it
-
-
-class ChatEndpointError(RuntimeError):
-    """The chat endpoint refused or failed a request; the message says which and why."""
 
 
 class OpenAIChatBackend:

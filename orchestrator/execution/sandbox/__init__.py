@@ -6,7 +6,7 @@
 and out) and :mod:`~.run_file` (``orchestrator sandbox exec``).
 """
 
-from orchestrator.execution.sandbox.launch import Launch, Sandbox, SandboxRefused
+from orchestrator.execution.sandbox.launch import Launch, Sandbox
 from orchestrator.execution.sandbox.policy import Policy, policy_for_card
 from orchestrator.execution.sandbox.probe import HostProbe, probe_host
 
@@ -15,7 +15,6 @@ __all__ = [
     "Launch",
     "Policy",
     "Sandbox",
-    "SandboxRefused",
     "policy_for_card",
     "probe_host",
 ]

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.errors import ConfigError
+from orchestrator.errors import SandboxRefused
 from orchestrator.execution.sandbox.bwrap import (
     _ETC_FILES,
     _NETWORK_ETC,
@@ -46,7 +46,7 @@ from orchestrator.execution.sandbox.probe import HostProbe, probe_host
 from orchestrator.execution.sandbox.relay import Relay
 from orchestrator.execution.sandbox.transfer import remove_tree
 
-__all__ = ["PACKAGE_ROOT", "SANDBOX_UID", "Launch", "Sandbox", "SandboxRefused", "python_command"]
+__all__ = ["PACKAGE_ROOT", "SANDBOX_UID", "Launch", "Sandbox", "python_command"]
 
 SANDBOX_UID = 65534
 """The host uid (and gid) tools run as when the orchestrator runs as root: ``nobody``."""
@@ -70,10 +70,6 @@ def python_command(module: str, args: list[str] = (), code: list[str] = ()) -> l
 
 log = logging.getLogger("orchestrator.execution.sandbox")
 _warned: set[str] = set()
-
-
-class SandboxRefused(ConfigError):
-    """Full isolation is required by the configuration but this host cannot give it."""
 
 
 @dataclass

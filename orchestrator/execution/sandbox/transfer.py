@@ -24,11 +24,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.errors import FilesRefused
+
 __all__ = [
     "MAX_DEPTH",
     "MAX_ENTRIES",
     "MAX_NAME_CHARS",
-    "FilesRefused",
     "clear_io",
     "copy_in",
     "copy_out",
@@ -49,10 +50,6 @@ _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20
 _MAX_OPEN = 32  # folder descriptors held at once while deleting a tree
 _MAX_SUFFIX = 1000
-
-
-class FilesRefused(Exception):
-    """The files a call returned break a limit, or one is not a plain file with a plain name."""
 
 
 @dataclass(frozen=True)
