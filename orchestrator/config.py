@@ -6,6 +6,12 @@ Where it comes from, later winning:
 3. ``$ORCHESTRATOR_CARDS`` (folders of extra tool cards, separated by ``os.pathsep``),
    ``$ORCHESTRATOR_PLANNER``, ``$ORCHESTRATOR_RUNS_DIR``, ``$ORCHESTRATOR_LLM_BASE_URL``,
    ``$ORCHESTRATOR_LLM_MODEL``.
+
+Read where they are used, each through its function here: ``$ORCHESTRATOR_CACHE_DIR``
+(:func:`cache_dir`), ``$ORCHESTRATOR_CHECKPOINTS`` (:func:`env_checkpoints`),
+``$ORCHESTRATOR_ROUTER`` (:func:`env_router`), and the planner's and LLM endpoint's variables
+again (:func:`env_planner`, :func:`env_llm_base_url`) where a caller is given no config.
+Every ``ORCHESTRATOR_*`` variable the orchestrator reads as configuration is read in this module.
 """
 
 from __future__ import annotations
@@ -23,7 +29,18 @@ from orchestrator.budget import Budget
 from orchestrator.errors import ConfigError
 from orchestrator.permissions import Permissions
 
-__all__ = ["BudgetConfig", "Config", "LlmConfig", "SandboxConfig", "ServerConfig"]
+__all__ = [
+    "BudgetConfig",
+    "Config",
+    "LlmConfig",
+    "SandboxConfig",
+    "ServerConfig",
+    "cache_dir",
+    "env_checkpoints",
+    "env_llm_base_url",
+    "env_planner",
+    "env_router",
+]
 
 # A card's permissions are requests; ``[approve.NAME]`` is what the user allows it, e.g.
 #   [approve.my-card]
@@ -216,17 +233,18 @@ class Config(BaseModel):
         cards = os.environ.get("ORCHESTRATOR_CARDS")
         if cards:
             update["card_dirs"] = self.card_dirs + [Path(p) for p in cards.split(os.pathsep) if p]
-        if os.environ.get("ORCHESTRATOR_PLANNER"):
-            update["planner"] = os.environ["ORCHESTRATOR_PLANNER"]
+        planner = env_planner()
+        if planner:
+            update["planner"] = planner
         if os.environ.get("ORCHESTRATOR_RUNS_DIR"):
             update["runs_dir"] = Path(os.environ["ORCHESTRATOR_RUNS_DIR"])
         llm = {
-            key: os.environ[var]
-            for key, var in (
-                ("base_url", "ORCHESTRATOR_LLM_BASE_URL"),
-                ("model", "ORCHESTRATOR_LLM_MODEL"),
+            key: value
+            for key, value in (
+                ("base_url", env_llm_base_url()),
+                ("model", os.environ.get("ORCHESTRATOR_LLM_MODEL")),
             )
-            if os.environ.get(var)
+            if value
         }
         if llm:
             update["llm"] = self.llm.model_copy(update=llm)
@@ -234,6 +252,37 @@ class Config(BaseModel):
 
 
 _PATH_KEYS = ("runs_dir", "checkpoints", "selection_encoder")
+
+
+def _env(name: str) -> str | None:
+    """The variable ``name``; None when it is unset or empty."""
+    return os.environ.get(name) or None
+
+
+def cache_dir() -> Path:
+    """Where the orchestrator keeps caches: ``$ORCHESTRATOR_CACHE_DIR`` or ~/.cache/orchestrator."""
+    return Path(_env("ORCHESTRATOR_CACHE_DIR") or "~/.cache/orchestrator").expanduser()
+
+
+def env_checkpoints() -> Path | None:
+    """``$ORCHESTRATOR_CHECKPOINTS``: the run store, over the config's ``checkpoints``."""
+    named = _env("ORCHESTRATOR_CHECKPOINTS")
+    return Path(named) if named else None
+
+
+def env_router() -> str | None:
+    """``$ORCHESTRATOR_ROUTER``: the routing policy, over the config's ``router``."""
+    return _env("ORCHESTRATOR_ROUTER")
+
+
+def env_planner() -> str | None:
+    """``$ORCHESTRATOR_PLANNER``: the planner, over the config's ``planner``."""
+    return _env("ORCHESTRATOR_PLANNER")
+
+
+def env_llm_base_url() -> str | None:
+    """``$ORCHESTRATOR_LLM_BASE_URL``: the LLM endpoint, over the config's ``[llm] base_url``."""
+    return _env("ORCHESTRATOR_LLM_BASE_URL")
 
 
 def _paths_from(folder: Path, grant: bool | Permissions) -> bool | Permissions:

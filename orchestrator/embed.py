@@ -13,7 +13,6 @@ name.
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -23,23 +22,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from orchestrator.config import cache_dir
+
 __all__ = [
     "EmbeddingCache",
     "EmbeddingIndex",
     "Embedder",
     "HashingEmbedder",
     "MiniLMEmbedder",
-    "cache_dir",
     "default_embedder",
 ]
 
 DIM = 384
-
-
-def cache_dir() -> Path:
-    """Where the orchestrator keeps caches: ``$ORCHESTRATOR_CACHE_DIR`` or ~/.cache/orchestrator."""
-    configured = os.environ.get("ORCHESTRATOR_CACHE_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "orchestrator"
 
 
 class Embedder(Protocol):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.config import Config
+from orchestrator.config import Config, cache_dir, env_checkpoints, env_router
 from orchestrator.errors import ConfigError
 
 
@@ -82,3 +82,17 @@ def test_approvals_are_read_from_the_file_with_paths_from_its_folder(tmp_path):
     with pytest.raises(ConfigError, match="approve.x.*host:port"):
         Config.load(bad)
     assert Config().with_approvals(["a", "b"]).approve == {"a": True, "b": True}
+
+
+def test_variables_read_where_used_come_from_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", "")
+    assert cache_dir() == tmp_path / ".cache" / "orchestrator"  # empty: the default
+    monkeypatch.setenv("ORCHESTRATOR_CACHE_DIR", "~/caches")
+    assert cache_dir() == tmp_path / "caches"
+    monkeypatch.delenv("ORCHESTRATOR_CHECKPOINTS", raising=False)
+    monkeypatch.setenv("ORCHESTRATOR_ROUTER", "")
+    assert env_checkpoints() is None and env_router() is None
+    monkeypatch.setenv("ORCHESTRATOR_CHECKPOINTS", str(tmp_path / "runs.sqlite"))
+    monkeypatch.setenv("ORCHESTRATOR_ROUTER", "llm")
+    assert env_checkpoints() == tmp_path / "runs.sqlite" and env_router() == "llm"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from orchestrator.embed import EmbeddingCache, EmbeddingIndex, HashingEmbedder, cache_dir
+from orchestrator.config import cache_dir
+from orchestrator.embed import EmbeddingCache, EmbeddingIndex, HashingEmbedder
 
 
 class CountingEmbedder(HashingEmbedder):

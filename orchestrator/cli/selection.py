@@ -209,7 +209,8 @@ def cards_tune_encoder(
     Runs use the tuned model once orchestrator.toml names it: selection_encoder = "PATH".
     Re-tuning is explicit: run the command again after profiling or adding cards.
     """
-    from orchestrator.embed import MiniLMEmbedder, cache_dir
+    from orchestrator.config import cache_dir
+    from orchestrator.embed import MiniLMEmbedder
     from orchestrator.selection.embed_tune import (
         TuneOptions,
         tune_encoder,

@@ -49,7 +49,8 @@ import typer
 from orchestrator.cards import CapabilityProfile, ProbeResult, ToolCard
 from orchestrator.cards.importers import ImportedCard, cards_from_gorilla, read_gorilla
 from orchestrator.cards.zoo import Zoo
-from orchestrator.embed import Embedder, EmbeddingCache, cache_dir, default_embedder
+from orchestrator.config import cache_dir
+from orchestrator.embed import Embedder, EmbeddingCache, default_embedder
 from orchestrator.errors import UserError
 from orchestrator.evals.apps import eval_app
 from orchestrator.selection.embed_tune import (

@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import Config
+from orchestrator.config import Config, env_planner, env_router
 from orchestrator.errors import ConfigError, UserError
 
 __all__ = [
@@ -52,7 +52,7 @@ def configured_planner(config: Config) -> Any:
         return planner_from_config(config)
     except UnknownPlanner:
         known = ["auto", *planner_names()]
-        source = "$ORCHESTRATOR_PLANNER" if os.environ.get("ORCHESTRATOR_PLANNER") else "planner"
+        source = "$ORCHESTRATOR_PLANNER" if env_planner() else "planner"
         raise ConfigError(
             f"{source}: unknown planner '{config.planner}'{_hint(config.planner, known)}; "
             f"known planners: {', '.join(known)}"
@@ -66,8 +66,8 @@ def configured_policy(config: Config) -> Any:
     """
     from orchestrator.routing.policy import POLICIES, get_policy
 
-    from_env = bool(os.environ.get("ORCHESTRATOR_ROUTER"))
-    name = str(os.environ.get("ORCHESTRATOR_ROUTER") or config.router)
+    from_env = bool(env_router())
+    name = str(env_router() or config.router)
     source = "$ORCHESTRATOR_ROUTER" if from_env else "router"
     if name not in POLICIES:
         known = sorted(POLICIES)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.budget import Cost
-from orchestrator.config import Config
+from orchestrator.config import Config, env_checkpoints
 from orchestrator.errors import RunInProgress, UserError
 
 __all__ = [
@@ -49,7 +49,7 @@ def checkpoints_path(config: Config) -> Path:
     ``$ORCHESTRATOR_CHECKPOINTS``, the config's ``checkpoints``, else ``checkpoints.sqlite`` in
     the runs folder.
     """
-    named = os.environ.get("ORCHESTRATOR_CHECKPOINTS") or config.checkpoints
+    named = env_checkpoints() or config.checkpoints
     return Path(named) if named else config.runs_dir / "checkpoints.sqlite"
 
 

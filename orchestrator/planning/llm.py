@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.budget import usd_text
 from orchestrator.cards.zoo import Zoo
+from orchestrator.config import env_llm_base_url
 from orchestrator.errors import BudgetExceeded, CallTimedOut, ConfigError, PlanError, UserError
 from orchestrator.metered_llm import PaidReply, active_meter, paid_completion
 from orchestrator.plan import FileArg, Plan, plan_json_schema
@@ -119,7 +120,7 @@ class LlmPlanner:
         usd_per_call: Decimal | str = Decimal(0),
         usd_per_1k_tokens: Decimal | str = Decimal(0),
     ) -> None:
-        base_url = base_url or os.environ.get("ORCHESTRATOR_LLM_BASE_URL")
+        base_url = base_url or env_llm_base_url()
         if not base_url:
             raise ConfigError(
                 "the llm planner needs an endpoint: set [llm] base_url in the config or "

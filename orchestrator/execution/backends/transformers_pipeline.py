@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -38,6 +37,7 @@ from typing import Any
 
 from orchestrator.cards import IOSpec, ToolCard, TransformersBackend
 from orchestrator.cards.backend import CallContext, Tool
+from orchestrator.config import cache_dir
 from orchestrator.errors import ToolFailed
 from orchestrator.execution.backends._hub import locate_model, missing_modules_reason
 
@@ -192,8 +192,7 @@ class _Seq2SeqGenerator:
 
 def model_cache_dir() -> Path:
     """Where derived model files are kept: ``$ORCHESTRATOR_CACHE_DIR/models``."""
-    root = os.environ.get("ORCHESTRATOR_CACHE_DIR") or "~/.cache/orchestrator"
-    return Path(root).expanduser() / "models"
+    return cache_dir() / "models"
 
 
 def dequantized_gguf_folder(gguf_path: Path) -> Path:

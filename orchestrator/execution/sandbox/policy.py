@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.cards.approvals import card_requests
+from orchestrator.config import cache_dir
 from orchestrator.execution.sandbox.relay import Endpoint, parse_endpoint
 from orchestrator.permissions import withheld_env
 
@@ -125,8 +126,7 @@ def policy_for_card(card: ToolCard, *, memory_mb: int | None = None) -> Policy:
 
 def model_read_paths() -> list[Path]:
     """Model caches a worker reads: the orchestrator's model cache and the Hugging Face hub."""
-    root = os.environ.get("ORCHESTRATOR_CACHE_DIR") or "~/.cache/orchestrator"
-    paths = [Path(root).expanduser() / "models"]
+    paths = [cache_dir() / "models"]
     hf_home = os.environ.get("HF_HOME") or "~/.cache/huggingface"
     paths.append(Path(os.environ.get("HF_HUB_CACHE") or Path(hf_home) / "hub").expanduser())
     return paths
