@@ -17,7 +17,7 @@ from orchestrator.cards.tasks import task_type
 from orchestrator.cards.zoo import Zoo, ZooEntry
 from orchestrator.errors import NoCapableTool
 from orchestrator.planning import plan_words as pw
-from orchestrator.text import TfidfIndex, tokens
+from orchestrator.text import TfidfIndex, stem, tokens
 
 __all__ = ["CardMatcher"]
 
@@ -176,6 +176,50 @@ class CardMatcher:
         if scores[i] >= MIN_SIMILARITY:
             return (i, scores[i])
         return self._converter(clause, named)
+
+    def chain_in_clause(self, clause: str, best: int) -> list[int]:
+        """The best card, and a second one its left-over words ask for, when types chain."""
+        doc = set(pw.raw_stems(pw.card_document(self.entries[best].card)))
+        words = pw.ize(pw.instruction(clause))
+        for pattern in pw.TYPED_REF.values():  # "the image", "the text": inputs, not capabilities
+            words = pattern.sub(" ", words)
+        rest = " ".join(w for w in words.split() if stem(w.lower()) not in doc)
+        if not tokens(rest):
+            return [best]
+        first_card = self.entries[best].card
+        if pw.takes_prompt(first_card):
+            return [best]  # "explain quantum computing": the rest is what to write about
+        if pw.made_kinds(clause) & first_card.output_types():
+            return [best]  # "turn memo.wav into text": made, nothing more to do to it
+        inputs = pw.request_sources(clause, [clause], [])
+        if sum(1 for s in inputs if s.kind in first_card.input_types()) > 1:
+            return [best]  # "compare the sentiment of 'a' and 'b'": each gets the first card
+        sims = self.index.similarities(rest)
+        others = [
+            k
+            for k, e in enumerate(self.entries)
+            if e.card.task != first_card.task
+            and not pw.takes_prompt(e.card)  # a generator from a description is never implied
+            and e.card.input_types() <= first_card.output_types()
+            and not e.card.output_types() & e.card.input_types()  # changes type
+        ]
+        if not others:
+            return [best]
+        second = max(others, key=lambda k: (sims[k], -k))
+        second_card = self.entries[second].card
+        head = pw.head(pw.ize(pw.instruction(clause)))
+        leads = head in self.heads[second] and head not in doc  # "say the transcript ..."
+        if (
+            (sims[second] >= SECOND_CAPABILITY or (leads and sims[second] > 0))
+            # A label is acted on only when the clause leads with that act ("say the sentiment
+            # of ..."), not for a stray word ("figure out if it's positive": no voice).
+            and (leads or task_type(first_card.task).makes_content)
+            and second_card.task != first_card.task
+            and second_card.input_types() <= first_card.output_types()
+            and not second_card.output_types() & second_card.input_types()  # changes type
+        ):
+            return [best, second]
+        return [best]
 
     def _converter(self, clause: str, named: set[str]) -> tuple[int, float] | None:
         """The card turning the clause's input into the kind it asks for, by types alone.

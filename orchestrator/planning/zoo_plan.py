@@ -92,7 +92,7 @@ class ZooPlanner(CardMatcher):
                 joined = f"{previous} and {clause}"
                 whole = self.best(joined, given, first=len(goals) == 1)
                 if whole is not None:
-                    goals[-1] = (o, joined, [[i] for i in self._chain_in_clause(joined, whole[0])])
+                    goals[-1] = (o, joined, [[i] for i in self.chain_in_clause(joined, whole[0])])
                     continue
             if found is None and not goals and self.is_general_request(clause) and self.general():
                 goals.append((order, clause, [self.general()]))
@@ -105,12 +105,10 @@ class ZooPlanner(CardMatcher):
                 o, previous, chain = goals[-1]
                 joined = f"{previous} and {clause}"
                 if len(chain[0]) == 1:  # a group of equal cards is kept as it is
-                    chain = [[i] for i in self._chain_in_clause(joined, chain[0][0])]
+                    chain = [[i] for i in self.chain_in_clause(joined, chain[0][0])]
                 goals[-1] = (o, joined, chain)
             elif found is not None:
-                goals.append(
-                    (order, clause, [[i] for i in self._chain_in_clause(clause, found[0])])
-                )
+                goals.append((order, clause, [[i] for i in self.chain_in_clause(clause, found[0])]))
         return goals
 
     def _implied_kind(self, draft: pw.Draft, order: int, clause: str) -> str | None:
@@ -139,51 +137,7 @@ class ZooPlanner(CardMatcher):
         found = self.best(cleaned, draft.given, implied, first=not draft.steps)
         if found is None:
             return chain
-        return [[i] for i in self._chain_in_clause(cleaned, found[0])]
-
-    def _chain_in_clause(self, clause: str, best: int) -> list[int]:
-        """The best card, and a second one its left-over words ask for, when types chain."""
-        doc = set(pw.raw_stems(pw.card_document(self.entries[best].card)))
-        words = pw.ize(pw.instruction(clause))
-        for pattern in pw.TYPED_REF.values():  # "the image", "the text": inputs, not capabilities
-            words = pattern.sub(" ", words)
-        rest = " ".join(w for w in words.split() if stem(w.lower()) not in doc)
-        if not tokens(rest):
-            return [best]
-        first_card = self.entries[best].card
-        if pw.takes_prompt(first_card):
-            return [best]  # "explain quantum computing": the rest is what to write about
-        if pw.made_kinds(clause) & first_card.output_types():
-            return [best]  # "turn memo.wav into text": made, nothing more to do to it
-        inputs = pw.request_sources(clause, [clause], [])
-        if sum(1 for s in inputs if s.kind in first_card.input_types()) > 1:
-            return [best]  # "compare the sentiment of 'a' and 'b'": each gets the first card
-        sims = self.index.similarities(rest)
-        others = [
-            k
-            for k, e in enumerate(self.entries)
-            if e.card.task != first_card.task
-            and not pw.takes_prompt(e.card)  # a generator from a description is never implied
-            and e.card.input_types() <= first_card.output_types()
-            and not e.card.output_types() & e.card.input_types()  # changes type
-        ]
-        if not others:
-            return [best]
-        second = max(others, key=lambda k: (sims[k], -k))
-        second_card = self.entries[second].card
-        head = pw.head(pw.ize(pw.instruction(clause)))
-        leads = head in self.heads[second] and head not in doc  # "say the transcript ..."
-        if (
-            (sims[second] >= cm.SECOND_CAPABILITY or (leads and sims[second] > 0))
-            # A label is acted on only when the clause leads with that act ("say the sentiment
-            # of ..."), not for a stray word ("figure out if it's positive": no voice).
-            and (leads or task_type(first_card.task).makes_content)
-            and second_card.task != first_card.task
-            and second_card.input_types() <= first_card.output_types()
-            and not second_card.output_types() & second_card.input_types()  # changes type
-        ):
-            return [best, second]
-        return [best]
+        return [[i] for i in self.chain_in_clause(cleaned, found[0])]
 
     def _plan_clause(
         self, draft: pw.Draft, order: int, clause: str, chain: list[list[int]]
