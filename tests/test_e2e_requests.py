@@ -220,6 +220,14 @@ CASES = [
     ),
     Case("sign-say", "single", "what does sign.png say", words=("lovely garden",)),
     Case(
+        "photo-colour",
+        "out-of-zoo",
+        "what is the dominant colour in cat.png",  # not its class, given as the answer
+        status=("unservable",),
+        words=("no card of the zoo answers this",),
+        absent=("Image class", "Text in image"),
+    ),
+    Case(
         "restyle",
         "out-of-zoo",
         "Turn cat.png into a painting in the style of van Gogh",  # not its class read aloud

@@ -331,6 +331,38 @@ def test_a_question_about_a_given_input_is_asked_of_a_card_reading_that_input(
     assert [s.task for s in plan.subtasks] == ["automatic-speech-recognition"]
 
 
+def test_a_question_about_a_photo_that_no_reader_answers_is_refused(planner, builtin_zoo):
+    # Its class or the words read off it would be a wrong answer given as right.
+    for request in ("what is the dominant colour in cat.png", "is cat.png blurry"):
+        with pytest.raises(NoCapableTool, match="answers this about an image") as refused:
+            planner.plan(request, builtin_zoo)
+        assert "image-classification" in str(refused.value), request
+    # A question in words a reader of images has is still asked of it.
+    for request in ("what breed is the cat in cat.png", "what's going on in cat.png"):
+        [step] = planner.plan(request, builtin_zoo).subtasks
+        assert step.task == "image-classification", request
+
+
+def test_asking_whether_a_text_is_in_a_language_is_language_identification(
+    planner, builtin_zoo
+):
+    plan = planner.plan("grab the words off fr.png and tell me if they're french", builtin_zoo)
+    assert [s.task for s in plan.subtasks] == ["image-to-text", "text-classification"]
+    assert plan.subtasks[1].cards[0] == "lingua-langid" and not plan.unserved
+    [step] = planner.plan('is "bonjour tout le monde" in french or spanish', builtin_zoo).subtasks
+    assert step.cards[0] == "lingua-langid"
+    # Asking for it in a language is still a translation.
+    with pytest.raises(NoCapableTool, match="needs translation"):
+        planner.plan("translate the text in fr.png into english", builtin_zoo)
+
+
+def test_show_me_a_picture_of_something_asks_for_one_to_be_made(planner, builtin_zoo):
+    # Not a photo to classify that the user forgot to attach.
+    for request in ("show me a picture of a cat", "give me some pictures of red boats"):
+        with pytest.raises(NoCapableTool, match="needs text-to-image"):
+            planner.plan(request, builtin_zoo)
+
+
 def test_what_a_clause_asks_for_by_name_or_as_a_kind_decides_the_steps(planner, builtin_zoo):
     # "into text": the transcript is the result, not a voice reading it.
     plan = planner.plan("turn memo.wav into text", builtin_zoo)

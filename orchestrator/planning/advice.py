@@ -15,7 +15,14 @@ from orchestrator.cards import ToolCard
 from orchestrator.cards.tasks import task_type
 from orchestrator.cards.zoo import ZooEntry
 
-__all__ = ["LANGUAGES", "language_names", "languages_fit", "missing_advice", "mentioned_languages"]
+__all__ = [
+    "LANGUAGES",
+    "as_language_question",
+    "language_names",
+    "languages_fit",
+    "mentioned_languages",
+    "missing_advice",
+]
 
 # ISO 639-1 code of common language names (the words people use in requests).
 LANGUAGES: dict[str, str] = {
@@ -40,6 +47,25 @@ def mentioned_languages(text: str) -> list[str]:
         if code not in codes:
             codes.append(code)
     return codes
+
+
+_WHETHER = re.compile(
+    r"^\W*(?:(?:please\s+)?(?:tell|show)\s+(?:me|us)\s+|(?:can\s+you\s+)?check\s+)?"
+    r"(?:is|are|was|were|whether|if|which)\b",
+    re.IGNORECASE,
+)
+_TRANSLATING = re.compile(r"\btranslat|\binto\b|\bversion\b", re.IGNORECASE)
+
+
+def as_language_question(clause: str) -> str:
+    """A clause asking whether a text is in a language, with "language" for the language name.
+
+    "tell me if they're french", "which of these is in French?" ask for the language of a
+    text, not a translation into it; any other clause is returned as it is.
+    """
+    if not _WHETHER.match(clause) or _TRANSLATING.search(clause):
+        return clause
+    return _LANGUAGE.sub("language", clause)
 
 
 def language_names(codes: Iterable[str]) -> str:

@@ -17,6 +17,7 @@ from orchestrator.cards.tasks import task_type
 from orchestrator.cards.zoo import Zoo, ZooEntry
 from orchestrator.errors import NoCapableTool
 from orchestrator.planning import plan_words as pw
+from orchestrator.planning.advice import as_language_question
 from orchestrator.text import TfidfIndex, stem, tokens
 
 __all__ = ["CardMatcher"]
@@ -30,6 +31,19 @@ FILE_KIND_BONUS = 0.15
 ABSENT_MEDIA = 0.8  # a card reading an image or audio the request does not give
 NEAR_BEST = 0.8  # a card of the same task this close to a missing one may stand in
 SAME_SIGNATURE = 0.5  # a card of another task this close to a missing one may stand in
+
+
+# Words of a question that ask what an input shows or says, not for a capability of its own.
+ASKING = frozenset(
+    tokens(
+        "what whats who where which how anything everything something thing things stuff "
+        "going happening happens show shows shown showing say says saying said see seen look "
+        "looks looking like contain contains containing depict depicts depicted describe "
+        "described inside there here exactly actually really basically quick quickly guess "
+        "think mean means picture pictured photo image file kind sort type"
+    )
+    + [w for w in pw.QUESTION_HEAD]
+)
 
 
 class CardMatcher:
@@ -103,6 +117,7 @@ class CardMatcher:
         ``given``: the kinds of input the request has (a card reading one the clause names -
         a file, or "this picture" - fits better).
         """
+        clause = as_language_question(clause)
         text = self.spelled(pw.ize(pw.instruction(clause)))
         head = pw.head(text)
         capability = self.spelled(pw.without_refs(clause))  # "the mood of the text in x.png"
@@ -258,15 +273,44 @@ class CardMatcher:
             return None
         asked = f"{clause} says what the {' '.join(sorted(kinds))} shows, describes what is in it"
         sims = self.own.similarities(pw.ize(asked))
-        readers = [
-            (e.available, round(sims[i], 6), e.card.strength, -i)
+        reading = [
+            i
             for i, e in enumerate(self.entries)
             if e.card.input_types() & kinds and not pw.takes_prompt(e.card) and _in_words(e.card)
+        ]
+        if self.unanswered(clause, given, first):
+            return None
+        readers = [
+            (self.entries[i].available, round(sims[i], 6), self.entries[i].card.strength, -i)
+            for i in reading
         ]
         if not readers:
             return None
         best = max(readers)
         return (-best[3], MIN_SIMILARITY)
+
+    def unanswered(self, clause: str, given: frozenset[str], first: bool = True) -> str | None:
+        """Why no card answers a question about an image or audio input, or None.
+
+        "what is the dominant colour in cat.png", "is cat.png blurry": a word naming what is
+        asked that no reader of the input speaks of is a question none of them answers (and
+        the words read off a photo would not answer it either).
+        """
+        kinds = pw.referred_kinds(clause, given, first) & {"image", "audio"}
+        if not kinds or not self.is_question(clause):
+            return None
+        reading = [i for i, e in enumerate(self.entries) if e.card.input_types() & kinds]
+        known = set().union(*(self.terms[i] for i in reading))
+        words = tokens(pw.without_refs(clause))
+        unknown = [w for w in words if len(w) >= 4 and w not in known and w not in ASKING]
+        if not unknown:
+            return None
+        tasks = sorted({self.entries[i].card.task for i in reading}) or ["none"]
+        kind = " or ".join(sorted(kinds))
+        return (
+            f"{pw.said(clause)}: no card of the zoo answers this about an {kind} (its cards "
+            f"reading an {kind} do: {', '.join(tasks)}); add a tool card that does"
+        )
 
     def _reachable(self, kinds: set[str], avoid: set[str] = frozenset()) -> set[str]:
         """The types the cards can make from ``kinds``.

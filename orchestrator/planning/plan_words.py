@@ -47,7 +47,8 @@ OBJECT = re.compile(r"\bthe\s+([a-z]+)\s+(?:of|in)\b", re.IGNORECASE)  # "the mo
 INTO = {  # the kind a clause asks its input be made into: "turn memo.wav into text"
     kind: re.compile(
         rf"\b(?:into|as|(?:turn|convert|change|transform)\b.*?\bto)\s+(?:\w+\s+)?(?:{nouns})s?\b"
-        rf"|\b(?:an?\s+)?(?:{nouns})\s+(?:version|copy|file)\s+of\b",
+        rf"|\b(?:an?\s+)?(?:{nouns})\s+(?:version|copy|file)\s+of\b"
+        rf"|\b(?:show|give|send|get)\s+(?:me|us)\s+(?:an?|some)\s+(?:{nouns})s?\s+of\b",
         re.IGNORECASE,
     )
     for kind, nouns in TYPE_NOUNS.items()

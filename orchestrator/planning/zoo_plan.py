@@ -53,6 +53,8 @@ class ZooPlanner(CardMatcher):
         self.unmatched: list[str] = []
         goals = self._goals(clauses, draft.given)
         draft.unserved.extend(self.unmatched)
+        if not goals and len(self.unmatched) == 1 and len(clauses) == 1:
+            raise NoCapableTool(f"{self.unmatched[0]}. Or rephrase the request.")
         if not goals:
             raise NoCapableTool(
                 f"no card of the zoo does what {pw.said(request)} asks; the zoo's cards do: "
@@ -94,7 +96,9 @@ class ZooPlanner(CardMatcher):
                 if whole is not None:
                     goals[-1] = (o, joined, [[i] for i in self.chain_in_clause(joined, whole[0])])
                     continue
-            if found is None and not goals and self.is_general_request(clause) and self.general():
+            if found is None and (why := self.unanswered(clause, given, first)):
+                self.unmatched.append(why)
+            elif found is None and not goals and self.is_general_request(clause) and self.general():
                 goals.append((order, clause, [self.general()]))
             elif found is None and goals and pw.acts_on_it(clause):
                 self.unmatched.append(
