@@ -392,6 +392,10 @@ def test_a_bridge_never_makes_what_the_card_after_it_makes(planner, builtin_zoo)
     # Transcribing a photo would mean speaking its label and transcribing that: refused.
     with pytest.raises(NoCapableTool, match="needs audio but was given image"):
         planner.plan("transcribe cat.png", builtin_zoo)
+    # Speaking a text only to transcribe it back is one too.
+    for request in ("count the words in notes.txt", "transcribe notes.txt"):
+        with pytest.raises(NoCapableTool, match="round trip"):
+            planner.plan(request, builtin_zoo)
     plan = planner.plan("read sign.png aloud", builtin_zoo)  # a real bridge is still made
     assert [s.task for s in plan.subtasks] == ["image-to-text", "text-to-speech"]
 

@@ -441,8 +441,10 @@ class ZooPlanner(CardMatcher):
     ) -> pw.Source | None:
         """``source`` converted to ``kind`` by the best-fitting card path (one or two steps).
 
-        ``then``: what the card fed by the path makes. A path that makes it on the way is a
-        round trip ("transcribe cat.png": its label spoken, then transcribed), never a bridge.
+        ``then``: what the card fed by the path makes. A path that makes it on the way, or
+        whose card makes the kind the path starts from, is a round trip ("transcribe cat.png":
+        its label spoken, then transcribed; "count the words in notes.txt": the text spoken,
+        then transcribed), never a bridge.
         """
         if source.kind == kind or (kind == "text" and source.kind == "json"):
             return source
@@ -450,8 +452,19 @@ class ZooPlanner(CardMatcher):
             return source
         path = self.bridge_path(clause, source.kind, kind)
         on_the_way = {t for i in (path or [])[:-1] for t in self.entries[i].card.output_types()}
-        if path is not None and then & on_the_way:
-            path = None
+        named = {n for i in path or [] for n in pw.nouns(self.entries[i].card)}
+        back = source.kind in then and not any(n in clause.lower() for n in named)
+        if path is not None and (then & on_the_way or back):
+            # Or back to what it started from, unasked ("say the transcript of x.wav" asks):
+            # notes.txt spoken, then transcribed.
+            draft.unserved.append(
+                f"{pw.said(clause)} needs {kind} but was given {source.kind} ({source.name}); "
+                f"making {kind} of it only to read it back would be a round trip, not an "
+                f"answer: give {'an' if kind[0] in 'aeiou' else 'a'} {kind} input, or ask for what "
+                "the zoo's cards do"
+            )
+            draft.used.add(id(source))
+            return None
         if path is None:
             draft.unserved.append(
                 f"{pw.said(clause)} needs {kind} but was given {source.kind} ({source.name}), "
