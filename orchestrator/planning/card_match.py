@@ -326,6 +326,19 @@ class CardMatcher:
                     reach |= card.output_types()
         return reach
 
+    def round_trip(self, clause: str, path: list[int], start: str, then: frozenset[str]) -> bool:
+        """Whether a bridge ``path`` from ``start`` feeding a card making ``then`` goes round.
+
+        It does when it makes on the way what that card makes ("transcribe cat.png": its label
+        spoken, then transcribed), or when that card makes ``start`` again unasked ("count the
+        words in notes.txt": the text spoken, then transcribed; "say the transcript of x.wav
+        back" asks for it).
+        """
+        on_the_way = {t for i in path[:-1] for t in self.entries[i].card.output_types()}
+        named = {n for i in path for n in pw.nouns(self.entries[i].card)}
+        back = start in then and not any(n in clause.lower() for n in named)
+        return bool(then & on_the_way) or back
+
     def general(self) -> list[int]:
         """The zoo's general text-generation cards."""
         return [i for i, e in enumerate(self.entries) if e.card.task == pw.GENERAL_TASK]

@@ -451,12 +451,7 @@ class ZooPlanner(CardMatcher):
         if kind == "text" and not source.content and source.kind in ("text", "json"):
             return source
         path = self.bridge_path(clause, source.kind, kind)
-        on_the_way = {t for i in (path or [])[:-1] for t in self.entries[i].card.output_types()}
-        named = {n for i in path or [] for n in pw.nouns(self.entries[i].card)}
-        back = source.kind in then and not any(n in clause.lower() for n in named)
-        if path is not None and (then & on_the_way or back):
-            # Or back to what it started from, unasked ("say the transcript of x.wav" asks):
-            # notes.txt spoken, then transcribed.
+        if path is not None and self.round_trip(clause, path, source.kind, then):
             draft.unserved.append(
                 f"{pw.said(clause)} needs {kind} but was given {source.kind} ({source.name}); "
                 f"making {kind} of it only to read it back would be a round trip, not an "
