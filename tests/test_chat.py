@@ -388,3 +388,70 @@ def test_a_follow_up_lacking_its_input_takes_it_from_the_turn_before(tmp_path, b
     assert conversation.inputs_for("transcribe the memo", missing=missing)[1] == []
     heard = Conversation(turns=[Turn("transcribe memo.wav", "Transcript: hi.", files=[speech])])
     assert heard.inputs_for("how many faces?", missing=missing)[1] == []
+
+
+def test_a_follow_up_referring_to_a_photo_hands_the_photo_not_the_answer_about_it(
+    tmp_path, builtin_zoo
+):
+    from orchestrator.pipeline.chat import missing_input
+
+    photo, speech = tmp_path / "cat.png", tmp_path / "memo.wav"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n")
+    speech.write_bytes(b"RIFF")
+    missing = missing_input(builtin_zoo)
+    looked = Turn("what's in this photo", "Image class of cat.png: tabby.", files=[photo])
+    # The answer quoted as a text no step reads would leave the run partial.
+    faces = Conversation(turns=[looked]).inputs_for("how many faces are in it", missing=missing)
+    assert faces == ("how many faces are in it", [photo.resolve()])
+    # "read it aloud" reads the answer, which the plan does read.
+    prompt, _ = Conversation(turns=[looked]).inputs_for("read it aloud", missing=missing)
+    assert "tabby" in prompt
+    # "what did I say" after a recording is about the recording (not a photo's text).
+    heard = Turn("how do i sound", "Sentiment of memo.wav: positive.", files=[speech])
+    said = Conversation(turns=[heard]).inputs_for("what did i say exactly", missing=missing)
+    assert said[1] == [speech.resolve()]
+
+
+@pytest.mark.parametrize(
+    "follow_up, files, expected",
+    [
+        ('what about "best dinner ever"', [], 'tell me the mood of "best dinner ever"'),
+        ("and this one?", ["face.png"], 'tell me the mood of "the soup was cold"'),
+        ("same for face.png too", [], 'tell me the mood of "the soup was cold"'),
+    ],
+)
+def test_a_follow_up_giving_only_a_new_input_asks_the_last_request_again(
+    tmp_path, follow_up, files, expected
+):
+    face = tmp_path / "face.png"
+    face.write_bytes(b"\x89PNG\r\n\x1a\n")
+    before = Turn('tell me the mood of "the soup was cold"', "Sentiment: negative.")
+    conversation = Conversation(turns=[before])
+    prompt, attached = conversation.inputs_for(follow_up, [tmp_path / f for f in files])
+    assert prompt.startswith(expected), prompt
+    assert attached == [tmp_path / f for f in files]
+
+
+def test_an_input_swap_replaces_the_file_the_last_request_named(tmp_path):
+    cat, face = tmp_path / "cat.png", tmp_path / "face.png"
+    for path in (cat, face):
+        path.write_bytes(b"\x89PNG\r\n\x1a\n")
+    conversation = Conversation(turns=[Turn(f"how many faces in {cat}", "none", files=[cat])])
+    prompt, attached = conversation.inputs_for("and this one?", [face])
+    assert prompt == "how many faces in face.png" or prompt == f"how many faces in {face}"
+    assert attached == [face]
+    # A follow-up with words of its own is its own request.
+    prompt, _ = conversation.inputs_for("and read this one aloud", [face])
+    assert prompt == "and read this one aloud"
+
+
+def test_a_swap_of_a_swap_still_asks_the_first_request(tmp_path, builtin_zoo):
+    session = ChatSession(Orchestrator(Config(), zoo=builtin_zoo))
+    try:
+        first = session.send('is "I love this" positive?')
+        again = session.send('what about "I hate this"')
+        third = session.send('and "what a lovely day"')
+    finally:
+        session.orchestrator.close()
+    assert [r.steps[0].task for r in (first, again, third)] == ["text-classification"] * 3
+    assert "positive" in third.answer.lower() and "negative" in again.answer.lower()

@@ -33,9 +33,10 @@ from orchestrator.cards.zoo import Zoo
 from orchestrator.errors import MissingInput, UserError
 from orchestrator.pipeline.checks import checked_files
 from orchestrator.pipeline.orchestrator import Orchestrator, RunResult
-from orchestrator.planning.embedded import mentioned_files, quoted_text
+from orchestrator.planning.embedded import QUOTED, mentioned_files, quoted_text
+from orchestrator.planning.plan_words import UNREAD
 
-__all__ = ["ChatSession", "Conversation", "Turn", "FILE_LINK", "refers_back"]
+__all__ = ["ChatSession", "Conversation", "FILE_LINK", "InputJudge", "Turn", "refers_back"]
 
 FILE_LINK = re.compile(r"/v1/files/([A-Za-z0-9_-]+)/([A-Za-z0-9_.-]+)")
 """A produced file's link in an assistant message: ``/v1/files/<run_id>/<name>``."""
@@ -54,6 +55,17 @@ _OWN_TEXT = re.compile(
     r"|:\s*\S+(?:\s+\S+){2,}"  # a colon and then at least three words: "read this: ..."
     r"|\?\s+\S+(?:\s+\S+){2,}"  # a question and then its text: "is this positive? I love it"
 )
+_SWAP = re.compile(  # "and this one?", "what about 'x'", "same for y.png too"
+    r"^[\s,.!-]*(?P<marker>(?:(?:and|ok(?:ay)?|now|so|also|then)[\s,.!-]+)*"
+    r"(?:(?:what|how)\s+about|(?:do\s+)?(?:the\s+)?same\s+(?:thing\s+)?(?:for|with))?)"
+    r"\s*(?P<rest>.*?)(?:\s+(?:too|as\s+well|please))?[\s?.!]*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_JUST_INPUT = re.compile(
+    r"(?:(?:this|that|the\s+other|the\s+next|these|those)(?:\s+(?:one|ones|photo|picture|"
+    r"image|pic|file|recording|clip|audio|text|sentence|review|message))?|it|them|now)?",
+    re.IGNORECASE,
+)
 _NO_RESULT = ("rejected", "unservable", "failed")
 _MAX_QUOTED_CHARS = 2000
 
@@ -71,6 +83,7 @@ class Turn:
     texts: list[str] = field(default_factory=list)
     analysed: str = ""  # the literal text the turn worked on, if one
     made: list[Path] = field(default_factory=list)  # the files it produced (also in ``files``)
+    asked: str = ""  # the request in full, when it only swapped the input of the one before
 
     def referent(self) -> tuple[list[Path], str]:
         """What "it" in a follow-up hands on: (files, text).
@@ -116,6 +129,7 @@ class Conversation:
 
     turns: list[Turn] = field(default_factory=list)
     pending: list[Path] = field(default_factory=list)
+    _asked: str = ""  # the last request in full (see :meth:`_swapped`)
 
     def attach(self, path: str | Path) -> Path:
         """Attach a file to the next request (its path is checked now).
@@ -155,17 +169,26 @@ class Conversation:
         if not text:
             raise UserError("the request is empty: say what you want done")
         attached = [Path(f).resolve() for f in [*self.pending, *files]]
+        last = self._last_with_results()
+        text = self._asked = self._swapped(text, attached, last) or text
         text = self._full_paths(text)
         own_input = bool(attached or mentioned_files(text) or _OWN_TEXT.search(text))
-        last = self._last_with_results()
         if last is None or own_input:
             return text, _unique(attached)
         handed = last.referent() if refers_back(text) else None
+        judge = missing if isinstance(missing, InputJudge) else None
         if handed is None and missing is not None:
             kind = missing(text, attached)
             handed = last.offering(kind) if kind else None
+            if handed is None and kind and judge is not None:
+                # "what did I say?" after a recording: planned as a photo's text, it fits the
+                # recording the last turn had.
+                fits = [f for f in last.files if judge.reads_all(text, [*attached, f])]
+                handed = (fits[-1:], "") if fits else None
         if handed is not None:
             files, quoted = handed
+            if files and quoted.strip() and judge is not None:
+                files, quoted = _what_is_read(judge, text, attached, files, quoted)
             attached.extend(files)
             if quoted.strip():
                 text = self._full_paths(f'{text}: "{_quotable(quoted)}"')
@@ -183,7 +206,9 @@ class Conversation:
             for value in (step.outputs or {}).values()
             if isinstance(value, str) and value.strip() and value not in made
         ]
+        asked, self._asked = self._asked, ""
         turn = Turn(
+            asked=asked if asked != request else "",
             request=request,
             answer=result.answer,
             files=_unique([*inputs, *(Path(p).resolve() for p in result.artifacts)]),
@@ -247,6 +272,34 @@ class Conversation:
             raise UserError("the last message must be the user's request")
         return conversation, request
 
+    @staticmethod
+    def _swapped(text: str, attached: list[Path], last: Turn | None) -> str | None:
+        """The last request asked again of new inputs, when ``text`` only gives those.
+
+        "and this one?" (a photo attached), 'what about "best dinner ever"', "same for
+        face.png": the last request with its input swapped for the new one. None otherwise.
+        """
+        found = _SWAP.match(text)
+        quote, named = quoted_text(text), mentioned_files(text)
+        if last is None or found is None or not (quote or named or attached):
+            return None
+        rest = QUOTED.sub(" ", found["rest"])
+        for name in named:
+            rest = rest.replace(name, " ")
+        rest = " ".join(re.sub(r"[^\w' ]", " ", rest).split())
+        if not _JUST_INPUT.fullmatch(rest) or not (found["marker"] or rest):
+            return None
+        before = last.asked or last.request
+        old_quote, old_files = quoted_text(before), mentioned_files(before)
+        if quote and old_quote:
+            before = before.replace(old_quote, quote, 1)
+        elif quote:
+            before = f'{before}: "{quote}"'
+        new_files = [*named, *(p.name for p in attached)]
+        if new_files and old_files:
+            before = before.replace(old_files[0], " and ".join(new_files), 1)
+        return before
+
     def _analysed(self, request: str) -> str:
         """The text an earlier request worked on: its quoted text, or what "it" meant then."""
         quoted = quoted_text(request)
@@ -306,8 +359,10 @@ class ChatSession:
         cancel: threading.Event | None = None,
     ) -> RunResult:
         """Run one turn; a cancelled turn is recorded too (its run can be resumed later)."""
+        for path in files:  # a turn's own files are part of it, as attached ones are
+            self.conversation.attach(path)
         prompt, attached = self.conversation.inputs_for(
-            request, files, missing_input(self.orchestrator.zoo)
+            request, (), missing_input(self.orchestrator.zoo)
         )
         result = self.orchestrator.run(
             prompt, budget=self.budget_left(), files=attached, on_event=on_event, cancel=cancel
@@ -320,25 +375,61 @@ class ChatSession:
         return result
 
 
-def missing_input(zoo: Zoo) -> Callable[[str, list[Path]], str | None]:
-    """The kind of input a request needs and does not give, judged by the embedded planner.
+class InputJudge:
+    """What the embedded planner makes of a request and its inputs, before any run.
 
-    It is free and deterministic, so a conversation can ask it before any (paid) run.
+    It is free and deterministic, so a conversation can ask it before any (paid) run. Called,
+    it returns the kind of input a request needs and does not give (or None).
     """
-    from orchestrator.planning.embedded import EmbeddedPlanner
 
-    planner = EmbeddedPlanner()
+    def __init__(self, zoo: Zoo) -> None:
+        from orchestrator.planning.embedded import EmbeddedPlanner
 
-    def missing(request: str, files: list[Path]) -> str | None:
+        self.zoo = zoo
+        self.planner = EmbeddedPlanner()
+
+    def __call__(self, request: str, files: list[Path]) -> str | None:
         try:
-            planner.plan(request, zoo, files=files)
+            self.planner.plan(request, self.zoo, files=files)
         except MissingInput as exc:
             return exc.kind
         except UserError:
             return None
         return None
 
-    return missing
+    def reads_all(self, request: str, files: list[Path]) -> bool:
+        """Whether the request plans, and every input it is given is read by a step."""
+        try:
+            plan = self.planner.plan(request, self.zoo, files=files)
+        except UserError:
+            return False
+        return not any(note.endswith(UNREAD) for note in plan.notes)
+
+
+def missing_input(zoo: Zoo) -> InputJudge:
+    """The judge of inputs a conversation asks before a run (see :class:`InputJudge`)."""
+    return InputJudge(zoo)
+
+
+def _what_is_read(
+    judge: InputJudge, text: str, attached: list[Path], files: list[Path], quoted: str
+) -> tuple[list[Path], str]:
+    """Of an earlier turn's files and text, what a follow-up reads: both, the text, or the files.
+
+    "read it aloud" after a photo reads the answer about it; "how many faces are in it" looks
+    at the photo. Handing both when one is not read would leave the run partial.
+    """
+    asked = f'{text}: "{_quotable(quoted)}"'
+    if judge.reads_all(asked, [*attached, *files]):
+        return files, quoted
+    words = quoted  # the text alone: a file it names is a word in it, not an input
+    for name in mentioned_files(quoted):
+        words = words.replace(name, Path(name).stem)
+    if judge.reads_all(f'{text}: "{_quotable(words)}"', attached):
+        return [], words
+    if judge.reads_all(text, [*attached, *files]):
+        return files, ""
+    return files, quoted
 
 
 def _text_of(content: Any) -> str:

@@ -20,6 +20,7 @@ from orchestrator.text import stem, tokens
 
 PROMPT_INPUTS = frozenset({"prompt", "instruction", "query", "question", "description"})
 GENERAL_TASK = "text-generation"
+UNREAD = "was given but no step reads it"  # the note on an input no step of a plan reads
 POLITE = re.compile(
     r"^(?:(?:please|kindly|hey|hi|ok|okay|so|now)\b[\s,]*|(?:can|could|would|will)\s+you\s+"
     r"(?:please\s+)?|i\s+(?:want|need|would\s+like|'d\s+like)\s+(?:you\s+)?to\s+|"
@@ -54,6 +55,11 @@ INTO = {  # the kind a clause asks its input be made into: "turn memo.wav into t
     for kind, nouns in TYPE_NOUNS.items()
 }
 STARTS_WITH_INPUT = re.compile(r"^\s*(?:[\"'“‘]|[\w./-]+\.[A-Za-z0-9]{2,4}\b)")  # a quote, a file
+SAID = re.compile(  # "what did I say", "what was he talking about": what was said in it
+    r"\b(?:i|we|you|he|she|they)\s+(?:say|said|says|saying|talk|talked|talking|mention|"
+    r"mentioned|ask|asked)\b",
+    re.IGNORECASE,
+)
 PRONOUN = re.compile(r"\b(?:it|its|this|that|them|these|those|the\s+same)\b", re.IGNORECASE)
 
 
@@ -147,7 +153,7 @@ def referred_kinds(clause: str, given: frozenset[str], first: bool = True) -> se
         k for k, p in TYPED_REF.items() if k in given and k != "text" and p.search(clause)
     }
     media = given - {"text"}
-    if first and not kinds and len(media) == 1 and PRONOUN.search(clause):
+    if first and not kinds and len(media) == 1 and (PRONOUN.search(clause) or SAID.search(clause)):
         kinds = set(media)
     return kinds - {"text"}
 

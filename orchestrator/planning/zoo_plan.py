@@ -540,10 +540,8 @@ class ZooPlanner(CardMatcher):
                 continue
             if twin is None:
                 what = Path(source.path).name if source.path else source.name
-                draft.unserved.append(
-                    f"{what} was given but no step reads it; ask about it on its own"
-                )
-                draft.notes.append(f"{what} was given but no step reads it")
+                draft.unserved.append(f"{what} {pw.UNREAD}; ask about it on its own")
+                draft.notes.append(f"{what} {pw.UNREAD}")
                 continue
             self._add(
                 draft,
