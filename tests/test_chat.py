@@ -455,3 +455,15 @@ def test_a_swap_of_a_swap_still_asks_the_first_request(tmp_path, builtin_zoo):
         session.orchestrator.close()
     assert [r.steps[0].task for r in (first, again, third)] == ["text-classification"] * 3
     assert "positive" in third.answer.lower() and "negative" in again.answer.lower()
+
+
+def test_a_conversation_rebuilt_from_messages_knows_what_a_swap_asked(tmp_path):
+    messages = [
+        {"role": "user", "content": 'is "I love this" positive?'},
+        {"role": "assistant", "content": "Sentiment: positive."},
+        {"role": "user", "content": 'what about "I hate this"'},
+        {"role": "assistant", "content": "Sentiment: negative."},
+        {"role": "user", "content": 'and "what a lovely day"'},
+    ]
+    conversation, request = Conversation.from_messages(messages, tmp_path)
+    assert conversation.inputs_for(request)[0] == 'is "what a lovely day" positive?'

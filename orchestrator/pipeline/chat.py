@@ -258,9 +258,11 @@ class Conversation:
                     if (path := (files_root / run_id / name).resolve()).is_file()
                     and path.is_relative_to(files_root.resolve())
                 ]
+                last = conversation._last_with_results()
                 conversation.turns.append(
                     Turn(
                         request=request,
+                        asked=conversation._swapped(request, given, last) or "",
                         answer=FILE_LINK.sub("", content),
                         files=given + files,
                         analysed=conversation._analysed(request),
