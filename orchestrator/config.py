@@ -160,6 +160,11 @@ class Config(BaseModel):
     checkpoints: Path | None = Field(
         default=None, description="SQLite file of durable runs; default runs_dir/checkpoints.sqlite"
     )
+    max_store_mb: float | None = Field(
+        default=None,
+        gt=0,
+        description="size cap of the run store: the oldest runs are pruned when it is over",
+    )
     router: str = Field(default="default", description="routing policy: default, llm, ...")
     router_options: dict[str, Any] = Field(
         default_factory=dict, description="options of the routing policy, e.g. cost_weight"

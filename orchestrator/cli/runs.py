@@ -138,3 +138,60 @@ def runs_resume(
     else:
         print_result(console, result)
     exit_for(result)
+
+
+@runs_app.command("prune")
+def runs_prune(
+    older_than: Annotated[
+        str | None, typer.Option(help="delete runs last written longer ago than this: 30d, 12h")
+    ] = None,
+    max_size: Annotated[
+        str | None,
+        typer.Option(help="then delete the oldest runs while the store is over this: 500MB"),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would go")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask (for scripts)")] = False,
+) -> None:
+    """Delete old stored runs (checkpoints and their RUNS/<id> folders), then compact the store.
+
+    A run another process is running or resuming is kept. Without ``--yes`` it asks first, and
+    with no terminal to ask on it refuses.
+    """
+    import sys
+
+    from orchestrator.cli.main import _config, _fail
+    from orchestrator.pipeline.prune import parse_age, parse_size, prune_runs
+    from orchestrator.pipeline.store import checkpoints_path, open_checkpointer
+
+    config = _config(None)
+    store = checkpoints_path(config)
+    try:
+        age = parse_age(older_than) if older_than is not None else None
+        cap = parse_size(max_size) if max_size is not None else None
+        if age is None and cap is None:
+            raise UserError("say what to prune: --older-than AGE, --max-size SIZE, or both")
+        if not store.is_file():
+            console.print(f"no run store yet ({store})", markup=False)
+            return
+        saver = open_checkpointer(store)
+        try:
+            plan = prune_runs(saver, store, config.runs_dir, older_than_s=age, max_bytes=cap,
+                              dry_run=True)  # fmt: skip
+            if dry_run or not plan.deleted:
+                for run_id in plan.deleted:
+                    console.print(run_id, markup=False, highlight=False)
+                console.print(plan.line(), markup=False)
+                return
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise UserError(
+                        f"this deletes {len(plan.deleted)} run(s); pass --yes to confirm "
+                        "(no terminal to ask on)"
+                    )
+                typer.confirm(f"delete {len(plan.deleted)} stored run(s)?", abort=True)
+            report = prune_runs(saver, store, config.runs_dir, older_than_s=age, max_bytes=cap)
+        finally:
+            saver.conn.close()
+    except UserError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(report.line(), markup=False)

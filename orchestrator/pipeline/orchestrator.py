@@ -27,6 +27,7 @@ from orchestrator.pipeline.checks import (
     short,
 )
 from orchestrator.pipeline.graph import RunContext, build_graph
+from orchestrator.pipeline.prune import enforce_cap
 from orchestrator.pipeline.store import (
     carried_spend,
     checkpoints_path,
@@ -151,6 +152,7 @@ class Orchestrator:
         if durable:
             self.checkpoint_path = Path(checkpoint_path or checkpoints_path(self.config))
             self._saver = open_checkpointer(self.checkpoint_path)
+            enforce_cap(self._saver, self.checkpoint_path, self.config)  # max_store_mb
         self._graph = build_graph(self._saver)
 
     def run(

@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 
+BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's write to the run store
+
+
 def checkpoints_path(config: Config) -> Path:
     """Where runs are stored.
 
@@ -59,7 +62,10 @@ def open_checkpointer(path: Path) -> Any:
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), check_same_thread=False)
+        # WAL: readers (``runs list``, a second server) never block the run writing; the busy
+        # timeout makes writers from several processes wait for each other instead of failing.
+        conn = sqlite3.connect(str(path), check_same_thread=False, timeout=BUSY_TIMEOUT_S)
+        conn.execute("PRAGMA journal_mode=WAL")
         saver = SqliteSaver(conn)
         saver.setup()
     except (OSError, sqlite3.Error) as exc:
@@ -81,7 +87,7 @@ def _reason(exc: BaseException) -> str:
 
 def stored_run_ids(path: Path) -> list[str]:
     """The ids of the runs stored in a checkpoint database, oldest first."""
-    with contextlib.closing(sqlite3.connect(str(path))) as conn:
+    with contextlib.closing(sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S)) as conn:
         rows = conn.execute(
             "SELECT thread_id, MIN(rowid) FROM checkpoints GROUP BY thread_id ORDER BY 2"
         ).fetchall()
@@ -165,7 +171,7 @@ def unrecorded_spend(store: Path | None, run_id: str) -> dict[str, Any]:
     """What a run spent that its stored attempts do not show, as of its last cancel ({}: none)."""
     if store is None or not store.exists():
         return {}
-    with contextlib.closing(sqlite3.connect(str(store), timeout=30)) as conn:
+    with contextlib.closing(sqlite3.connect(str(store), timeout=BUSY_TIMEOUT_S)) as conn:
         conn.execute(_UNRECORDED_TABLE)
         row = conn.execute(
             "SELECT spent FROM orchestrator_unrecorded WHERE run_id = ?", (run_id,)
@@ -187,7 +193,7 @@ def record_unrecorded(store: Path, run_id: str, snapshot: Any, ledger: dict[str,
         max(spent.calls - stored.calls, 0),
     )
     row = json.dumps({**extra.as_dict(), "wall_seconds": float(ledger.get("wall_seconds", 0.0))})
-    with contextlib.closing(sqlite3.connect(str(store), timeout=30)) as conn, conn:
+    with contextlib.closing(sqlite3.connect(str(store), timeout=BUSY_TIMEOUT_S)) as conn, conn:
         conn.execute(_UNRECORDED_TABLE)
         conn.execute("INSERT OR REPLACE INTO orchestrator_unrecorded VALUES (?, ?)", (run_id, row))
 
