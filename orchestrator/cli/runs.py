@@ -1,4 +1,4 @@
-"""``orchestrator runs list | show ID | resume ID``: the runs kept in the run store.
+"""``orchestrator runs list | show ID | resume ID | prune``: the runs kept in the run store.
 
 Every run is stored by a LangGraph SQLite checkpointer (``checkpoints.sqlite`` in the runs
 folder, or ``$ORCHESTRATOR_CHECKPOINTS``) under its run id, step by step, so a run whose process
@@ -18,7 +18,7 @@ from orchestrator.errors import UserError
 
 __all__ = ["runs_app"]
 
-runs_app = typer.Typer(help="List, show and resume stored runs.", no_args_is_help=True)
+runs_app = typer.Typer(help="List, show, resume and prune stored runs.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
