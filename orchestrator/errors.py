@@ -181,7 +181,10 @@ class MalformedDecision(ValueError):
 
 
 class RequestRejected(Exception):
-    """A request the server answers with an error in OpenAI's shape."""
+    """A request the server answers with an error in OpenAI's shape.
+
+    The servers' wire module (``orchestrator.server.wire``) turns it into the error body.
+    """
 
     def __init__(
         self,
@@ -194,4 +197,6 @@ class RequestRejected(Exception):
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+        self.type_ = type_
+        self.param = param
+        self.code = code

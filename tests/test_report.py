@@ -7,6 +7,7 @@ import io
 from rich.console import Console
 
 from orchestrator.cli.report import EventPrinter
+from orchestrator.events import Event, PlanMade, StepFinished
 
 PLAN = {
     "request": "Is it positive?",
@@ -24,7 +25,7 @@ PLAN = {
 }
 
 
-def _printed(*events: dict) -> str:
+def _printed(*events: Event) -> str:
     sink = io.StringIO()
     printer = EventPrinter(Console(file=sink, width=400, color_system=None))
     for event in events:
@@ -33,7 +34,7 @@ def _printed(*events: dict) -> str:
 
 
 def test_plan_shows_the_planner_and_its_notes_and_clips_long_instructions():
-    out = _printed({"type": "plan", "plan": PLAN})
+    out = _printed(PlanMade(plan=PLAN))
     assert "Plan (planner: llm>embedded)" in out
     assert "note unreachable: APIConnectionError after 3 attempts" in out
     assert "note fallback: [embedded] planner" in out  # brackets are text, not markup
@@ -41,16 +42,22 @@ def test_plan_shows_the_planner_and_its_notes_and_clips_long_instructions():
 
 
 def test_a_failed_step_shows_its_status_without_markup_tags():
-    failed = {
-        "type": "step_finished",
-        "step": "s1",
-        "card": "sum-hang",
-        "status": "failed",
-        "error": "timed out after 30.2 s; worker killed [pid 7]",
-        "seconds": 30.2,
-        "usd": "0",
-    }
-    out = _printed(failed, {**failed, "status": "over_budget", "error": "needs [more]"})
+    failed = StepFinished(
+        step="s1",
+        candidate=0,
+        card="sum-hang",
+        seq=1,
+        plan_no=0,
+        status="failed",
+        error="timed out after 30.2 s; worker killed [pid 7]",
+        seconds=30.2,
+        load_seconds=0.0,
+        usd="0",
+        tokens=0,
+        calls=1,
+    )
+    over = failed.model_copy(update={"status": "over_budget", "error": "needs [more]"})
+    out = _printed(failed, over)
     assert "[red]" not in out and "[/red]" not in out
     assert "failed s1 sum-hang: timed out after 30.2 s; worker killed [pid 7]" in out
     assert "over_budget s1 sum-hang: needs [more]" in out

@@ -23,6 +23,15 @@ from rich.text import Text
 
 from orchestrator.cli.report import print_cards, usd
 from orchestrator.errors import UserError
+from orchestrator.events import (
+    Answered,
+    Decided,
+    Event,
+    PlanMade,
+    Selected,
+    StepFinished,
+    StepStarted,
+)
 
 __all__ = ["chat_command", "ChatScreen", "StepLine"]
 
@@ -61,34 +70,34 @@ class ChatScreen:
     state: str = "planning"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
+    def __call__(self, event: Event) -> None:
         with self.lock:
-            if kind == "plan":
-                self._plan(event["plan"])
-            elif kind == "select":
-                for step, record in event["selections"].items():
-                    if record.get("candidates") and step in self.steps:
-                        self.steps[step].card = record["candidates"][0]["card"]
-                self.state = "running"
-            elif kind == "step_started" and event["step"] in self.steps:
-                line = self.steps[event["step"]]
-                line.card, line.status, line.started = event["card"], "running", time.monotonic()
-            elif kind == "step_finished" and event["step"] in self.steps:
-                line = self.steps[event["step"]]
-                line.card, line.status = event["card"], event["status"]
-                line.seconds += float(event["seconds"]) + float(event.get("load_seconds") or 0)
-                line.usd += Decimal(str(event["usd"]))
-                line.note = (event.get("error") or "")[:80]
-                line.started = None
-            elif kind == "decision" and event.get("action") != "accept":
-                self.console.print(
-                    f"  router {event['step']}: {event['action']} - {event['reason']}",
-                    style="yellow",
-                    markup=False,
-                )
-            elif kind == "answer":
-                self.state = "answering"
+            match event:
+                case PlanMade(plan=plan):
+                    self._plan(plan)
+                case Selected(selections=selections):
+                    for step, record in selections.items():
+                        if record.get("candidates") and step in self.steps:
+                            self.steps[step].card = record["candidates"][0]["card"]
+                    self.state = "running"
+                case StepStarted() if event.step in self.steps:
+                    line = self.steps[event.step]
+                    line.card, line.status, line.started = event.card, "running", time.monotonic()
+                case StepFinished() if event.step in self.steps:
+                    line = self.steps[event.step]
+                    line.card, line.status = event.card, event.status
+                    line.seconds += event.seconds + event.load_seconds
+                    line.usd += Decimal(event.usd)
+                    line.note = (event.error or "")[:80]
+                    line.started = None
+                case Decided() if event.action != "accept":
+                    self.console.print(
+                        f"  router {event.step}: {event.action} - {event.reason}",
+                        style="yellow",
+                        markup=False,
+                    )
+                case Answered():
+                    self.state = "answering"
 
     def _plan(self, plan: dict[str, Any]) -> None:
         table = Table("step", "task", "instruction", "after", title="Plan", title_justify="left")

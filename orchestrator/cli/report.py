@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cards.zoo import Zoo, ZooEntry
+from orchestrator.events import Decided, Event, PlanMade, Selected, StepFinished, StepStarted
 from orchestrator.pipeline.answer import render_value
 from orchestrator.pipeline.orchestrator import RunResult
 
@@ -50,42 +51,44 @@ class EventPrinter:
     def __init__(self, console: Console) -> None:
         self.console = console
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["type"]
-        if kind == "plan":
-            _print_plan(self.console, event["plan"])
-        elif kind == "select":
-            self.console.print("[bold]Selection[/bold] (top candidates, best first)")
-            for step, record in event["selections"].items():
-                for rank, c in enumerate(record["candidates"][:3], 1):
-                    self.console.print(f"  {step} #{rank} {c['card']}: {c['why']}", markup=False)
-                for r in record["rejected"]:
-                    self.console.print(f"  {step} not {r['card']}: {r['reason']}", markup=False)
-        elif kind == "step_started":
-            self.console.print(f"  [cyan]>[/cyan] {event['step']} running on {event['card']} ...")
-        elif kind == "step_finished":
-            self._finished(event)
-        elif kind == "decision" and event["action"] != "accept":
-            self.console.print(
-                f"  [yellow]router[/yellow] {event['step']}: {event['action']} - {event['reason']}",
-                markup=True,
-            )
+    def __call__(self, event: Event) -> None:
+        match event:
+            case PlanMade(plan=plan):
+                _print_plan(self.console, plan)
+            case Selected(selections=selections):
+                self.console.print("[bold]Selection[/bold] (top candidates, best first)")
+                for step, record in selections.items():
+                    for rank, c in enumerate(record["candidates"][:3], 1):
+                        line = f"  {step} #{rank} {c['card']}: {c['why']}"
+                        self.console.print(line, markup=False)
+                    for r in record["rejected"]:
+                        line = f"  {step} not {r['card']}: {r['reason']}"
+                        self.console.print(line, markup=False)
+            case StepStarted():
+                self.console.print(f"  [cyan]>[/cyan] {event.step} running on {event.card} ...")
+            case StepFinished():
+                self._finished(event)
+            case Decided() if event.action != "accept":
+                self.console.print(
+                    f"  [yellow]router[/yellow] {event.step}: {event.action} - {event.reason}",
+                    markup=True,
+                )
 
-    def _finished(self, event: dict[str, Any]) -> None:
-        took = f"{event['seconds']:.2f} s"
-        if event.get("load_seconds"):
-            took += f" (+{event['load_seconds']:.2f} s load)"
-        if event["status"] == "ok":
+    def _finished(self, event: StepFinished) -> None:
+        took = f"{event.seconds:.2f} s"
+        if event.load_seconds:
+            took += f" (+{event.load_seconds:.2f} s load)"
+        if event.status == "ok":
             self.console.print(
-                f"  [green]ok[/green] {event['step']} {event['card']} {took} {usd(event['usd'])}"
+                f"  [green]ok[/green] {event.step} {event.card} {took} {usd(event.usd)}"
             )
-            for name, value in event.get("outputs", {}).items():
+            for name, value in (event.outputs or {}).items():
                 text = render_value("json", value) if not isinstance(value, str) else value
                 self.console.print(f"      {name}: {text[:300]}", markup=False)
         else:
             self.console.print(
-                f"  [red]{escape(str(event['status']))}[/red] "
-                + escape(f"{event['step']} {event['card']}: {event['error']}"),
+                f"  [red]{escape(str(event.status))}[/red] "
+                + escape(f"{event.step} {event.card}: {event.error}"),
                 highlight=False,
             )
 

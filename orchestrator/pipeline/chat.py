@@ -31,6 +31,7 @@ from orchestrator.budget import Budget
 from orchestrator.cards.tasks import task_type
 from orchestrator.cards.zoo import Zoo
 from orchestrator.errors import MissingInput, UserError
+from orchestrator.events import Event
 from orchestrator.pipeline.checks import checked_files
 from orchestrator.pipeline.orchestrator import Orchestrator, RunResult
 from orchestrator.planning.embedded import QUOTED, mentioned_files, quoted_text
@@ -357,7 +358,7 @@ class ChatSession:
         request: str,
         *,
         files: Sequence[str | Path] = (),
-        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> RunResult:
         """Run one turn; a cancelled turn is recorded too (its run can be resumed later)."""

@@ -27,6 +27,7 @@ from orchestrator.cards import ToolCard
 from orchestrator.cards.pricing import expected_cost
 from orchestrator.cards.zoo import Zoo
 from orchestrator.errors import BudgetExceeded, MalformedDecision, NoCapableTool, UserError
+from orchestrator.events import Answered, Decided, Event, PlanMade, Rejected, Selected
 from orchestrator.execution.pool import Executor
 from orchestrator.metered_llm import Meter, metered
 from orchestrator.pipeline.answer import compose_answer
@@ -49,8 +50,6 @@ from orchestrator.selection.rank import Scorer, Selection, select_for_plan
 from orchestrator.utility import DEFAULT_COST_WEIGHT, estimated_quality
 
 __all__ = ["RunContext", "RunState", "build_graph"]
-
-Event = dict[str, Any]
 
 
 def _merge(left: dict[str, Any], right: dict[str, Any]) -> dict[str, Any]:
@@ -131,10 +130,10 @@ def plan_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
             message = _clip_quotes(str(exc))
             # A request no available card can serve is not a malformed one: it is unservable.
             outcome = "unservable" if isinstance(exc, NoCapableTool) else "rejected"
-            ctx.emit({"type": "rejected", "message": message, "outcome": outcome})
+            ctx.emit(Rejected(message=message, outcome=outcome))
             return {"plan": None, "outcome": outcome, "message": message, **_paid(meter)}
     dumped = plan.model_dump(mode="json")
-    ctx.emit({"type": "plan", "plan": dumped})
+    ctx.emit(PlanMade(plan=dumped))
     if not state.get("replanning"):
         return {"plan": dumped, **_paid(meter)}
     return {"plan": dumped, **_replanned(state, plan), **_paid(meter)}
@@ -207,7 +206,7 @@ def select_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
         selections[s.id].missing_reason(s) for s in plan.subtasks if not selections[s.id].candidates
     ]
     records = {step: _selection_record(sel) for step, sel in selections.items()}
-    ctx.emit({"type": "select", "selections": records})
+    ctx.emit(Selected(selections=records))
     kept = state.get("kept") or {}
     update: dict[str, Any] = {
         "selections": records,
@@ -403,7 +402,7 @@ def route_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     if not rnd.replan:
         _start_ready(state, ctx, plan, rnd)
     for decision in rnd.decisions:
-        ctx.emit({"type": "decision", **decision})
+        ctx.emit(Decided(**decision))
     update: dict[str, Any] = {
         "status": rnd.status,
         "pending": [] if rnd.replan else rnd.pending,
@@ -451,7 +450,7 @@ def answer_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
     ctx = runtime.context
     if state.get("outcome") in ("rejected", "unservable"):
         message = state.get("message", "")
-        ctx.emit({"type": "answer", "answer": message, "outcome": state["outcome"]})
+        ctx.emit(Answered(answer=message, outcome=state["outcome"]))
         return {"answer": message, "artifacts": []}
     plan = Plan.model_validate(state["plan"])
     results = state.get("results", {})
@@ -481,7 +480,7 @@ def answer_node(state: RunState, runtime: Runtime[RunContext]) -> dict[str, Any]
             + message
         )
     full = (answer + ("\n" + message if message else "")).strip()
-    ctx.emit({"type": "answer", "answer": full, "outcome": outcome, "artifacts": artifacts})
+    ctx.emit(Answered(answer=full, outcome=outcome, artifacts=artifacts))
     return {
         "answer": full,
         "artifacts": artifacts,

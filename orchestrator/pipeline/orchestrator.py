@@ -16,6 +16,7 @@ from orchestrator.cards.approvals import Approvals
 from orchestrator.cards.zoo import Zoo
 from orchestrator.config import Config
 from orchestrator.errors import RunCancelled, UserError
+from orchestrator.events import Answered, Event, StepFinished
 from orchestrator.execution.pool import Executor, WorkerPoolExecutor
 from orchestrator.pipeline.answer import StepResult, compose_answer
 from orchestrator.pipeline.checks import (
@@ -163,7 +164,7 @@ class Orchestrator:
         files: Sequence[str | Path] = (),
         base_dir: str | Path | None = None,
         out_dir: str | Path | None = None,
-        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
         run_id: str | None = None,
         cancel: threading.Event | None = None,
     ) -> RunResult:
@@ -204,7 +205,7 @@ class Orchestrator:
         files: Sequence[str | Path],
         base_dir: str | Path | None,
         out_dir: str | Path | None,
-        on_event: Callable[[dict[str, Any]], None] | None,
+        on_event: Callable[[Event], None] | None,
         cancel: threading.Event | None,
     ) -> RunResult:
         run_dir = (Path(out_dir) if out_dir else self.config.runs_dir / run_id).resolve()
@@ -277,7 +278,7 @@ class Orchestrator:
         self,
         run_id: str,
         *,
-        on_event: Callable[[dict[str, Any]], None] | None = None,
+        on_event: Callable[[Event], None] | None = None,
         cancel: threading.Event | None = None,
         budget: Budget | None = None,
     ) -> RunResult:
@@ -436,7 +437,7 @@ class Orchestrator:
         ledger: Ledger,
         run_dir: Path,
         base_dir: Path,
-        on_event: Callable[[dict[str, Any]], None] | None,
+        on_event: Callable[[Event], None] | None,
     ) -> RunContext:
         prepare_run_dir(run_dir, chosen=False)
         return RunContext(
@@ -506,12 +507,9 @@ def _result(
     )
 
 
-_UNSTOPPABLE = ("step_finished", "answer")
-
-
 def _cancellable(
-    on_event: Callable[[dict[str, Any]], None] | None, cancel: threading.Event
-) -> Callable[[dict[str, Any]], None]:
+    on_event: Callable[[Event], None] | None, cancel: threading.Event
+) -> Callable[[Event], None]:
     """Pass events on; once ``cancel`` is set, stop the run at its next event.
 
     A step that finished is never thrown away: its ``step_finished`` event does not stop the
@@ -520,11 +518,10 @@ def _cancellable(
     it) stops the run without being recorded: it runs again on resume.
     """
 
-    def emit(event: dict[str, Any]) -> None:
+    def emit(event: Event) -> None:
         if cancel.is_set():
-            kind = event.get("type")
-            failed = kind == "step_finished" and event.get("status") != "ok"
-            if kind not in _UNSTOPPABLE or failed:
+            finished_ok = isinstance(event, StepFinished) and event.status == "ok"
+            if not (finished_ok or isinstance(event, Answered)):
                 raise RunCancelled("cancelled by the user")
         if on_event is not None:
             on_event(event)

@@ -23,6 +23,7 @@ from orchestrator.cards import ToolCard
 from orchestrator.cards.backend import CallContext
 from orchestrator.cards.pricing import actual_cost, counts_tokens, expected_cost
 from orchestrator.errors import BudgetExceeded, ToolFailed
+from orchestrator.events import StepFinished, StepStarted
 from orchestrator.execution.pool import KILL_MARGIN_S, CallLimit
 from orchestrator.execution.tracebacks import card_traceback
 from orchestrator.pipeline.answer import StepResult, compose_answer, render_output
@@ -235,7 +236,7 @@ def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[
 
     def finish(status: str, **fields: Any) -> dict[str, Any]:
         record.update(status=status, **fields)
-        ctx.emit({"type": "step_finished", **record})
+        ctx.emit(StepFinished(**record))
         return {"attempts": [record]}
 
     try:
@@ -268,7 +269,7 @@ def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[
         ctx.ledger.release(reservation)
         return finish("over_budget", error=refusal)
     # Started only now: a step refused before its call never shows as running.
-    ctx.emit({"type": "step_started", "step": step, "card": card.name, "task": subtask.task})
+    ctx.emit(StepStarted(step=step, card=card.name, task=subtask.task))
     # No timeout of its own: the executor's default for the card, cut by the budget's cap.
     call = CallContext(scratch=ctx.run_dir, max_tokens=max_tokens)
     started = ctx.ledger.clock()

@@ -6,7 +6,6 @@ Imported only when the server starts: FastAPI is an optional dependency (``orche
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import shutil
 import time
@@ -25,6 +24,7 @@ from orchestrator.budget import Budget
 from orchestrator.cards.zoo import Zoo
 from orchestrator.config import Config
 from orchestrator.errors import RequestRejected, UserError
+from orchestrator.events import RunStarted, RunSummary
 from orchestrator.pipeline.chat import FILE_LINK
 from orchestrator.server.files import (
     MEDIA_TYPES,
@@ -37,8 +37,20 @@ from orchestrator.server.files import (
 from orchestrator.server.guard import AllowedHosts, BodyLimits, Guard, client_of
 from orchestrator.server.retention import UPLOADS, Claim, Retention
 from orchestrator.server.runs import LiveRun, RunJob, RunService
-from orchestrator.server.single_model import install_error_handlers
-from orchestrator.server.wire import AudioPart, ChatRequest, ImagePart, error_body
+from orchestrator.server.wire import (
+    DONE,
+    AudioPart,
+    ChatRequest,
+    Completion,
+    Delta,
+    ImagePart,
+    ModelEntry,
+    ModelList,
+    Usage,
+    error_body,
+    install_error_handlers,
+    sse,
+)
 
 __all__ = ["build_app"]
 
@@ -51,27 +63,25 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 # --- requests to runs --------------------------------------------------------------------------
 
 
-def _model_entries(zoo: Zoo, created: int) -> list[dict[str, Any]]:
+def _model_entries(zoo: Zoo, created: int) -> list[ModelEntry]:
     entries = [
-        {
-            "id": PIPELINE_MODEL,
-            "object": "model",
-            "created": created,
-            "owned_by": "orchestrator",
-            "description": "the whole pipeline: plan, select a model per subtask, run, answer",
-        }
+        ModelEntry(
+            id=PIPELINE_MODEL,
+            created=created,
+            owned_by="orchestrator",
+            description="the whole pipeline: plan, select a model per subtask, run, answer",
+        )
     ]
     for entry in sorted(zoo, key=lambda e: e.card.name):
         if entry.available:
             entries.append(
-                {
-                    "id": entry.card.name,
-                    "object": "model",
-                    "created": created,
-                    "owned_by": "orchestrator",
-                    "task": entry.card.task,
-                    "description": entry.card.description,
-                }
+                ModelEntry(
+                    id=entry.card.name,
+                    created=created,
+                    owned_by="orchestrator",
+                    task=entry.card.task,
+                    description=entry.card.description,
+                )
             )
     return entries
 
@@ -263,14 +273,13 @@ def _file_links(result: Any, base_url: str) -> list[dict[str, str]]:
     return links
 
 
-def _summary(result: Any, files: list[dict[str, str]]) -> dict[str, Any]:
-    return {
-        "type": "result",
-        "run_id": result.run_id,
-        "status": result.status,
-        "message": result.message,
-        "plan": result.plan.model_dump(mode="json") if result.plan else None,
-        "steps": [
+def _summary(result: Any, files: list[dict[str, str]]) -> RunSummary:
+    return RunSummary(
+        run_id=result.run_id,
+        status=result.status,
+        message=result.message,
+        plan=result.plan.model_dump(mode="json") if result.plan else None,
+        steps=[
             {
                 "step": s.step,
                 "task": s.task,
@@ -283,10 +292,10 @@ def _summary(result: Any, files: list[dict[str, str]]) -> dict[str, Any]:
             }
             for s in result.steps
         ],
-        "spent": result.spent,
-        "budget_left": result.budget_left,
-        "files": files,
-    }
+        spent=result.spent,
+        budget_left=result.budget_left,
+        files=files,
+    )
 
 
 def _content(result: Any, files: list[dict[str, str]]) -> str:
@@ -296,58 +305,8 @@ def _content(result: Any, files: list[dict[str, str]]) -> str:
     return text
 
 
-def _usage(result: Any) -> dict[str, int]:
-    tokens = int(result.spent.get("tokens", 0) or 0)
-    return {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens}
-
-
-class _Completion:
-    """Builds the chat-completion payloads of one response."""
-
-    def __init__(self, model: str) -> None:
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
-        self.created = int(time.time())
-        self.model = model
-
-    def chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-        payload = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            **extra,
-        }
-        return f"data: {json.dumps(payload, default=str)}\n\n"
-
-    def usage_chunk(self, usage: dict[str, int]) -> str:
-        payload = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage,
-        }
-        return f"data: {json.dumps(payload)}\n\n"
-
-    def whole(self, content: str, summary: dict[str, Any], usage: dict[str, int]) -> dict:
-        return {
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": usage,
-            "orchestrator": summary,
-        }
+def _usage(result: Any) -> Usage:
+    return Usage.of(0, int(result.spent.get("tokens", 0) or 0))
 
 
 async def _queue_run(
@@ -392,18 +351,15 @@ async def _cancel_on_disconnect(request: Request, live: LiveRun) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _stream(
-    live: LiveRun, completion: _Completion, request: Request, include_usage: bool
-) -> AsyncIterator[str]:
+async def _stream(live: LiveRun, completion: Completion, request: Request) -> AsyncIterator[str]:
     job = live.job
     base_url = str(request.base_url)
-    start = {"type": "run", "run_id": job.run_id, "model": completion.model}
-    start["budget"] = job.budget.as_dict()
+    start = RunStarted(run_id=job.run_id, model=completion.model, budget=job.budget.as_dict())
     watcher = asyncio.create_task(_cancel_on_disconnect(request, live))
     try:
-        yield completion.chunk({"role": "assistant", "content": ""}, None, orchestrator=start)
+        yield completion.chunk(Delta(role="assistant", content=""), orchestrator=start.wire())
         async for event in live.events():
-            yield completion.chunk({}, None, orchestrator=event)
+            yield completion.chunk(Delta(), orchestrator=event.wire())
     finally:
         watcher.cancel()
         if not live.future or not live.future.done():
@@ -412,16 +368,15 @@ async def _stream(
         result = await live.result()
     except Exception as exc:  # a bug in the pipeline: say so in OpenAI's streamed-error shape
         log.exception("run %s failed", job.run_id)
-        body = error_body(f"the run failed: {type(exc).__name__}: {exc}", "server_error")
-        yield f"data: {json.dumps(body)}\n\n"
-        yield "data: [DONE]\n\n"
+        yield sse(error_body(f"the run failed: {type(exc).__name__}: {exc}", "server_error"))
+        yield DONE
         return
     files = _file_links(result, base_url)
-    yield completion.chunk({"content": _content(result, files)})
-    yield completion.chunk({}, "stop", orchestrator=_summary(result, files))
-    if include_usage:
+    yield completion.chunk(Delta(content=_content(result, files)))
+    yield completion.chunk(Delta(), "stop", orchestrator=_summary(result, files).wire())
+    if completion.include_usage:
         yield completion.usage_chunk(_usage(result))
-    yield "data: [DONE]\n\n"
+    yield DONE
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -512,12 +467,12 @@ def build_app(config: Config, zoo: Zoo) -> Any:
 
     @app.get("/v1/models")
     def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": models}
+        return ModelList(data=models).model_dump(mode="json")
 
     @app.get("/v1/models/{model_id}")
     def get_model(model_id: str) -> dict[str, Any]:
         _check_model(zoo, model_id)
-        return next(m for m in models if m["id"] == model_id)
+        return next(m for m in models if m.id == model_id).model_dump(mode="json")
 
     @app.post("/v1/files")
     async def upload(
@@ -557,11 +512,11 @@ def build_app(config: Config, zoo: Zoo) -> Any:
         )
         owner = client_of(request.scope)
         live = await _queue_run(body, card, budget, state["service"], uploads, limit, owner)
-        completion = _Completion(body.model)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        completion = Completion(body.model, include_usage=include_usage)
         base_url = str(request.base_url)
         if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = _stream(live, completion, request, include_usage)
+            events = _stream(live, completion, request)
             return StreamingResponse(events, media_type="text/event-stream")
         watcher = asyncio.create_task(_cancel_on_disconnect(request, live))
         try:
@@ -571,8 +526,9 @@ def build_app(config: Config, zoo: Zoo) -> Any:
             watcher.cancel()
         result = await live.result()
         links = _file_links(result, base_url)
-        payload = completion.whole(_content(result, links), _summary(result, links), _usage(result))
-        return JSONResponse(json.loads(json.dumps(payload, default=str)))
+        summary = _summary(result, links).wire()
+        content = _content(result, links)
+        return completion.whole(content, "stop", _usage(result), orchestrator=summary)
 
     @app.get("/", include_in_schema=False)
     def index() -> Any:

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from orchestrator.server.wire import error_body
+
 __all__ = ["ANONYMOUS", "CLIENT", "SLOT_WAIT_S", "AllowedHosts", "BodyLimits", "Guard", "client_of"]
 
 CLIENT = "orchestrator.client"
@@ -315,7 +317,7 @@ def _has_body(headers: dict[str, str]) -> bool:
 
 def _error(message: str, code: str, type_: str = "invalid_request_error") -> dict[str, Any]:
     """An error in OpenAI's shape."""
-    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return error_body(message, type_, code=code)
 
 
 def _busy() -> dict[str, Any]:

@@ -35,6 +35,7 @@ from orchestrator.cards import ToolCard
 from orchestrator.cards.zoo import Zoo
 from orchestrator.config import Config
 from orchestrator.errors import PlanError, RequestRejected
+from orchestrator.events import Answered, BudgetReport, Event, Selected, StepFinished
 from orchestrator.plan import FileArg, Plan, Subtask
 from orchestrator.server.retention import Claim, Retention
 
@@ -126,14 +127,14 @@ class LiveRun:
     calls: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: Event) -> None:
         """Called from the run's thread: hand the event to the loop."""
         self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
 
     def finished(self, _future: Future[Any]) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, _DONE)
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    async def events(self) -> AsyncIterator[Event]:
         """The run's events as they come (shaped for the wire), until it ends."""
         while True:
             event = await self.queue.get()
@@ -147,39 +148,37 @@ class LiveRun:
         assert self.future is not None
         return await asyncio.wrap_future(self.future)
 
-    def shape(self, event: dict[str, Any]) -> list[dict[str, Any]]:
-        """The wire form of one pipeline event (plus a budget event after each step)."""
-        kind = event.get("type")
-        if kind == "select":
-            return [{"type": "select", "selections": _top_candidates(event["selections"])}]
-        if kind == "step_finished":
-            self.usd += Decimal(str(event.get("usd", "0")))
-            self.calls += int(event.get("calls", 0))
-            step = {k: v for k, v in event.items() if k != "outputs"}
-            step["outputs"] = _previews(event.get("outputs") or {})
-            return [step, self.budget_event()]
-        if kind == "answer":
-            return [{k: v for k, v in event.items() if k != "artifacts"}]
+    def shape(self, event: Event) -> list[Event]:
+        """The streamed form of one pipeline event (plus a budget report after each step)."""
+        match event:
+            case Selected(selections=selections):
+                return [Selected(selections=_top_candidates(selections))]
+            case StepFinished():
+                self.usd += Decimal(event.usd)
+                self.calls += event.calls
+                previews = _previews(event.outputs or {})
+                return [event.model_copy(update={"outputs": previews}), self.budget_event()]
+            case Answered():
+                return [event.model_copy(update={"artifacts": None})]
         return [event]
 
-    def budget_event(self) -> dict[str, Any]:
+    def budget_event(self) -> BudgetReport:
         """What the steps finished so far spent, and what is left of each limit."""
         limits = self.job.budget
         seconds = time.monotonic() - self.started
-        return {
-            "type": "budget",
-            "spent": {
+        return BudgetReport(
+            spent={
                 "usd": usd_text(self.usd),
                 "calls": self.calls,
                 "wall_seconds": round(seconds, 3),
             },
-            "left": {
+            left={
                 "usd": None if limits.usd is None else usd_text(limits.usd - self.usd),
                 "calls": None if limits.calls is None else limits.calls - self.calls,
                 "seconds": None if limits.seconds is None else round(limits.seconds - seconds, 3),
             },
-            "limits": limits.as_dict(),
-        }
+            limits=limits.as_dict(),
+        )
 
 
 def _top_candidates(selections: dict[str, Any], keep: int = 3) -> dict[str, Any]:

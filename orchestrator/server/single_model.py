@@ -5,6 +5,9 @@ answers ``GET /v1/models`` and ``POST /v1/chat/completions`` in OpenAI's wire fo
 server-sent events or not), so any OpenAI client, the ``openai`` backend of this project and its
 LLM planner can use a local model. One model on a CPU: calls to it are serialized with a lock.
 
+Its wire format (completions, chunks, errors) is :mod:`orchestrator.server.wire`, shared with
+``orchestrator serve``.
+
 The conversation becomes the card's single text prompt (see :func:`build_inputs`). ``max_tokens``
 (or ``max_completion_tokens``) caps generation; ``stop`` cuts the text afterwards;
 ``response_format`` json_object / json_schema adds a "JSON only" instruction to the prompt (or goes
@@ -24,7 +27,6 @@ import logging
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,17 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from orchestrator.cards import IOSpec, ToolCard, load_card
 from orchestrator.cards.backend import CallContext, Tool, load_tool, unavailable_reason
 from orchestrator.errors import NotServable, RequestRejected, UserError
+from orchestrator.server.wire import (
+    DONE,
+    IGNORED_PARAMS,
+    Completion,
+    Delta,
+    ModelEntry,
+    ModelList,
+    StreamOptions,
+    Usage,
+    install_error_handlers,
+)
 
 __all__ = [
     "ChatCompletionRequest",
@@ -48,37 +61,6 @@ log = logging.getLogger(__name__)
 
 SERVABLE_TASKS = ("text-generation", "text2text-generation")
 SERVER_EXTRA_HINT = "pip install 'orchestrator[server]'"
-
-# OpenAI request parameters this server accepts and ignores (a local model has no use for them).
-IGNORED_PARAMS = frozenset(
-    {
-        "audio",
-        "frequency_penalty",
-        "function_call",
-        "functions",
-        "logit_bias",
-        "logprobs",
-        "metadata",
-        "modalities",
-        "parallel_tool_calls",
-        "prediction",
-        "presence_penalty",
-        "prompt_cache_key",
-        "reasoning_effort",
-        "safety_identifier",
-        "seed",
-        "service_tier",
-        "store",
-        "tool_choice",
-        "tools",
-        "top_logprobs",
-        "top_p",
-        "user",
-        "verbosity",
-        "web_search_options",
-    }
-)
-
 
 # --- request payloads (OpenAI chat-completions wire format) ------------------------------------
 
@@ -129,13 +111,6 @@ class ResponseFormat(_Payload):
     json_schema: JsonSchemaSpec | None = None
 
 
-class StreamOptions(_Payload):
-    """Options of a streamed answer."""
-
-    include_usage: bool = False
-    include_obfuscation: bool | None = None
-
-
 class ChatCompletionRequest(_Payload):
     """A ``POST /v1/chat/completions`` body. Unknown parameters are refused, as OpenAI does."""
 
@@ -166,9 +141,6 @@ class ChatCompletionRequest(_Payload):
         if self.stop is None:
             return []
         return [self.stop] if isinstance(self.stop, str) else [s for s in self.stop if s]
-
-
-# --- errors in OpenAI's shape ------------------------------------------------------------------
 
 
 # --- how the conversation reaches the tool -----------------------------------------------------
@@ -287,12 +259,8 @@ class _Generation:
     prompt_tokens: int
     completion_tokens: int
 
-    def usage(self) -> dict[str, int]:
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": self.prompt_tokens + self.completion_tokens,
-        }
+    def usage(self) -> Usage:
+        return Usage.of(self.prompt_tokens, self.completion_tokens)
 
 
 class _ChatModel:
@@ -362,71 +330,32 @@ def create_app(card: ToolCard) -> Any:
     if reason:
         raise NotServable(f"card '{card.name}' is unavailable here: {reason}")
     model = _ChatModel(card, load_tool(card), shape)
-    created = int(time.time())
-    model_entry = {"id": card.name, "object": "model", "created": created, "owned_by": "local"}
+    entry = ModelEntry(id=card.name, created=int(time.time()), owned_by="local")
 
     app = fastapi.FastAPI(title=f"orchestrator LLM server: {card.name}")
     install_error_handlers(app)
 
     @app.get("/v1/models")
     def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_entry]}
+        return ModelList(data=[entry]).model_dump(mode="json")
 
     @app.get("/v1/models/{model_id}")
     def get_model(model_id: str) -> dict[str, Any]:
         _check_model(model_id, card.name)
-        return model_entry
+        return entry.model_dump(mode="json")
 
     @app.post("/v1/chat/completions")
     def chat_completions(body: ChatCompletionRequest) -> Any:
         _check_model(body.model, card.name)
         generation = model.generate(body)
-        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        now = int(time.time())
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        completion = Completion(card.name, include_usage=include_usage)
         if body.stream:
-            include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            events = _stream_events(completion_id, now, card.name, generation, include_usage)
+            events = _stream_events(completion, generation)
             return StreamingResponse(events, media_type="text/event-stream")
-        return {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": now,
-            "model": card.name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": generation.text, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": generation.finish_reason,
-                }
-            ],
-            "usage": generation.usage(),
-        }
+        return completion.whole(generation.text, generation.finish_reason, generation.usage())
 
     return app
-
-
-def install_error_handlers(app: Any) -> None:
-    """Answer rejected, malformed and unrouted requests with errors in OpenAI's shape."""
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
-    from starlette.exceptions import HTTPException
-
-    @app.exception_handler(RequestRejected)
-    def _rejected(_request: Any, exc: RequestRejected) -> Any:
-        return JSONResponse(exc.body, status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    def _invalid(_request: Any, exc: RequestValidationError) -> Any:
-        message, param = _validation_message(exc.errors())
-        body = RequestRejected(400, message, param=param).body
-        return JSONResponse(body, status_code=400)
-
-    @app.exception_handler(HTTPException)
-    def _http(_request: Any, exc: HTTPException) -> Any:
-        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        body = RequestRejected(exc.status_code, str(exc.detail), type_=kind).body
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 def _check_model(model_id: str, served: str) -> None:
@@ -439,73 +368,18 @@ def _check_model(model_id: str, served: str) -> None:
         )
 
 
-def _stream_events(
-    completion_id: str, created: int, model: str, generation: _Generation, include_usage: bool
-) -> Iterator[str]:
+def _stream_events(completion: Completion, generation: _Generation) -> Iterator[str]:
     """The answer as ``chat.completion.chunk`` server-sent events, then ``[DONE]``.
 
     The tool returns its whole output at once, so the content arrives in one delta.
     """
-
-    def chunk(delta: dict[str, Any], finish: str | None, **extra: Any) -> str:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        payload = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [choice],
-            **extra,
-        }
-        if include_usage and "usage" not in extra:
-            payload["usage"] = None
-        return f"data: {json.dumps(payload)}\n\n"
-
-    yield chunk({"role": "assistant", "content": ""}, None)
+    yield completion.chunk(Delta(role="assistant", content=""))
     if generation.text:
-        yield chunk({"content": generation.text}, None)
-    yield chunk({}, generation.finish_reason)
-    if include_usage:
-        usage_event = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [],
-            "usage": generation.usage(),
-        }
-        yield f"data: {json.dumps(usage_event)}\n\n"
-    yield "data: [DONE]\n\n"
-
-
-_NOT_AN_OBJECT = ("dict_type", "model_attributes_type", "model_type")
-
-
-def _validation_message(errors: Any) -> tuple[str, str | None]:
-    parts = []
-    param = None
-    for error in errors:
-        if error.get("type") == "json_invalid":
-            detail = (error.get("ctx") or {}).get("error", "")
-            return f"the request body is not valid JSON: {detail}".rstrip(": "), None
-        if tuple(error.get("loc", ())) == ("body",) and error.get("type") in _NOT_AN_OBJECT:
-            return "the request body must be a JSON object (Content-Type: application/json)", None
-        loc = [str(p) for p in error.get("loc", ()) if p != "body" and not _is_type_tag(p)]
-        where = ".".join(loc) or "body"
-        param = param or (where if loc else None)
-        part = f"{where}: {error.get('msg', 'invalid')}"
-        if part not in parts:
-            parts.append(part)
-    return "invalid request: " + "; ".join(parts), param
-
-
-def _is_type_tag(part: object) -> bool:
-    """Pydantic names the union member in an error's location (``str``, ``list[X]``); drop it."""
-    text = str(part)
-    return text in _TYPE_TAGS or "[" in text or text[:1].isupper()
-
-
-_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "function-after"})
+        yield completion.chunk(Delta(content=generation.text))
+    yield completion.chunk(Delta(), generation.finish_reason)
+    if completion.include_usage:
+        yield completion.usage_chunk(generation.usage())
+    yield DONE
 
 
 # --- finding a card and serving it -------------------------------------------------------------
