@@ -49,6 +49,7 @@ ATTEMPTS = 3  # tries of one call, the first included
 BACKOFF_S = 0.5  # first wait when the server names none; doubled each time
 BACKOFF_MAX_S = 4.0
 MAX_RETRY_AFTER_S = 60.0  # a server asking for a longer wait is not waited for
+PAID_TIMEOUT_S = 600.0  # a paid call's time limit when the client names none (the SDK's default)
 MIN_TRY_S = 0.05  # a try with less time than this before the deadline is not made
 RETRY_STATUS = frozenset({408, 409, 429})  # the 4xx answers worth another try (plus every 5xx)
 LOCAL_KEY = "not-needed"  # the SDK insists on some key; local servers ignore it
@@ -219,7 +220,7 @@ class LlmClient:
         meter = active_meter()
         clock = meter.now if meter is not None else time.monotonic
         deadline = meter.deadline if meter is not None else None
-        limit = self.timeout_s if self.timeout_s is not None else 600.0
+        limit = self.timeout_s if self.timeout_s is not None else PAID_TIMEOUT_S
         if deadline is None:
             deadline = clock() + limit
         given: list[float] = [limit]  # the seconds the last try was given
