@@ -8,10 +8,11 @@
 
 The rest keep the built-in base their callers catch: a registry lookup's ``KeyError``
 (:class:`UnknownPlanner`, :class:`UnknownBackend`), a policy's ``ValueError``
-(:class:`MalformedDecision`, recovered by a fallback), an LLM call's ``TimeoutError``
-(:class:`CallTimedOut`), and the failures one part reports to the part that called it
-(:class:`ChatEndpointError`, :class:`FilesRefused`, and :class:`RequestRejected`, which the
-server answers in OpenAI's error shape).
+(:class:`MalformedDecision`, recovered by a fallback), and the failures one part reports to
+the part that called it (:class:`ChatEndpointError`, every failure of an LLM call as
+:mod:`orchestrator.llm` maps it, with :class:`CallTimedOut`, also a ``TimeoutError``, when it
+did not answer in time; :class:`FilesRefused`; and :class:`RequestRejected`, which the server
+answers in OpenAI's error shape).
 """
 
 from __future__ import annotations
@@ -160,12 +161,19 @@ class ToolFailed(RunFailure):
         super().__init__(f"{self.card}: {self.reason}")
 
 
-class CallTimedOut(TimeoutError):
-    """An LLM call did not answer within the seconds it was given."""
-
-
 class ChatEndpointError(RuntimeError):
-    """The chat endpoint refused or failed a request; the message says which and why."""
+    """The chat endpoint refused or failed a request; the message says which and why.
+
+    ``status``: the HTTP status it answered with, None when it did not answer (unreachable).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class CallTimedOut(ChatEndpointError, TimeoutError):
+    """An LLM call did not answer within the seconds it was given."""
 
 
 class FilesRefused(Exception):

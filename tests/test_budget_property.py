@@ -189,7 +189,7 @@ def _planner(spec: dict | None, steps: list[tuple[list[int], int]]):
         usd_per_call=spec["usd_per_call"],
         usd_per_1k_tokens=spec["usd_per_1k_tokens"],
     )
-    planner._client = SimulatedPaidEndpoint(spec, steps)
+    planner.llm.client = SimulatedPaidEndpoint(spec, steps)
     return planner
 
 

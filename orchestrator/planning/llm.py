@@ -8,8 +8,8 @@ For each request:
    and then validated strictly against the zoo or tool set: unknown tools, cycles, references to
    unknown steps, files not named in the request;
 3. an invalid plan gets one repair round: the error goes back to the model;
-4. if that fails too, or the endpoint cannot be reached (after tenacity retries on transport
-   errors), the embedded planner plans the request.
+4. if that fails too, or the endpoint cannot be reached (after the retries of
+   :mod:`orchestrator.llm`), the embedded planner plans the request.
 
 Inside a run each call is paid from the run's budget (:mod:`orchestrator.metered_llm`): its
 expected cost (``usd_per_call`` + ``usd_per_1k_tokens`` x an upper bound of its tokens, one
@@ -36,8 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestrator.budget import usd_text
 from orchestrator.cards.zoo import Zoo
 from orchestrator.config import env_llm_base_url
-from orchestrator.errors import BudgetExceeded, CallTimedOut, ConfigError, PlanError, UserError
-from orchestrator.metered_llm import PaidReply, active_meter, paid_completion
+from orchestrator.errors import BudgetExceeded, ChatEndpointError, ConfigError, PlanError, UserError
+from orchestrator.llm import LOCAL_KEY, LlmClient
+from orchestrator.metered_llm import PaidReply, active_meter
 from orchestrator.plan import FileArg, Plan, plan_json_schema
 from orchestrator.planning.tool_plan import SparseIndex, terms
 from orchestrator.planning.toolset import Example, ToolPlan, ToolSet, check_tool_plan
@@ -128,11 +129,12 @@ class LlmPlanner:
             )
         self.base_url = base_url
         self.model = model
-        self.api_key = api_key or os.environ.get(api_key_env) or "not-needed"
         self.timeout_s = timeout_s
         self.max_tokens = max_tokens
         self.examples = examples
         self.retries = retries
+        key = api_key or os.environ.get(api_key_env) or LOCAL_KEY
+        self.llm = LlmClient(base_url, model, key, timeout_s=timeout_s, attempts=max(1, retries))
         self.temperature = temperature
         self.usd_per_call = Decimal(usd_per_call)
         self.usd_per_1k_tokens = Decimal(usd_per_1k_tokens)
@@ -141,7 +143,6 @@ class LlmPlanner:
 
             fallback = EmbeddedPlanner()
         self.fallback = fallback
-        self._client: Any = None
         self._example_index: tuple[list[Example], SparseIndex] | None = None
 
     @classmethod
@@ -273,60 +274,11 @@ class LlmPlanner:
     def _complete(
         self, messages: list[dict[str, str]], schema: dict[str, Any], notes: list[str]
     ) -> str:
-        import openai
-        from tenacity import (
-            RetryError,
-            retry,
-            retry_if_exception_type,
-            stop_after_attempt,
-            wait_exponential,
-        )
+        """One completion through the project's LLM client, paid from the run's budget.
 
-        if self._client is None:
-            self._client = openai.OpenAI(
-                base_url=self.base_url,
-                api_key=self.api_key,
-                timeout=self.timeout_s,
-                max_retries=0,  # tenacity retries, and the trace records each retry
-            )
-        transport = (
-            openai.APIConnectionError,
-            openai.APITimeoutError,
-            openai.RateLimitError,
-            openai.InternalServerError,
-            CallTimedOut,
-        )
-
-        def record(state: Any) -> None:
-            exc = state.outcome.exception()
-            notes.append(f"retry: attempt {state.attempt_number} failed: {type(exc).__name__}")
-
-        @retry(
-            retry=retry_if_exception_type(transport),
-            stop=stop_after_attempt(max(1, self.retries)),
-            wait=wait_exponential(multiplier=0.2, max=2.0),
-            before_sleep=record,
-        )
-        def call() -> str:
-            return self._paid_call(messages, schema, notes)
-
-        try:
-            return call()
-        except RetryError as exc:
-            last = exc.last_attempt.exception()
-            raise _EndpointFailed(f"{type(last).__name__} after {self.retries} attempts") from exc
-        except transport as exc:
-            raise _EndpointFailed(f"{type(exc).__name__}: {exc}") from exc
-        except openai.APIStatusError as exc:
-            raise _EndpointFailed(f"HTTP {exc.status_code}: {exc.message}") from exc
-
-    def _usd(self, tokens: int) -> Decimal:
-        return self.usd_per_call + self.usd_per_1k_tokens * tokens / 1000
-
-    def _paid_call(
-        self, messages: list[dict[str, str]], schema: dict[str, Any], notes: list[str]
-    ) -> str:
-        """One completion, paid from the run's budget when inside a run (see the module doc)."""
+        Each try is reserved and settled (see the module doc); each retry is written in the
+        notes; any failure, or a call that does not fit, is an _EndpointFailed.
+        """
         meter = active_meter()
         left = meter.seconds_left() if meter is not None else None
         if left is not None and left < _MIN_CALL_S:
@@ -336,26 +288,28 @@ class LlmPlanner:
             usd = usd_text(self._usd(reply.tokens))
             notes.append(f"spent: {reply.tokens} tokens, {reply.seconds:.2f} s, ${usd}")
 
+        def retried(attempt: int, exc: BaseException, wait: float) -> None:
+            notes.append(f"retry: attempt {attempt} failed: {type(exc).__name__}")
+
         try:
-            reply = paid_completion(
-                lambda timeout: self._client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,
-                    response_format={"type": "json_schema", "json_schema": schema},
-                    temperature=self.temperature,
-                    max_tokens=self.max_tokens,
-                    timeout=timeout,
-                ),
+            reply = self.llm.paid(
                 messages,
                 max_tokens=self.max_tokens,
-                timeout_s=self.timeout_s,
                 usd_of=self._usd,
                 settled=spent,
+                on_retry=retried,
+                response_format={"type": "json_schema", "json_schema": schema},
+                temperature=self.temperature,
             )
         except BudgetExceeded as exc:
             why = f"the planner's call does not fit the budget ({exc})"
             raise _EndpointFailed(why) from exc
+        except ChatEndpointError as exc:  # CallTimedOut too
+            raise _EndpointFailed(f"{type(exc).__name__}: {exc}") from exc
         return reply.text
+
+    def _usd(self, tokens: int) -> Decimal:
+        return self.usd_per_call + self.usd_per_1k_tokens * tokens / 1000
 
 
 # -- prompts ------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from decimal import Decimal
 from typing import Any
 
 from orchestrator.budget import Cost
-from orchestrator.errors import BudgetExceeded, MalformedDecision, UserError
+from orchestrator.errors import BudgetExceeded, MalformedDecision
+from orchestrator.llm import LOCAL_KEY, LlmClient
 from orchestrator.routing.policy import Decision, DefaultPolicy, StepView, checked_decision
 
 __all__ = ["LLMPolicy"]
@@ -56,16 +57,10 @@ class LLMPolicy:
     usd_per_1k_tokens: Decimal = Decimal(0)  # input and output alike
     latency_s: float = 1.0  # expected seconds per router call (reserved on a time budget)
 
-    def _client(self) -> Any:
-        if self.client is None:
-            try:
-                from openai import OpenAI
-            except ImportError as exc:  # pragma: no cover - openai is a core dependency
-                raise UserError("the LLM router policy needs the openai package") from exc
-            self.client = OpenAI(
-                base_url=self.base_url, api_key=self.api_key or "not-needed", max_retries=0
-            )
-        return self.client
+    def _llm(self) -> LlmClient:
+        """The project's LLM client for the router's endpoint (``client``: the SDK client)."""
+        key = self.api_key or LOCAL_KEY
+        return LlmClient(self.base_url, self.model, key, caller="LLM router", client=self.client)
 
     def prompt(self, view: StepView) -> str:
         lines = [f"Subtask ({view.task}): {view.instruction[:2000]}", "Candidates:"]
@@ -86,16 +81,14 @@ class LLMPolicy:
         return Decimal(self.usd_per_call) + Decimal(self.usd_per_1k_tokens) * tokens / 1000
 
     def _complete(self, prompt: str, max_tokens: int, timeout: float) -> tuple[str, Any]:
-        response = self._client().chat.completions.create(
-            model=self.model,
-            messages=[
-                {"role": "system", "content": _SYSTEM},
-                {"role": "user", "content": prompt},
-            ],
+        llm = self._llm()
+        response = llm.create(
+            [{"role": "system", "content": _SYSTEM}, {"role": "user", "content": prompt}],
             max_tokens=max_tokens,
+            timeout_s=timeout,
             temperature=0,
-            timeout=timeout,
         )
+        self.client = llm.client  # made on the first call, kept for the next
         return response.choices[0].message.content or "", getattr(response, "usage", None)
 
     def ask(self, view: StepView) -> str:

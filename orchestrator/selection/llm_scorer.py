@@ -12,11 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
 
 from orchestrator.cards import ToolCard
 from orchestrator.errors import BudgetExceeded, CallTimedOut
-from orchestrator.metered_llm import paid_completion
+from orchestrator.llm import LlmClient
 from orchestrator.plan import Subtask
 from orchestrator.selection.rank import CapabilityScorer, ScoreParts, _cheapness
 from orchestrator.utility import estimated_quality
@@ -50,15 +49,17 @@ class LLMScorer:
     usd_per_call: Decimal = Decimal(0)  # the rating model's price, paid from the run's budget
     usd_per_1k_tokens: Decimal = Decimal(0)
     replies: list[str] = field(default_factory=list, repr=False)
-    _client: Any = field(default=None, repr=False)
+    _llm: LlmClient | None = field(default=None, repr=False)
 
     def _chat(self, prompt: str) -> str:
         """One rating call; inside a run it is reserved on and settled with the run's budget."""
-        if self._client is None:
-            import openai
-
-            self._client = openai.OpenAI(
-                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=0
+        if self._llm is None:
+            self._llm = LlmClient(
+                self.base_url,
+                self.model,
+                self.api_key,
+                timeout_s=self.timeout_s,
+                caller="LLM scorer",
             )
         messages = [
             {
@@ -68,18 +69,8 @@ class LLMScorer:
             },
             {"role": "user", "content": prompt},
         ]
-        reply = paid_completion(
-            lambda timeout: self._client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                max_tokens=self.max_tokens,
-                temperature=0,
-                timeout=timeout,
-            ),
-            messages,
-            max_tokens=self.max_tokens,
-            timeout_s=self.timeout_s,
-            usd_of=self._usd,
+        reply = self._llm.paid(
+            messages, max_tokens=self.max_tokens, usd_of=self._usd, temperature=0
         )
         return reply.text
 

@@ -9,21 +9,18 @@ returns the reply as the card's first text output; it reports token usage in ``c
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from orchestrator.cards import OpenAIBackend, ToolCard
 from orchestrator.cards.backend import CallContext, Tool
 from orchestrator.errors import CardDefect, CardError, ChatEndpointError
+from orchestrator.llm import LlmClient, is_local_url
 
-__all__ = ["OpenAIChatBackend"]
+__all__ = ["OpenAIChatBackend", "endpoint_url", "is_local_url"]
 
 OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
-RETRY_ATTEMPTS = 3
-LOCAL_KEY = "not-needed"  # the SDK insists on some key; local servers ignore it
 
 
 class OpenAIChatBackend:
@@ -43,23 +40,12 @@ class OpenAIChatBackend:
 
     def load(self, card: ToolCard) -> Tool:
         spec = _spec(card)
-        try:
-            from openai import OpenAI
-        except ImportError as exc:
-            raise ImportError("the openai backend needs the 'openai' package") from exc
-        base_url = endpoint_url(spec)
-        api_key = os.environ.get(spec.api_key_env)
-        if not api_key:
-            if not is_local_url(base_url):
-                raise ChatEndpointError(f"{card.name}: {self.unavailable_reason(card)}")
-            api_key = LOCAL_KEY
-        # Retries are ours (bounded, transport errors / 429 / 5xx only), not the SDK's.
-        client = OpenAI(base_url=base_url, api_key=api_key, max_retries=0)
+        if importlib.util.find_spec("openai") is None:
+            raise ImportError("the openai backend needs the 'openai' package")
+        llm = LlmClient.from_section(spec, caller=card.name, base_url=endpoint_url(spec))
         return ChatTool(
-            client=client,
+            llm=llm,
             spec=spec,
-            card_name=card.name,
-            base_url=base_url,
             prompt_name=_first_text(card.inputs, "input", card.name),
             system_name=_optional_input(card, "system"),
             output_name=_first_text(card.outputs, "output", card.name),
@@ -70,10 +56,8 @@ class OpenAIChatBackend:
 class ChatTool:
     """A loaded chat model: one user message in, the assistant's reply out."""
 
-    client: Any
+    llm: LlmClient
     spec: OpenAIBackend
-    card_name: str
-    base_url: str
     prompt_name: str
     system_name: str | None
     output_name: str
@@ -106,85 +90,18 @@ class ChatTool:
     def _create(
         self, messages: list[dict[str, str]], max_tokens: int, timeout: float | None
     ) -> Any:
-        import openai
-        from tenacity import (
-            Retrying,
-            retry_if_exception,
-            stop_after_attempt,
-            stop_after_delay,
-            wait_exponential,
+        """One completion through the project's LLM client (its retries, its error mapping)."""
+        return self.llm.create(
+            messages, max_tokens=max_tokens, timeout_s=timeout, temperature=self.spec.temperature
         )
-
-        stop = stop_after_attempt(RETRY_ATTEMPTS)
-        if timeout is not None:
-            stop = stop | stop_after_delay(timeout)
-        retrying = Retrying(
-            stop=stop,
-            wait=wait_exponential(multiplier=0.5, max=4),  # 0.5 s, then 1 s
-            retry=retry_if_exception(_is_transient),
-            reraise=True,
-        )
-        request: dict[str, Any] = {
-            "model": self.spec.model,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": self.spec.temperature,
-        }
-        if timeout is not None:  # else the SDK's default; an explicit None would mean "never"
-            request["timeout"] = timeout
-        try:
-            return retrying(self.client.chat.completions.create, **request)
-        except openai.APITimeoutError as exc:
-            raise ChatEndpointError(f"{self._where()} timed out after {timeout} s") from exc
-        except openai.APIConnectionError as exc:
-            cause = f" ({exc.__cause__})" if exc.__cause__ else ""
-            raise ChatEndpointError(f"{self._where()} is unreachable: {exc}{cause}") from exc
-        except openai.APIStatusError as exc:
-            raise ChatEndpointError(
-                f"{self._where()} answered HTTP {exc.status_code}: {_error_message(exc)}"
-            ) from exc
-        except openai.OpenAIError as exc:
-            raise ChatEndpointError(f"{self._where()}: {exc}") from exc
 
     def _where(self) -> str:
-        return f"{self.card_name}: model '{self.spec.model}' at {self.base_url}"
+        return self.llm.where
 
 
 def endpoint_url(spec: OpenAIBackend) -> str:
     """The endpoint a card talks to: its base_url, else $OPENAI_BASE_URL, else the OpenAI API."""
     return spec.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_URL
-
-
-def is_local_url(url: str) -> bool:
-    """True when ``url`` points at this machine (loopback), where servers need no API key."""
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _is_transient(exc: BaseException) -> bool:
-    import openai
-
-    if isinstance(exc, openai.APITimeoutError):
-        return False  # retrying would overrun the caller's time limit
-    if isinstance(exc, openai.APIConnectionError):
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code == 429 or exc.status_code >= 500
-    return False
-
-
-def _error_message(exc: Any) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
-    return str(exc.message)
 
 
 def _spec(card: ToolCard) -> OpenAIBackend:
