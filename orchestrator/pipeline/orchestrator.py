@@ -18,6 +18,7 @@ from orchestrator.config import Config
 from orchestrator.errors import RunCancelled, UserError
 from orchestrator.events import Answered, Event, StepFinished
 from orchestrator.execution.pool import Executor, WorkerPoolExecutor
+from orchestrator.pipeline.aio import AsyncRunning
 from orchestrator.pipeline.answer import StepResult, compose_answer
 from orchestrator.pipeline.checks import (
     checked_files,
@@ -119,7 +120,7 @@ class RunResult:
         }
 
 
-class Orchestrator:
+class Orchestrator(AsyncRunning):
     """Plans a request, selects a model per subtask, runs them, and answers, within a budget."""
 
     def __init__(
