@@ -35,11 +35,14 @@ __all__ = [
     "LlmConfig",
     "SandboxConfig",
     "ServerConfig",
+    "TracingConfig",
     "cache_dir",
     "env_checkpoints",
     "env_llm_base_url",
     "env_planner",
+    "env_otlp_endpoint",
     "env_router",
+    "otel_disabled",
 ]
 
 # A card's permissions are requests; ``[approve.NAME]`` is what the user allows it, e.g.
@@ -149,6 +152,27 @@ class ServerConfig(BaseModel):
         return [k.strip() for k in (self.key() or "").split(",") if k.strip()]
 
 
+class TracingConfig(BaseModel):
+    """OpenTelemetry traces of runs (off unless turned on here or by an OTLP endpoint variable)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    otlp: bool = Field(
+        default=False,
+        description="export spans over OTLP/HTTP to the endpoint the standard "
+        "OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT variable names (setting one turns this on)",
+    )
+    jsonl: Path | None = Field(default=None, description="also write each span to this file")
+
+    @property
+    def exports_otlp(self) -> bool:
+        return (self.otlp or env_otlp_endpoint() is not None) and not otel_disabled()
+
+    @property
+    def enabled(self) -> bool:
+        return self.exports_otlp or self.jsonl is not None and not otel_disabled()
+
+
 class Config(BaseModel):
     """Everything the orchestrator reads from configuration."""
 
@@ -187,6 +211,7 @@ class Config(BaseModel):
     llm: LlmConfig = Field(default_factory=LlmConfig)
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:
@@ -220,6 +245,9 @@ class Config(BaseModel):
                 update[key] = folder / value
         if "card_dirs" in data:
             update["card_dirs"] = [p if p.is_absolute() else folder / p for p in self.card_dirs]
+        jsonl = self.tracing.jsonl
+        if jsonl is not None and not jsonl.is_absolute():
+            update["tracing"] = self.tracing.model_copy(update={"jsonl": folder / jsonl})
         if "approve" in data:
             update["approve"] = {
                 name: _paths_from(folder, grant) for name, grant in self.approve.items()
@@ -288,6 +316,16 @@ def env_planner() -> str | None:
 def env_llm_base_url() -> str | None:
     """``$ORCHESTRATOR_LLM_BASE_URL``: the LLM endpoint, over the config's ``[llm] base_url``."""
     return _env("ORCHESTRATOR_LLM_BASE_URL")
+
+
+def env_otlp_endpoint() -> str | None:
+    """The standard ``$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``$OTEL_EXPORTER_OTLP_ENDPOINT``."""
+    return _env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def otel_disabled() -> bool:
+    """The standard ``$OTEL_SDK_DISABLED=true`` turns every exporter off."""
+    return (_env("OTEL_SDK_DISABLED") or "").strip().lower() == "true"
 
 
 def _paths_from(folder: Path, grant: bool | Permissions) -> bool | Permissions:

@@ -111,7 +111,7 @@ class StepStarted(_Event):
 class StepFinished(_Event):
     """One attempt at a step ended: ``status`` ok, failed or over_budget, with what it cost."""
 
-    _omitted_when_none = frozenset({"traceback", "outputs"})
+    _omitted_when_none = frozenset({"traceback", "outputs", "input_tokens", "output_tokens"})
 
     type: Literal["step_finished"] = "step_finished"
     step: str
@@ -128,6 +128,8 @@ class StepFinished(_Event):
     status: Literal["ok", "failed", "over_budget"]
     traceback: str | None = None
     outputs: dict[str, Any] | None = None
+    input_tokens: int | None = None  # of ``tokens``, when the card reports them apart
+    output_tokens: int | None = None
 
 
 class Answered(_Event):

@@ -45,6 +45,7 @@ from orchestrator.plan import Plan
 from orchestrator.planning import Planner
 from orchestrator.routing.policy import RouterPolicy
 from orchestrator.selection.rank import EvidenceScorer, Scorer
+from orchestrator.tracing import Traces
 
 __all__ = [
     "Orchestrator",
@@ -156,6 +157,7 @@ class Orchestrator(AsyncRunning):
             self._saver = open_checkpointer(self.checkpoint_path)
             enforce_cap(self._saver, self.checkpoint_path, self.config)  # max_store_mb
         self._graph = build_graph(self._saver)
+        self.traces = Traces.from_config(self.config.tracing)  # OpenTelemetry, if configured
 
     def run(
         self,
@@ -213,29 +215,30 @@ class Orchestrator(AsyncRunning):
         prepare_run_dir(run_dir, chosen=out_dir is not None)
         budget = budget or self.config.budget.to_budget()
         ledger = Ledger(budget, clock=self.clock)
-        events = _cancellable(on_event, cancel) if cancel is not None else on_event
-        context = self._context(ledger, run_dir, Path(base_dir or Path.cwd()).resolve(), events)
-        try:
-            state = self._graph.invoke(
-                {
-                    "request": prompt,
-                    "files": [str(Path(f).resolve()) for f in files],
-                    "budget": budget.as_dict(),
-                    "run_dir": str(run_dir),
-                    "base_dir": str(context.base_dir),
-                },
-                context=context,
-                config=self._config(run_id),
-                **self._durability(),
-            )
-        except RunCancelled:
-            return self._cancelled(run_id, prompt, ledger, run_dir)
-        except Exception:
-            # Stopping a run's workers to cancel it can fail a call in flight in other ways.
-            if cancel is not None and cancel.is_set():
+        with self.traces.run(run_id, prompt, on_event) as traced:
+            events = _cancellable(traced, cancel) if cancel is not None else traced
+            context = self._context(ledger, run_dir, Path(base_dir or Path.cwd()).resolve(), events)
+            try:
+                state = self._graph.invoke(
+                    {
+                        "request": prompt,
+                        "files": [str(Path(f).resolve()) for f in files],
+                        "budget": budget.as_dict(),
+                        "run_dir": str(run_dir),
+                        "base_dir": str(context.base_dir),
+                    },
+                    context=context,
+                    config=self._config(run_id),
+                    **self._durability(),
+                )
+            except RunCancelled:
                 return self._cancelled(run_id, prompt, ledger, run_dir)
-            raise
-        return _result(run_id, prompt, state, ledger, run_dir)
+            except Exception:
+                # Stopping a run's workers to cancel it can fail a call in flight in other ways.
+                if cancel is not None and cancel.is_set():
+                    return self._cancelled(run_id, prompt, ledger, run_dir)
+                raise
+            return _result(run_id, prompt, state, ledger, run_dir)
 
     def _cancelled(self, run_id: str, prompt: str, ledger: Ledger, run_dir: Path) -> RunResult:
         values: dict[str, Any] = {}
@@ -309,16 +312,17 @@ class Orchestrator(AsyncRunning):
             if finished(values):
                 return _result(run_id, values.get("request", ""), values, ledger, run_dir)
             self._check_resumable(run_id, values)
-            events = _cancellable(on_event, cancel) if cancel is not None else on_event
-            context = self._context(ledger, run_dir, base_dir, events)
-            try:
-                values = self._graph.invoke(
-                    None, context=context, config=self._config(run_id), **self._durability()
-                )
-            except Exception as exc:
-                if isinstance(exc, RunCancelled) or (cancel is not None and cancel.is_set()):
-                    return self._cancelled(run_id, values["request"], ledger, run_dir)
-                raise
+            with self.traces.run(run_id, str(values.get("request", "")), on_event) as traced:
+                events = _cancellable(traced, cancel) if cancel is not None else traced
+                context = self._context(ledger, run_dir, base_dir, events)
+                try:
+                    values = self._graph.invoke(
+                        None, context=context, config=self._config(run_id), **self._durability()
+                    )
+                except Exception as exc:
+                    if isinstance(exc, RunCancelled) or (cancel is not None and cancel.is_set()):
+                        return self._cancelled(run_id, values["request"], ledger, run_dir)
+                    raise
         return _result(run_id, values.get("request", ""), values, ledger, run_dir)
 
     def _reopened(self, run_id: str, values: dict[str, Any], budget: Budget) -> bool:
@@ -457,6 +461,7 @@ class Orchestrator(AsyncRunning):
         """Stop the worker processes this orchestrator started; close the run store."""
         if self._own_executor:
             self.executor.close()
+        self.traces.close()
         if self._saver is not None:
             self._saver.conn.close()
             self._saver = None

@@ -304,4 +304,12 @@ def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[
         tokens=spent.tokens,
         calls=1,
         outputs=outcome.outputs,
+        **_usage(outcome.usage),
     )
+
+
+def _usage(usage: Any) -> dict[str, int]:
+    """The prompt and answer tokens of a call, for the event and its trace (none: {})."""
+    if not (usage.input_tokens or usage.output_tokens):
+        return {}
+    return {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
