@@ -21,12 +21,12 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _cli_tools import cli_env
+from _tool_fixtures import write_photos
 from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-
-from tests._cli_tools import cli_env
 
 SERVER = [sys.executable, "-m", "orchestrator", "mcp"]
 
@@ -130,6 +130,16 @@ def test_card_tools_run_their_card_alone(tmp_path: Path) -> None:
         # Another text card of the same task answers its own question: a language.
         result = await session.call_tool("lingua-langid", {"text": "Bonjour tout le monde"})
         assert texts(result)[0] == "French"
+
+        # An image input is a path (here relative to the server's folder); an image output
+        # comes back as image content.
+        write_photos(tmp_path / "photos")
+        result = await session.call_tool("haar-faces", {"image": "photos/astronaut.png"})
+        assert not result.is_error, texts(result)
+        assert len(json.loads(texts(result)[0])["faces"]) == 1
+        marked = [block for block in result.content if block.type == "image"]
+        assert marked[0].mime_type == "image/png"
+        assert base64.b64decode(marked[0].data).startswith(b"\x89PNG")
 
         result = await session.call_tool("vader-sentiment", {})
         assert result.is_error

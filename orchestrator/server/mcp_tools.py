@@ -135,7 +135,7 @@ class CardPlanner:
             if io.type == "text":
                 args[io.type] = TextArg(value=value)
             else:
-                args[io.type] = FileArg(path=str(Path(value).resolve()))
+                args[io.type] = FileArg(path=str(Path(value).expanduser().resolve()))
         subtask = Subtask(
             id="s1", task=self.card.task, instruction=request, args=args, cards=[self.card.name]
         )
@@ -348,7 +348,7 @@ class McpService:
                 return self._run(types, arguments, cancel)
             if name in self.cards:
                 return self._call_card(types, self.cards[name], arguments, cancel)
-        except ToolRefused as exc:
+        except UserError as exc:  # refused arguments, or a run the pipeline refuses to start
             return _refused(types, str(exc))
         known = ", ".join([RUN_TOOL, *self.cards])
         return _refused(types, f"no tool '{name}' here; the tools are: {known}")
