@@ -317,5 +317,43 @@ def serve_llm(
         raise _fail(str(exc)) from exc
 
 
+@app.command("mcp")
+def mcp_server(
+    transport: Annotated[
+        str, typer.Option(help="stdio (an MCP client starts this command) or http")
+    ] = "stdio",
+    host: Annotated[str, typer.Option(help="address for --transport http (loopback only)")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="port for --transport http")] = 8765,
+    budget_usd: Annotated[str | None, typer.Option(help="default money limit per call")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="default wall-clock limit")] = None,
+    max_calls: Annotated[int | None, typer.Option(help="default model-call limit")] = None,
+    cards: CardsOption = None,
+    approve: ApproveOption = None,
+) -> None:
+    """Serve the orchestrator over MCP: a 'run' tool, a tool per card, cards as resources.
+
+    Over stdio (the default) an MCP client such as an IDE assistant starts this command itself;
+    with --transport http it listens at http://HOST:PORT/mcp (streamable HTTP).
+    """
+    from orchestrator.server.mcp import check_transport, serve_mcp
+
+    try:
+        check_transport(transport, host)
+    except UserError as exc:
+        raise _fail(str(exc)) from exc
+    config = _config(cards, approve)
+    budget = _budget(budget_usd, max_seconds, max_calls, None, config)
+    limits = type(config.budget)(
+        usd=budget.usd, seconds=budget.seconds, tokens=budget.tokens, calls=budget.calls
+    )
+    config = config.model_copy(update={"budget": limits})
+    try:
+        serve_mcp(config, _zoo(config), transport=transport, host=host, port=port)
+    except UserError as exc:
+        raise _fail(str(exc)) from exc
+
+
 if __name__ == "__main__":
     app()
