@@ -29,6 +29,8 @@ LOCAL_KEY = "not-needed"  # the SDK insists on some key; local servers ignore it
 class OpenAIChatBackend:
     """Chat completions through the ``openai`` SDK against any OpenAI-compatible endpoint."""
 
+    spec = OpenAIBackend
+
     def unavailable_reason(self, card: ToolCard) -> str | None:
         spec = _spec(card)
         if importlib.util.find_spec("openai") is None:
