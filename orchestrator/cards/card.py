@@ -26,7 +26,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-
 from pydantic_core import PydanticCustomError
 
 from orchestrator.errors import CardDefect, CardError, UserError
@@ -191,7 +190,7 @@ def _validated_backend(value: Any) -> BaseModel:
     if not isinstance(kind, str):
         raise PydanticCustomError("union_tag_not_found", "backend needs a 'kind'")
     if kind not in BACKENDS:
-        raise PydanticCustomError("union_tag_invalid", "unknown backend kind {kind}", {"kind": kind})
+        raise PydanticCustomError("union_tag_invalid", "unknown backend kind")
     try:
         spec = backend_spec(kind)
     except UserError as exc:  # a plugin that fails to import, or declares no spec

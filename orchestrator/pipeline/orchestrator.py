@@ -16,13 +16,15 @@ from orchestrator.cards.approvals import Approvals
 from orchestrator.cards.zoo import Zoo
 from orchestrator.config import Config
 from orchestrator.errors import RunCancelled, UserError
-from orchestrator.execution.pool import Executor, WorkerPoolExecutor
+from orchestrator.execution.pool import Executor
 from orchestrator.pipeline.answer import StepResult, compose_answer
 from orchestrator.pipeline.checks import (
     checked_files,
     checked_prompt,
+    configured_executor,
     configured_planner,
     configured_policy,
+    configured_scorer,
     prepare_run_dir,
     short,
 )
@@ -41,7 +43,7 @@ from orchestrator.pipeline.store import (
 from orchestrator.plan import Plan
 from orchestrator.planning import Planner
 from orchestrator.routing.policy import RouterPolicy
-from orchestrator.selection.rank import EvidenceScorer, Scorer
+from orchestrator.selection.rank import Scorer
 
 __all__ = [
     "Orchestrator",
@@ -139,13 +141,14 @@ class Orchestrator:
         approvals = Approvals.from_config(self.config)
         self.zoo = zoo if zoo is not None else Zoo.load(self.config.card_dirs, approvals=approvals)
         self.zoo.approve(approvals)
-        # A misnamed planner or router, or a bad router option, is refused here, not mid-run.
+        # A misnamed planner, scorer, router or executor, or a bad router option, is refused
+        # here, not mid-run.
         self.planner = planner or configured_planner(self.config)
-        self.scorer = scorer or EvidenceScorer(encoder=self.config.selection_encoder)
+        self.scorer = scorer or configured_scorer(self.config)
         self.policy = policy or configured_policy(self.config)
         self.clock = clock  # what the budget's wall seconds are measured by
         self._own_executor = executor is None
-        self.executor = executor or WorkerPoolExecutor.from_config(self.config)
+        self.executor = executor or configured_executor(self.config)
         self.checkpoint_path: Path | None = None
         self._saver: Any = None
         if durable:
