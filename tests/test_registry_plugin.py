@@ -273,3 +273,51 @@ def test_without_the_package_the_kind_is_unknown_and_the_fix_is_named():
     message = str(caught.value)
     assert "backend: unknown backend kind; use one of: diffusers, openai, python" in message
     assert "'orchestrator.backends' entry point group" in message
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+README_CARD = CARD.replace(
+    "outputs: [{name: summary, type: text}]", "outputs: [{name: text, type: text}]"
+)
+README_CHECK = """\
+import sys
+from pathlib import Path
+
+from orchestrator.cards import load_card
+from orchestrator.cards.backend import CallContext, load_tool
+
+card = load_card(Path(sys.argv[1]))
+print(type(card.backend).__name__)
+print(load_tool(card)({"text": "hello"}, CallContext(scratch=Path(sys.argv[1]).parent))["text"])
+"""
+
+
+def _readme_block(marker: str) -> str:
+    text = README.read_text()
+    section = text.index("## Adding a backend from another package")
+    start = text.index("```", text.index(marker, section))
+    body = text[text.index("\n", start) + 1 :]
+    return body[: body.index("```")]
+
+
+def test_the_readme_example_package_installs_and_its_card_runs(tmp_path):
+    source = tmp_path / "orchestrator-shout"
+    source.mkdir()
+    (source / "pyproject.toml").write_text(_readme_block("`pyproject.toml`:"))
+    (source / "orchestrator_shout.py").write_text(_readme_block("`orchestrator_shout.py`:"))
+    target = tmp_path / "site"
+    install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index"]
+    install += ["--no-build-isolation", "--target", str(target), str(source)]
+    done = subprocess.run(install, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "shouter.yaml").write_text(README_CARD)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    check = [sys.executable, "-c", README_CHECK, str(cards / "shouter.yaml")]
+    done = subprocess.run(check, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["ShoutSpec", "HELLO!!"]
+    validate = [str(Path(sys.executable).parent / "orchestrator"), "cards", "validate", str(cards)]
+    done = subprocess.run(validate, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
