@@ -141,8 +141,7 @@ class Orchestrator:
         approvals = Approvals.from_config(self.config)
         self.zoo = zoo if zoo is not None else Zoo.load(self.config.card_dirs, approvals=approvals)
         self.zoo.approve(approvals)
-        # A misnamed planner, scorer, router or executor, or a bad router option, is refused
-        # here, not mid-run.
+        # A misnamed planner, scorer, router or executor, or a bad router option: refused now.
         self.planner = planner or configured_planner(self.config)
         self.scorer = scorer or configured_scorer(self.config)
         self.policy = policy or configured_policy(self.config)
