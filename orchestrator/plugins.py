@@ -16,7 +16,7 @@ import importlib.metadata
 import importlib.util
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from orchestrator.errors import PluginError
@@ -70,8 +70,9 @@ class Registry(Generic[T]):
     """Named parts of one kind: built-ins, ``register`` calls and installed entry points alike.
 
     ``group`` is the entry-point group other packages add to. ``unknown(name, known)`` builds the
-    error an unknown name raises. ``finish`` turns what an entry names into the stored part (e.g.
-    a backend class into an instance); it runs once, when the part is first imported.
+    error an unknown name raises. ``finish`` turns what is registered (or what an entry names)
+    into the part ``get`` returns, e.g. a backend class into an instance; it runs once per name,
+    on its first ``get``.
     """
 
     def __init__(
@@ -84,7 +85,8 @@ class Registry(Generic[T]):
         self.group = group
         self._unknown = unknown
         self._finish = finish or (lambda found: found)
-        self._entries: dict[str, T | str | importlib.metadata.EntryPoint] = dict(builtins or {})
+        self._entries: dict[str, Any] = dict(builtins or {})
+        self._parts: dict[str, T] = {}  # finished, by name
         self._discovered = False
 
     def register(self, name: str, part: T | str) -> None:
@@ -94,6 +96,7 @@ class Registry(Generic[T]):
         """
         self._discover()
         self._entries[name] = part
+        self._parts.pop(name, None)
 
     def names(self) -> list[str]:
         """Every registered name, entry points of installed packages included, sorted."""
@@ -107,17 +110,17 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The part registered under ``name``, imported (and finished) on first use."""
         self._discover()
+        if name in self._parts:
+            return self._parts[name]
         try:
             entry = self._entries[name]
         except KeyError:
             raise self._unknown(name, sorted(self._entries)) from None
         if isinstance(entry, importlib.metadata.EntryPoint):
-            part = self._finish(_load_entry_point(entry, self.group))
+            entry = _load_entry_point(entry, self.group)
         elif isinstance(entry, str):
-            part = self._finish(import_entry(entry))
-        else:
-            return entry
-        self._entries[name] = part
+            entry = import_entry(entry)
+        part = self._parts[name] = self._finish(entry)
         return part
 
     def _discover(self) -> None:
@@ -125,7 +128,7 @@ class Registry(Generic[T]):
         if self._discovered:
             return
         self._discovered = True
-        for point in _entry_points(self.group):
+        for point in importlib.metadata.entry_points(group=self.group):
             if point.name in self._entries:
                 warnings.warn(
                     f"{_origin(point, self.group)} is ignored: '{point.name}' is already "
@@ -134,10 +137,6 @@ class Registry(Generic[T]):
                 )
                 continue
             self._entries[point.name] = point
-
-
-def _entry_points(group: str) -> Iterable[importlib.metadata.EntryPoint]:
-    return importlib.metadata.entry_points(group=group)
 
 
 def _origin(point: importlib.metadata.EntryPoint, group: str) -> str:

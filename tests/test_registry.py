@@ -59,6 +59,15 @@ def test_unknown_names_list_what_is_known_and_register_adds_or_replaces():
         registry.get("c")
 
 
+def test_a_registered_part_is_finished_on_its_first_get():
+    registry: Registry[object] = Registry("orchestrator.tests-none", _Unknown, finish=lambda c: c())
+    registry.register("list", list)
+    made = registry.get("list")
+    assert made == [] and registry.get("list") is made
+    registry.register("list", dict)  # a new registration is finished anew
+    assert registry.get("list") == {}
+
+
 @pytest.mark.parametrize(
     ("lookup", "error"),
     [
@@ -138,7 +147,7 @@ def backends(monkeypatch):
 
 
 def test_a_registered_kind_validates_its_cards_by_its_spec(backends):
-    backend_module.register_backend("echo-test", _WithSpec())
+    backend_module.register_backend("echo-test", _WithSpec)
     card = card_from_yaml(CARD.replace("KIND", "echo-test"))
     assert isinstance(card.backend, _Spec) and card.backend.times == 2
     with pytest.raises(CardError, match="backend.times: Input should be a valid integer"):

@@ -119,7 +119,7 @@ BACKENDS: Registry[Backend] = Registry(
 
 def register_backend(kind: str, backend: Backend | type | str) -> None:
     """Register a backend (instance, class, or lazy ``module:Class`` reference) under ``kind``."""
-    BACKENDS.register(kind, backend)  # type: ignore[arg-type]  # a class is finished on get
+    BACKENDS.register(kind, backend)  # type: ignore[arg-type]  # a class is instantiated on get
 
 
 def get_backend(kind: str) -> Backend:
