@@ -107,6 +107,10 @@ class LlmConfig(BaseModel):
     def configured(self) -> bool:
         return bool(self.base_url)
 
+    def api_key(self) -> str | None:
+        """The endpoint's key: the variable ``api_key_env``, or None when it is not set."""
+        return os.environ.get(self.api_key_env) or None
+
 
 class ServerConfig(BaseModel):
     """The HTTP server of ``orchestrator serve`` (OpenAI-compatible API and web chat page)."""
@@ -190,6 +194,8 @@ class Config(BaseModel):
         description="size cap of the run store: the oldest runs are pruned when it is over",
     )
     router: str = Field(default="default", description="routing policy: default, llm, ...")
+    scorer: str = Field(default="capability", description="selection scorer: capability, llm, ...")
+    executor: str = Field(default="pool", description="where tools run: pool, inprocess, ray, ...")
     router_options: dict[str, Any] = Field(
         default_factory=dict, description="options of the routing policy, e.g. cost_weight"
     )

@@ -7,7 +7,8 @@
 * :class:`Retryable`: a signal the routing loop recovers from (try the next candidate).
 
 The rest keep the built-in base their callers catch: a registry lookup's ``KeyError``
-(:class:`UnknownPlanner`, :class:`UnknownBackend`), a policy's ``ValueError``
+(:class:`UnknownPlanner`, :class:`UnknownBackend`, :class:`UnknownScorer`,
+:class:`UnknownExecutor`), a policy's ``ValueError``
 (:class:`MalformedDecision`, recovered by a fallback), and the failures one part reports to
 the part that called it (:class:`ChatEndpointError`, every failure of an LLM call as
 :mod:`orchestrator.llm` maps it, with :class:`CallTimedOut`, also a ``TimeoutError``, when it
@@ -35,6 +36,7 @@ __all__ = [
     "NoCapableTool",
     "NotServable",
     "PlanError",
+    "PluginError",
     "RequestRejected",
     "Retryable",
     "RunCancelled",
@@ -44,7 +46,9 @@ __all__ = [
     "ToolFailed",
     "UnknownBackend",
     "UnknownPlanner",
+    "UnknownExecutor",
     "UnknownPolicy",
+    "UnknownScorer",
     "UserError",
 ]
 
@@ -122,6 +126,24 @@ class UnknownPlanner(KeyError):
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
         super().__init__(f"unknown planner '{name}'; known: {', '.join(sorted(known))}")
+
+
+class UnknownScorer(KeyError):
+    """No selection scorer is registered under this name."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(f"unknown scorer '{name}'; known: {', '.join(sorted(known))}")
+
+
+class UnknownExecutor(KeyError):
+    """No executor is registered under this name."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(f"unknown executor '{name}'; known: {', '.join(sorted(known))}")
+
+
+class PluginError(UserError):
+    """An installed package's entry point could not be loaded; the message names the package."""
 
 
 class UnknownBackend(KeyError):

@@ -3,26 +3,33 @@
 A card's ``backend.kind`` names a registered :class:`Backend`: it says whether the card's model
 can run here (:func:`unavailable_reason`, used by the zoo) and loads it (:func:`load_tool`, in a
 worker). The built-in backends live in :mod:`orchestrator.execution.backends`, one module per
-kind, and are registered here by ``module:Class`` reference, imported on first use; other
-packages register theirs the same way (:func:`register_backend`). Each backend module imports
-its heavy library (transformers, diffusers, openai) lazily, inside ``load``.
+kind, and are registered in :data:`BACKENDS` by ``module:Class`` reference, imported on first
+use; other packages add theirs the same way, by :func:`register_backend` or by an entry point in
+the ``orchestrator.backends`` group. Each backend declares the pydantic ``spec`` of its cards'
+``backend`` field, which card validation looks up by ``kind``. Each backend module imports its
+heavy library (transformers, diffusers, openai) lazily, inside ``load``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel
 
 from orchestrator.cards.card import ToolCard
-from orchestrator.errors import UnknownBackend
-from orchestrator.plugins import import_entry, locate_module
+from orchestrator.errors import PluginError, UnknownBackend
+from orchestrator.plugins import Registry, locate_module
 
 __all__ = [
+    "BACKENDS",
     "Backend",
     "CallContext",
     "Tool",
     "Usage",
+    "backend_kinds",
+    "backend_spec",
     "get_backend",
     "load_tool",
     "missing_packages",
@@ -64,7 +71,13 @@ class Tool(Protocol):
 
 
 class Backend(Protocol):
-    """How to check and load the models of one backend kind."""
+    """How to check and load the models of one backend kind.
+
+    ``spec`` is the pydantic model of a card's ``backend`` field for this kind: its ``kind``
+    field is ``Literal["<the kind>"]`` and ``load`` receives cards whose backend is one.
+    """
+
+    spec: ClassVar[type[BaseModel]]
 
     def unavailable_reason(self, card: ToolCard) -> str | None:
         """Why this card cannot run on this machine now, or None when it can."""
@@ -81,31 +94,55 @@ def missing_packages(card: ToolCard) -> list[str]:
     return [name for name in card.requires.packages if locate_module(name, folder) is None]
 
 
-_REGISTRY: dict[str, Backend | str] = {
-    "transformers": (
-        "orchestrator.execution.backends.transformers_pipeline:TransformersPipelineBackend"
-    ),
-    "diffusers": "orchestrator.execution.backends.diffusers_pipeline:DiffusersPipelineBackend",
-    "openai": "orchestrator.execution.backends.openai_chat:OpenAIChatBackend",
-    "python": "orchestrator.execution.backends.python_entry:PythonEntryBackend",
-    "replay": "orchestrator.execution.backends.replay:ReplayBackend",
-}
+def _instance(found: Any) -> Backend:
+    """A registered backend class is instantiated once; an instance is kept as it is."""
+    backend: Backend = found() if isinstance(found, type) else found
+    return backend
 
 
-def register_backend(kind: str, backend: Backend | str) -> None:
-    """Register a backend instance, or a lazy ``module:Class`` reference, under ``kind``."""
-    _REGISTRY[kind] = backend
+BACKENDS: Registry[Backend] = Registry(
+    "orchestrator.backends",
+    UnknownBackend,
+    {
+        "transformers": (
+            "orchestrator.execution.backends.transformers_pipeline:TransformersPipelineBackend"
+        ),
+        "diffusers": "orchestrator.execution.backends.diffusers_pipeline:DiffusersPipelineBackend",
+        "openai": "orchestrator.execution.backends.openai_chat:OpenAIChatBackend",
+        "python": "orchestrator.execution.backends.python_entry:PythonEntryBackend",
+        "replay": "orchestrator.execution.backends.replay:ReplayBackend",
+    },
+    finish=_instance,
+)
+"""The backend kinds, built-in and from installed packages (group ``orchestrator.backends``)."""
+
+
+def register_backend(kind: str, backend: Backend | type | str) -> None:
+    """Register a backend (instance, class, or lazy ``module:Class`` reference) under ``kind``."""
+    BACKENDS.register(kind, backend)  # type: ignore[arg-type]  # a class is instantiated on get
 
 
 def get_backend(kind: str) -> Backend:
     """The backend registered under ``kind``, imported on first use."""
-    try:
-        entry = _REGISTRY[kind]
-    except KeyError:
-        raise UnknownBackend(kind, _REGISTRY) from None
-    if isinstance(entry, str):
-        entry = _REGISTRY[kind] = import_entry(entry)()
-    return entry
+    return BACKENDS.get(kind)
+
+
+def backend_kinds() -> list[str]:
+    """Every backend kind a card may name, sorted."""
+    return BACKENDS.names()
+
+
+def backend_spec(kind: str) -> type[BaseModel]:
+    """The pydantic spec a card's ``backend`` of this ``kind`` is validated by."""
+    backend = get_backend(kind)
+    spec = getattr(backend, "spec", None)
+    if not (isinstance(spec, type) and issubclass(spec, BaseModel)):
+        where = f"{type(backend).__module__}.{type(backend).__qualname__}"
+        raise PluginError(
+            f"backend kind '{kind}' ({where}) declares no pydantic spec: give its class a "
+            "'spec' attribute, the pydantic model of its cards' backend field"
+        )
+    return spec
 
 
 def unavailable_reason(card: ToolCard) -> str | None:

@@ -20,13 +20,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
-from orchestrator.errors import CardDefect, CardError
+from orchestrator.errors import CardDefect, CardError, UserError
 from orchestrator.io_types import IO_TYPES, IOType
 from orchestrator.permissions import Permissions
 
@@ -176,11 +178,32 @@ class ReplayBackend(_Strict):
     records: str
 
 
-BackendSpec = Annotated[
-    TransformersBackend | DiffusersBackend | OpenAIBackend | PythonBackend | ReplayBackend,
-    Field(discriminator="kind"),
-]
 BACKEND_KINDS: tuple[str, ...] = ("transformers", "diffusers", "openai", "python", "replay")
+"""The backend kinds that ship with the project (every registered kind: ``backend_kinds()``)."""
+
+
+def _validated_backend(value: Any) -> BaseModel:
+    """A card's ``backend``, validated by the spec its ``kind`` registered (see cards.backend)."""
+    from orchestrator.cards.backend import BACKENDS, backend_spec  # it imports this module
+
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    if not isinstance(kind, str):
+        raise PydanticCustomError("union_tag_not_found", "backend needs a 'kind'")
+    if kind not in BACKENDS:
+        raise PydanticCustomError("union_tag_invalid", "unknown backend kind")
+    try:
+        spec = backend_spec(kind)
+    except UserError as exc:  # a plugin that fails to import, or declares no spec
+        raise PydanticCustomError("backend_plugin", "{problem}", {"problem": str(exc)}) from exc
+    if isinstance(value, spec):
+        return value
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    return spec.model_validate(value)
+
+
+BackendSpec = Annotated[Any, PlainValidator(_validated_backend)]
+"""A card's backend: the pydantic spec of the backend kind it names, looked up in the registry."""
 
 
 class ProbeResult(_Strict):
@@ -303,19 +326,16 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
 
 
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The pydantic model that holds the field at ``loc`` (for suggestions).
+def _model_at(loc: tuple[int | str, ...], data: Any) -> type[BaseModel] | None:
+    """The pydantic model that holds the field at ``loc`` in the card ``data`` (for suggestions).
 
-    In a tagged union (the backend) pydantic puts the tag in the location:
-    ``backend.python.optons`` is the field ``optons`` of the python backend.
+    Under ``backend`` it is the spec of the backend kind the card names.
     """
+    if loc[:1] == ("backend",) and len(loc) == 2:
+        return _spec_named_in(data)
     models: list[type[BaseModel]] = [ToolCard]
     for part in loc[:-1]:
         if isinstance(part, int):
-            continue
-        tagged = [m for m in models if _kind_of(m) == part]
-        if tagged:
-            models = tagged
             continue
         fields = [m.model_fields[str(part)] for m in models if str(part) in m.model_fields]
         if not fields:
@@ -324,14 +344,19 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
     return models[0] if len(models) == 1 else None
 
 
-def _kind_of(model: type[BaseModel]) -> str | None:
-    kind = model.model_fields.get("kind")
-    args = getattr(kind.annotation, "__args__", ()) if kind is not None else ()
-    return str(args[0]) if len(args) == 1 else None
+def _spec_named_in(data: Any) -> type[BaseModel] | None:
+    from orchestrator.cards.backend import backend_spec
+
+    backend = data.get("backend") if isinstance(data, dict) else None
+    kind = backend.get("kind") if isinstance(backend, dict) else None
+    try:
+        return backend_spec(kind) if isinstance(kind, str) else None
+    except (UserError, KeyError):
+        return None
 
 
-def _unknown_field_message(loc: tuple[int | str, ...]) -> str:
-    model = _model_at(loc)
+def _unknown_field_message(loc: tuple[int | str, ...], data: Any) -> str:
+    model = _model_at(loc, data)
     known = sorted(model.model_fields) if model else []
     close = difflib.get_close_matches(str(loc[-1]), known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -339,24 +364,25 @@ def _unknown_field_message(loc: tuple[int | str, ...]) -> str:
     return f"unknown field{hint}{listing}"
 
 
-def _defects_from(error: ValidationError, path: Path | None) -> list[CardDefect]:
+def _defects_from(error: ValidationError, path: Path | None, data: Any) -> list[CardDefect]:
+    from orchestrator.cards.backend import backend_kinds
+
     defects = []
     for item in error.errors():
         loc = item["loc"]
-        # The backend's kind is in pydantic's location (backend.python.entry): leave it out.
-        shown = [p for i, p in enumerate(loc) if not (i == 1 and loc[0] == "backend")]
-        if len(loc) < 2 or loc[1] not in BACKEND_KINDS:
-            shown = list(loc)
-        field = ".".join(str(part) for part in shown) or "<card>"
+        field = ".".join(str(part) for part in loc) or "<card>"
         kind = item["type"]
         if kind == "extra_forbidden":
-            message = _unknown_field_message(item["loc"])
+            message = _unknown_field_message(item["loc"], data)
         elif kind == "missing":
             message = "required field is missing"
         elif kind == "union_tag_invalid":
-            message = f"unknown backend kind; use one of: {', '.join(BACKEND_KINDS)}"
+            message = (
+                f"unknown backend kind; use one of: {', '.join(backend_kinds())} (a package "
+                "adds a kind through the 'orchestrator.backends' entry point group)"
+            )
         elif kind == "union_tag_not_found":
-            message = f"backend needs a 'kind', one of: {', '.join(BACKEND_KINDS)}"
+            message = f"backend needs a 'kind', one of: {', '.join(backend_kinds())}"
         elif kind == "literal_error" and field.endswith(".type"):
             message = f"unknown type {item.get('input')!r}; use one of: {', '.join(IO_TYPES)}"
         else:
@@ -431,7 +457,7 @@ def card_from_yaml(text: str, path: Path | None = None) -> ToolCard:
     try:
         return ToolCard.model_validate(data)
     except ValidationError as exc:
-        raise CardError(_defects_from(exc, path)) from exc
+        raise CardError(_defects_from(exc, path, data)) from exc
 
 
 def load_card(path: Path) -> ToolCard:

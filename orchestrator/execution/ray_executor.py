@@ -138,6 +138,11 @@ class RayExecutor:
     since the actor only forwards to its sandboxed worker; reserve CPUs to spread load).
     """
 
+    @classmethod
+    def from_config(cls, config: Any) -> RayExecutor:
+        """An executor on the cluster ``ray.init`` finds ($RAY_ADDRESS, or a new local one)."""
+        return cls(sandbox_enabled=config.sandbox.enabled, approvals=Approvals.from_config(config))
+
     def __init__(
         self,
         *,

@@ -22,8 +22,10 @@ from orchestrator.errors import ConfigError, UserError
 __all__ = [
     "checked_files",
     "checked_prompt",
+    "configured_executor",
     "configured_planner",
     "configured_policy",
+    "configured_scorer",
     "prepare_run_dir",
     "short",
 ]
@@ -59,32 +61,53 @@ def configured_planner(config: Config) -> Any:
         ) from None
 
 
+def configured_scorer(config: Config) -> Any:
+    """The selection scorer the config's ``scorer`` names; an unknown name is a ConfigError."""
+    from orchestrator.errors import UnknownScorer
+    from orchestrator.selection import SCORERS, scorer_from_config
+
+    try:
+        return scorer_from_config(config)
+    except UnknownScorer:
+        raise _unknown("scorer", config.scorer, SCORERS.names()) from None
+
+
+def configured_executor(config: Config) -> Any:
+    """The executor the config's ``executor`` names; an unknown name is a ConfigError."""
+    from orchestrator.errors import UnknownExecutor
+    from orchestrator.execution import EXECUTORS, executor_from_config
+
+    try:
+        return executor_from_config(config)
+    except UnknownExecutor:
+        raise _unknown("executor", config.executor, EXECUTORS.names()) from None
+
+
+def _unknown(field: str, name: str, known: list[str]) -> ConfigError:
+    return ConfigError(
+        f"{field}: unknown {field} '{name}'{_hint(name, known)}; known: {', '.join(known)} "
+        f"(a package adds one through the 'orchestrator.{field}s' entry point group)"
+    )
+
+
 def configured_policy(config: Config) -> Any:
     """The router policy the config names, its options checked before any run starts.
 
     ``$ORCHESTRATOR_ROUTER`` if set, else the config's ``router`` (``default`` unless changed).
     """
-    from orchestrator.routing.policy import POLICIES, get_policy
+    from orchestrator.routing.policy import POLICIES, get_policy, policy_class
 
     from_env = bool(env_router())
     name = str(env_router() or config.router)
     source = "$ORCHESTRATOR_ROUTER" if from_env else "router"
     if name not in POLICIES:
-        known = sorted(POLICIES)
+        known = POLICIES.names()
         raise ConfigError(
             f"{source}: unknown router policy '{name}'{_hint(name, known)}; "
             f"known policies: {', '.join(known)}"
         )
-    options = _checked_options(name, _policy_class(name), dict(config.router_options))
+    options = _checked_options(name, policy_class(name), dict(config.router_options))
     return get_policy(name, **options)
-
-
-def _policy_class(name: str) -> Any:
-    from orchestrator.plugins import import_entry
-    from orchestrator.routing.policy import POLICIES
-
-    entry = POLICIES[name]
-    return import_entry(entry) if isinstance(entry, str) else entry
 
 
 def _checked_options(name: str, policy: Any, options: dict[str, Any]) -> dict[str, Any]:

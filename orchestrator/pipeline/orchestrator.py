@@ -17,14 +17,16 @@ from orchestrator.cards.zoo import Zoo
 from orchestrator.config import Config
 from orchestrator.errors import RunCancelled, UserError
 from orchestrator.events import Answered, Event, StepFinished
-from orchestrator.execution.pool import Executor, WorkerPoolExecutor
+from orchestrator.execution.pool import Executor
 from orchestrator.pipeline.aio import AsyncRunning
 from orchestrator.pipeline.answer import StepResult, compose_answer
 from orchestrator.pipeline.checks import (
     checked_files,
     checked_prompt,
+    configured_executor,
     configured_planner,
     configured_policy,
+    configured_scorer,
     prepare_run_dir,
     short,
 )
@@ -44,7 +46,7 @@ from orchestrator.pipeline.store import (
 from orchestrator.plan import Plan
 from orchestrator.planning import Planner
 from orchestrator.routing.policy import RouterPolicy
-from orchestrator.selection.rank import EvidenceScorer, Scorer
+from orchestrator.selection.rank import Scorer
 from orchestrator.tracing import Traces
 
 __all__ = [
@@ -143,13 +145,13 @@ class Orchestrator(AsyncRunning):
         approvals = Approvals.from_config(self.config)
         self.zoo = zoo if zoo is not None else Zoo.load(self.config.card_dirs, approvals=approvals)
         self.zoo.approve(approvals)
-        # A misnamed planner or router, or a bad router option, is refused here, not mid-run.
+        # A misnamed planner, scorer, router or executor, or a bad router option: refused now.
         self.planner = planner or configured_planner(self.config)
-        self.scorer = scorer or EvidenceScorer(encoder=self.config.selection_encoder)
+        self.scorer = scorer or configured_scorer(self.config)
         self.policy = policy or configured_policy(self.config)
         self.clock = clock  # what the budget's wall seconds are measured by
         self._own_executor = executor is None
-        self.executor = executor or WorkerPoolExecutor.from_config(self.config)
+        self.executor = executor or configured_executor(self.config)
         self.checkpoint_path: Path | None = None
         self._saver: Any = None
         if durable:
@@ -494,7 +496,7 @@ def _result(
                 attempts=attempts,
                 outputs=result["outputs"] if result else None,
                 seconds=round(sum(a["seconds"] + a["load_seconds"] for a in attempts), 3),
-                usd=str(sum((_dec(a["usd"]) for a in attempts), _dec("0"))),
+                usd=str(sum((Decimal(str(a["usd"])) for a in attempts), Decimal(0))),
             )
         )
     return RunResult(
@@ -533,10 +535,6 @@ def _cancellable(
             on_event(event)
 
     return emit
-
-
-def _dec(value: str) -> Any:
-    return Decimal(value)
 
 
 def _budget_from(data: dict[str, Any]) -> Budget:

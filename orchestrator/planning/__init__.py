@@ -1,4 +1,8 @@
-"""Planners: turn a request into a plan. The registry is explicit; built-ins use it too."""
+"""Planners: turn a request into a plan.
+
+The registry (:data:`PLANNERS`) is explicit; built-ins use it too, and installed packages add to
+it through the ``orchestrator.planners`` entry point group.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ from orchestrator.errors import UnknownPlanner
 from orchestrator.planning.base import Planner, ToolPlanner
 from orchestrator.planning.repair import checked_plan, plan_problems
 from orchestrator.planning.toolset import Example, ToolPlan, ToolSet, ToolSpec
-from orchestrator.plugins import import_entry
+from orchestrator.plugins import Registry
 
 if TYPE_CHECKING:
     from orchestrator.config import Config
 
 __all__ = [
+    "PLANNERS",
     "Example",
     "Planner",
     "ToolPlan",
@@ -28,29 +33,28 @@ __all__ = [
     "register_planner",
 ]
 
-_REGISTRY: dict[str, str | type] = {
-    "embedded": "orchestrator.planning.embedded:EmbeddedPlanner",
-    "llm": "orchestrator.planning.llm:LlmPlanner",
-}
+PLANNERS: Registry[type] = Registry(
+    "orchestrator.planners",
+    UnknownPlanner,
+    {
+        "embedded": "orchestrator.planning.embedded:EmbeddedPlanner",
+        "llm": "orchestrator.planning.llm:LlmPlanner",
+    },
+)
+"""Planner classes, built-in and from installed packages (group ``orchestrator.planners``)."""
 
 
 def register_planner(name: str, planner: str | type) -> None:
     """Register a planner class, or a lazy ``module:Class`` reference, under ``name``."""
-    _REGISTRY[name] = planner
+    PLANNERS.register(name, planner)
 
 
 def planner_names() -> list[str]:
-    return sorted(_REGISTRY)
+    return PLANNERS.names()
 
 
 def _planner_class(name: str) -> type:
-    try:
-        entry = _REGISTRY[name]
-    except KeyError:
-        raise UnknownPlanner(name, _REGISTRY) from None
-    if isinstance(entry, str):
-        entry = _REGISTRY[name] = import_entry(entry)
-    return entry
+    return PLANNERS.get(name)
 
 
 def get_planner(name: str, **options: Any) -> Planner:

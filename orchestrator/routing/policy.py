@@ -7,7 +7,8 @@ after a failure, ``escalate`` to a stronger model, ``ask_second`` model and aggr
 (agreement or majority of comparable answers), ``replan`` the request without the cards that
 failed, ``finish`` the run (answer with what finished), or ``give_up`` on the subtask.
 
-Policies (the registry is :data:`POLICIES`): :class:`DefaultPolicy` (capability scores +
+Policies (the registry is :data:`POLICIES`; packages add theirs by :func:`register_policy` or an
+entry point in the ``orchestrator.policies`` group): :class:`DefaultPolicy` (capability scores +
 budget, one cost knob), ``llm`` (:class:`orchestrator.routing.llm.LLMPolicy`: Router-R1's
 ``<think>``/``<route>``/``<answer>`` protocol through the openai SDK; its output is validated
 and a malformed one falls back to the default policy) and ``learned``
@@ -25,7 +26,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from orchestrator.errors import MalformedDecision, UnknownPolicy, UserError
-from orchestrator.plugins import import_entry
+from orchestrator.plugins import Registry
 from orchestrator.utility import (
     DEFAULT_COST_WEIGHT,
     Rated,
@@ -47,6 +48,8 @@ __all__ = [
     "answer_key",
     "checked_decision",
     "get_policy",
+    "policy_class",
+    "register_policy",
 ]
 
 ACTIONS: tuple[str, ...] = (
@@ -464,21 +467,31 @@ class DefaultPolicy:
 
 # ----------------------------------------------------------------------------- registry
 
-POLICIES: dict[str, str | type] = {
-    "default": DefaultPolicy,
-    "llm": "orchestrator.routing.llm:LLMPolicy",
-    "learned": "orchestrator.routing.learned:LearnedPolicy",
-}
+POLICIES: Registry[type] = Registry(
+    "orchestrator.policies",
+    UnknownPolicy,
+    {
+        "default": DefaultPolicy,
+        "llm": "orchestrator.routing.llm:LLMPolicy",
+        "learned": "orchestrator.routing.learned:LearnedPolicy",
+    },
+)
+"""Router policy classes, built-in and from installed packages (group ``orchestrator.policies``)."""
+
+
+def register_policy(name: str, policy: str | type) -> None:
+    """Register a router policy class, or a lazy ``module:Class`` reference, under ``name``."""
+    POLICIES.register(name, policy)
+
+
+def policy_class(name: str) -> type:
+    """The router policy class registered under ``name``, imported on first use."""
+    return POLICIES.get(name)
 
 
 def get_policy(name: str, **options: Any) -> RouterPolicy:
     """A new router policy of the kind registered under ``name``, built with ``options``."""
-    try:
-        entry = POLICIES[name]
-    except KeyError:
-        raise UnknownPolicy(name, POLICIES) from None
-    if isinstance(entry, str):
-        entry = POLICIES[name] = import_entry(entry)
+    entry = policy_class(name)
     try:
         policy: RouterPolicy = entry(**options)
     except TypeError as exc:

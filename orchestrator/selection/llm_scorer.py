@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Any
 
 from orchestrator.cards import ToolCard
-from orchestrator.errors import BudgetExceeded, CallTimedOut
+from orchestrator.errors import BudgetExceeded, CallTimedOut, ConfigError
 from orchestrator.llm import LlmClient
 from orchestrator.plan import Subtask
 from orchestrator.selection.rank import CapabilityScorer, ScoreParts, _cheapness
@@ -50,6 +51,24 @@ class LLMScorer:
     usd_per_1k_tokens: Decimal = Decimal(0)
     replies: list[str] = field(default_factory=list, repr=False)
     _llm: LlmClient | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_config(cls, config: Any) -> LLMScorer:
+        """A scorer asking the ``[llm]`` endpoint of an orchestrator ``Config``."""
+        llm = config.llm
+        if not llm.configured:
+            raise ConfigError(
+                "scorer = 'llm' needs an LLM endpoint: set [llm] base_url (or "
+                "$ORCHESTRATOR_LLM_BASE_URL)"
+            )
+        return cls(
+            model=llm.model,
+            base_url=llm.base_url,
+            api_key=llm.api_key() or "not-needed",
+            timeout_s=llm.timeout_s,
+            usd_per_call=llm.usd_per_call,
+            usd_per_1k_tokens=llm.usd_per_1k_tokens,
+        )
 
     def _chat(self, prompt: str) -> str:
         """One rating call; inside a run it is reserved on and settled with the run's budget."""

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -154,6 +154,11 @@ class CapabilityScorer:
     w_ranked: float = 0.9  # weight of the learned ranker's probability in the total
     encoder: Path | None = None  # a tuned encoder folder; None: the base MiniLM
     _indexes: dict[tuple[int, ...], CardIndex] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_config(cls, config: Any) -> CapabilityScorer:
+        """The scorer of an orchestrator ``Config`` (its ``selection_encoder``)."""
+        return cls(encoder=config.selection_encoder)
 
     def __post_init__(self) -> None:
         if self.encoder is not None and self.cache is None:

@@ -23,6 +23,8 @@ __all__ = ["DiffusersPipelineBackend", "DiffusersTool"]
 class DiffusersPipelineBackend:
     """Loads diffusers pipelines on the CPU from weights already on this machine."""
 
+    spec = DiffusersBackend
+
     def unavailable_reason(self, card: ToolCard) -> str | None:
         """Missing libraries or weights; never loads a model nor touches the network."""
         reason = missing_modules_reason(["torch", "diffusers"])

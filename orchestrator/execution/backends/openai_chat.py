@@ -26,6 +26,8 @@ OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 class OpenAIChatBackend:
     """Chat completions through the ``openai`` SDK against any OpenAI-compatible endpoint."""
 
+    spec = OpenAIBackend
+
     def unavailable_reason(self, card: ToolCard) -> str | None:
         spec = _spec(card)
         if importlib.util.find_spec("openai") is None:

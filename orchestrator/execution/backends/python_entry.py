@@ -12,6 +12,8 @@ __all__ = ["PythonEntryBackend"]
 class PythonEntryBackend:
     """Loads ``factory(options) -> Tool`` from an importable module."""
 
+    spec = PythonBackend
+
     def unavailable_reason(self, card: ToolCard) -> str | None:
         """Why the entry module cannot be found, or None.
 

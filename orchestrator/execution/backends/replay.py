@@ -89,6 +89,8 @@ class ReplayTool:
 class ReplayBackend:
     """Loads a :class:`ReplayTool` from the card's records file."""
 
+    spec = ReplaySpec
+
     def unavailable_reason(self, card: ToolCard) -> str | None:
         spec = _spec(card)
         if not Path(spec.records).is_file():

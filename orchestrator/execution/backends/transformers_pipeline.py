@@ -53,6 +53,8 @@ _STALE_TEMP_S = 3600.0
 class TransformersPipelineBackend:
     """Loads transformers pipelines on the CPU from weights already on this machine."""
 
+    spec = TransformersBackend
+
     def unavailable_reason(self, card: ToolCard) -> str | None:
         """Missing libraries or weights; never loads a model nor touches the network."""
         spec = _spec(card)
