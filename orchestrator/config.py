@@ -260,6 +260,12 @@ class Config(BaseModel):
             }
         return self.model_copy(update=update)
 
+    def with_card_dirs(self, folders: list[Path] | None) -> Config:
+        """This config with the card folders ``folders`` read after its own (``--cards``)."""
+        if not folders:
+            return self
+        return self.model_copy(update={"card_dirs": self.card_dirs + list(folders)})
+
     def with_approvals(self, names: list[str]) -> Config:
         """This config with everything the cards ``names`` ask for approved (``--approve``)."""
         if not names:

@@ -21,6 +21,7 @@ __all__ = [
     "ZooEntry",
     "builtin_cards_dir",
     "card_code_dirs",
+    "card_files",
     "code_clashes",
     "missing_read_paths",
     "validate_paths",
@@ -40,7 +41,7 @@ class ZooEntry:
         return self.unavailable is None
 
 
-def _card_files(paths: Iterable[Path]) -> list[Path]:
+def card_files(paths: Iterable[Path]) -> list[Path]:
     """The card files in ``paths``, each once (a folder given twice is read once)."""
     files: list[Path] = []
     for path in paths:
@@ -164,15 +165,15 @@ def validate_paths(
     the sandbox by :func:`orchestrator.execution.sandbox.entry_check.entry_defects`).
     """
     paths = [Path(p) for p in paths]
-    mine = {f.resolve() for f in _card_files(paths)}
+    mine = {f.resolve() for f in card_files(paths)}
     roots = ([builtin_cards_dir()] if builtin else []) + paths
-    loaded, defects = _load_all(_card_files(roots))
+    loaded, defects = _load_all(card_files(roots))
     existing = [p for p in paths if p.exists()]
     defects += code_clashes(existing)
     defects += [
         CardDefect(p, "<folder>", f"no cards in {p} (card files end in .yaml or .yml)")
         for p in existing
-        if p.is_dir() and not _card_files([p])
+        if p.is_dir() and not card_files([p])
     ]
     own = [(card, path) for card, path in loaded if path.resolve() in mine]
     for card, path in own:
@@ -236,7 +237,7 @@ class Zoo:
         """Load the built-in cards and those in ``folders``; any broken card raises CardError."""
         folders = [Path(f) for f in folders]
         roots = ([builtin_cards_dir()] if builtin else []) + folders
-        loaded, defects = _load_all(_card_files(roots))
+        loaded, defects = _load_all(card_files(roots))
         defects += code_clashes(f for f in folders if f.exists())
         if defects:
             raise CardError(defects)

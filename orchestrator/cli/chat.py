@@ -12,7 +12,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +20,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.cli.options import ApproveOption, CardsOption
 from orchestrator.cli.report import print_cards, usd
 from orchestrator.errors import UserError
 from orchestrator.events import (
@@ -293,15 +293,8 @@ def chat_command(
     ] = None,
     max_seconds: Annotated[float | None, typer.Option(help="wall-clock limit per turn")] = None,
     max_calls: Annotated[int | None, typer.Option(help="limit on model calls, all turns")] = None,
-    cards: Annotated[
-        list[Path] | None, typer.Option("--cards", help="extra folder of tool cards (repeatable)")
-    ] = None,
-    approve: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--approve", metavar="CARD", help="let this card have all it asks for (repeatable)"
-        ),
-    ] = None,
+    cards: CardsOption = None,
+    approve: ApproveOption = None,
 ) -> None:
     """Talk to the orchestrator: follow-ups can refer to earlier results and files."""
     from orchestrator.cli.main import _budget, _config, _fail, _zoo

@@ -20,6 +20,7 @@ from orchestrator.budget import Budget
 from orchestrator.cards.zoo import Zoo, validate_paths
 from orchestrator.cli import selection as cli_selection
 from orchestrator.cli.chat import chat_command
+from orchestrator.cli.options import ApproveOption, CardsOption
 from orchestrator.cli.runs import runs_app as _runs_app
 from orchestrator.config import Config
 from orchestrator.errors import CardError, UserError
@@ -52,19 +53,6 @@ app.command("chat")(chat_command)
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
-CardsOption = Annotated[
-    list[Path] | None,
-    typer.Option("--cards", help="extra folder of tool cards (repeatable)"),
-]
-ApproveOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--approve",
-        metavar="CARD",
-        help="let this card have everything its permissions ask for (repeatable)",
-    ),
-]
-
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err.print(f"[red]error:[/red] {escape(message)}", highlight=False)
@@ -76,9 +64,7 @@ def _config(cards: list[Path] | None, approve: list[str] | None = None) -> Confi
         config = Config.load()
     except UserError as exc:
         raise _fail(str(exc)) from exc
-    if cards:
-        config = config.model_copy(update={"card_dirs": config.card_dirs + list(cards)})
-    return config.with_approvals(approve or [])
+    return config.with_card_dirs(cards).with_approvals(approve or [])
 
 
 def _zoo(config: Config) -> Zoo:

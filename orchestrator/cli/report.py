@@ -213,11 +213,11 @@ def request_lines(paths: Any, approvals: Any) -> list[str]:
     """For each card in ``paths``: what it asks for, and what of it is not approved."""
     from orchestrator.cards import load_card
     from orchestrator.cards.approvals import card_requests, unapproved
-    from orchestrator.cards.zoo import _card_files
+    from orchestrator.cards.zoo import card_files
     from orchestrator.errors import CardError
 
     lines = []
-    for path in _card_files(paths):
+    for path in card_files(paths):
         try:
             card = load_card(path)
         except (CardError, OSError):

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from orchestrator.cli.options import ApproveOption, CardsOption
 from orchestrator.errors import UserError
 
 __all__ = ["runs_app"]
@@ -21,10 +22,6 @@ __all__ = ["runs_app"]
 runs_app = typer.Typer(help="List, show, resume and prune stored runs.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
-
-CardsOption = Annotated[
-    list[Path] | None, typer.Option("--cards", help="extra folder of tool cards (repeatable)")
-]
 
 
 def _orchestrator(  # noqa: ANN202
@@ -105,12 +102,7 @@ def runs_resume(
     max_seconds: Annotated[float | None, typer.Option(help="new wall-clock limit")] = None,
     max_calls: Annotated[int | None, typer.Option(help="new limit on model calls")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="new limit on tokens")] = None,
-    approve: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--approve", metavar="CARD", help="let this card have all it asks for (repeatable)"
-        ),
-    ] = None,
+    approve: ApproveOption = None,
 ) -> None:
     """Resume a stored run that did not finish; finished subtasks are not run again.
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from orchestrator.cli.options import ApproveOption, CardsOption
 from orchestrator.errors import CardError, UserError
 
 if TYPE_CHECKING:
@@ -25,15 +26,8 @@ def profile_command(
     force: Annotated[
         bool, typer.Option(help="profile again even if the profile is current")
     ] = False,
-    cards: Annotated[
-        list[Path] | None, typer.Option("--cards", help="extra folder of tool cards (repeatable)")
-    ] = None,
-    approve: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--approve", metavar="CARD", help="let this card have all it asks for (repeatable)"
-        ),
-    ] = None,
+    cards: CardsOption = None,
+    approve: ApproveOption = None,
 ) -> None:
     """Run each card's model on its task's aptitude test; write <card>.profile.json next to it.
 
@@ -193,9 +187,7 @@ def _draft_probes(card_file: Path, draft: str, *, force: bool) -> None:
 
 
 def cards_tune_encoder(
-    cards: Annotated[
-        list[Path] | None, typer.Option("--cards", help="extra folder of tool cards (repeatable)")
-    ] = None,
+    cards: CardsOption = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", help="model folder to write (default: under the cache folder)"),
@@ -243,10 +235,7 @@ def _config_and_zoo(
     from orchestrator.config import Config
 
     try:
-        config = Config.load()
-        if cards:
-            config = config.model_copy(update={"card_dirs": config.card_dirs + list(cards)})
-        config = config.with_approvals(approve or [])
+        config = Config.load().with_card_dirs(cards).with_approvals(approve or [])
         return config, Zoo.load(config.card_dirs, approvals=Approvals.from_config(config))
     except CardError as exc:
         typer.echo(f"error: broken tool cards:\n{exc}", err=True)

@@ -299,9 +299,9 @@ def query_text(prompt: str) -> str:
     reads only the first 256 word pieces, so embedding the whole prompt gives every query the
     same vector. The blocks are separated by blank lines; a one-block prompt is kept whole.
     """
-    from orchestrator.routing.policy import _unwrap
+    from orchestrator.routing.policy import unwrap_response
 
-    blocks = [b for b in re.split(r"\n\s*\n", _unwrap(prompt)) if b.strip()]
+    blocks = [b for b in re.split(r"\n\s*\n", unwrap_response(prompt)) if b.strip()]
     return blocks[-1].strip() if blocks else prompt
 
 

@@ -34,10 +34,8 @@ may be repeated in pairs: each zoo is evaluated on its own and printed in its ow
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +59,7 @@ from orchestrator.selection.embed_tune import (
     encoder_embedder,
 )
 from orchestrator.selection.rank import CapabilityScorer, rank_open
-from orchestrator.text import tokens
+from orchestrator.text import LexicalIndex, tokens
 
 __all__ = ["Query", "bm25_scores", "read_queries", "run_selection_eval"]
 
@@ -147,23 +145,10 @@ def bm25_scores(
     documents: list[str], queries: list[str], k1: float = 1.5, b: float = 0.75
 ) -> np.ndarray:
     """Okapi BM25 score of every query (rows) against every document (columns)."""
-    docs = [Counter(tokens(d)) for d in documents]
-    lengths = np.array([sum(d.values()) for d in docs], dtype=float)
-    avg = lengths.mean() if len(docs) else 1.0
-    df: Counter[str] = Counter()
-    for doc in docs:
-        df.update(doc.keys())
-    n = len(docs)
-    idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
-    postings: dict[str, list[tuple[int, int]]] = {}
-    for i, doc in enumerate(docs):
-        for t, c in doc.items():
-            postings.setdefault(t, []).append((i, c))
-    out = np.zeros((len(queries), n))
-    for qi, query in enumerate(queries):
-        for t in set(tokens(query)):
-            for i, c in postings.get(t, []):
-                out[qi, i] += idf[t] * c * (k1 + 1) / (c + k1 * (1 - b + b * lengths[i] / avg))
+    index = LexicalIndex(tokens(d) for d in documents)
+    out = np.zeros((len(queries), index.size))
+    for row, query in enumerate(queries):
+        out[row] = index.bm25(tokens(query), k1, b)
     return out
 
 

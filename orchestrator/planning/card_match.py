@@ -8,9 +8,7 @@ verb and for a card reading the kind of input the clause names.
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 
 from orchestrator.cards import ToolCard
 from orchestrator.cards.tasks import task_type
@@ -18,7 +16,7 @@ from orchestrator.cards.zoo import Zoo, ZooEntry
 from orchestrator.errors import NoCapableTool
 from orchestrator.planning import plan_words as pw
 from orchestrator.planning.advice import as_language_question
-from orchestrator.text import TfidfIndex, stem, tokens
+from orchestrator.text import LexicalIndex, stem, tokens
 
 __all__ = ["CardMatcher"]
 
@@ -53,8 +51,8 @@ class CardMatcher:
         self.entries: list[ZooEntry] = list(zoo)
         if not self.entries:
             raise NoCapableTool("the zoo has no tool cards; add some to a cards folder")
-        self.index = TfidfIndex(pw.card_document(e.card) for e in self.entries)
-        self.own = TfidfIndex(pw.own_document(e.card) for e in self.entries)
+        self.index = LexicalIndex(tokens(pw.card_document(e.card)) for e in self.entries)
+        self.own = LexicalIndex(tokens(pw.own_document(e.card)) for e in self.entries)
         self.heads = [set(pw.raw_stems(pw.card_document(e.card))) for e in self.entries]
         self.tasks = sorted({e.card.task for e in self.entries})
         self.terms = [set(tokens(pw.card_document(e.card))) for e in self.entries]
@@ -65,9 +63,6 @@ class CardMatcher:
             for w in re.findall(r"[a-z]{6,}", pw.card_document(e.card).lower())
         }
         self._mended: dict[str, str] = {}  # word -> the card word it is a slip of ("": none)
-        counts = Counter(t for terms in self.terms for t in terms)
-        n = len(self.entries)
-        self.idf = {t: math.log((1 + n) / (1 + c)) + 1.0 for t, c in counts.items()}
 
     def spelled(self, text: str) -> str:
         """``text`` with each long word the cards do not have, but have one slip away, mended.
@@ -100,7 +95,7 @@ class CardMatcher:
         identifier: not what it does.
         """
         words = set(tokens(text))
-        weight = {w: self.idf.get(w, math.log(1 + len(self.entries)) + 1.0) for w in words}
+        weight = {w: self.index.idf(w) for w in words}
         total = sum(weight.values())
         if not total:
             return [0.0] * len(self.entries)
@@ -135,7 +130,7 @@ class CardMatcher:
         out = []
         # The card's own words count as much as its task's: two cards of one task (OCR and a
         # captioner) share the task's words but not what each of them does.
-        full, own = self.index.similarities(text), self.own.similarities(text)
+        full, own = self.index.similarities(tokens(text)), self.own.similarities(tokens(text))
         covered = self.coverage(text)
         if not pw.file_kinds(clause):
             # A card making something from a description is asked by the words before it:
@@ -209,7 +204,7 @@ class CardMatcher:
         inputs = pw.request_sources(clause, [clause], [])
         if sum(1 for s in inputs if s.kind in first_card.input_types()) > 1:
             return [best]  # "compare the sentiment of 'a' and 'b'": each gets the first card
-        sims = self.index.similarities(rest)
+        sims = self.index.similarities(tokens(rest))
         others = [
             k
             for k, e in enumerate(self.entries)
@@ -272,7 +267,7 @@ class CardMatcher:
             # a question about the input.
             return None
         asked = f"{clause} says what the {' '.join(sorted(kinds))} shows, describes what is in it"
-        sims = self.own.similarities(pw.ize(asked))
+        sims = self.own.similarities(tokens(pw.ize(asked)))
         reading = [
             i
             for i, e in enumerate(self.entries)
@@ -373,7 +368,7 @@ class CardMatcher:
 
     def bridge_path(self, clause: str, start: str, goal: str) -> list[int] | None:
         """The cards (one or two) turning ``start`` into ``goal`` that fit ``clause`` best."""
-        sims = self.own.similarities(pw.ize(pw.instruction(clause)))
+        sims = self.own.similarities(tokens(pw.ize(pw.instruction(clause))))
         usable = [
             i
             for i, e in enumerate(self.entries)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.cards.zoo import Zoo
 from orchestrator.errors import UserError
+from orchestrator.file_kinds import input_extensions, kind_of
 from orchestrator.plan import Plan
 from orchestrator.planning.toolset import ToolPlan, ToolSet
 
@@ -42,11 +43,7 @@ __all__ = [
     "split_clauses",
 ]
 
-FILE_TYPES = {
-    "audio": ("wav", "mp3", "flac", "ogg", "m4a", "opus"),
-    "image": ("png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"),
-    "text": ("txt", "md"),  # read as the text input of the step that needs one
-}
+FILE_TYPES = input_extensions()  # text files are read as the text input of a step
 _EXTENSIONS = "|".join(ext for exts in FILE_TYPES.values() for ext in exts)
 _FILE = re.compile(rf"(?<![\w/.~-])([\w~./-]*[\w-]\.(?:{_EXTENSIONS}))\b", re.IGNORECASE)
 QUOTED = re.compile(r"[\"“]([^\"”]+)[\"”]|(?<!\w)'([^']+)'(?!\w)")
@@ -71,11 +68,8 @@ _MIN_SIMILARITY = 0.08
 
 def file_type(path: str) -> str | None:
     """'audio', 'image' or 'text' by the file's extension, or None."""
-    ext = path.rsplit(".", 1)[-1].lower()
-    for io_type, extensions in FILE_TYPES.items():
-        if ext in extensions:
-            return io_type
-    return None
+    kind = kind_of(path)
+    return kind.io_type if kind is not None and kind.named else None
 
 
 def split_clauses(request: str, *, colon_text: bool = False) -> list[str]:

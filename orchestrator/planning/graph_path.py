@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orchestrator.planning.tool_plan import SparseIndex, split_request, terms
+from orchestrator.planning.tool_plan import split_request, terms
 from orchestrator.planning.toolset import ToolPlan, ToolSet
+from orchestrator.text import LexicalIndex
 
 __all__ = ["GraphPathPlanner"]
 
@@ -92,7 +93,7 @@ class GraphPathPlanner:
         words = [n.replace("_", " ") for n in self.names]
         descriptions = [tools.get(n).description for n in self.names]  # type: ignore[union-attr]
         documents = [f"{w}: {d}" for w, d in zip(words, descriptions, strict=True)]
-        self.lexical = SparseIndex([terms(d) for d in documents])
+        self.lexical = LexicalIndex([terms(d) for d in documents])
         # The name counts twice: the document's vector averaged with the name's own.
         self.vectors = (embed(documents) + embed(words)) / 2 if embed is not None else None
         self.family = _families(self.vectors, self.lexical, documents)
@@ -207,7 +208,9 @@ class GraphPathPlanner:
         return best
 
 
-def _families(vectors: np.ndarray | None, lexical: SparseIndex, documents: list[str]) -> np.ndarray:
+def _families(
+    vectors: np.ndarray | None, lexical: LexicalIndex, documents: list[str]
+) -> np.ndarray:
     """Each tool's ``_LOOK_ALIKES`` nearest tools by document (tools x family; empty: none)."""
     n = len(documents)
     k = min(_LOOK_ALIKES, n - 1)
@@ -222,10 +225,9 @@ def _families(vectors: np.ndarray | None, lexical: SparseIndex, documents: list[
     return np.argsort(-near, axis=1, kind="stable")[:, :k]
 
 
-def _lexical_matrix(index: SparseIndex, texts: list[str]) -> np.ndarray:
+def _lexical_matrix(index: LexicalIndex, texts: list[str]) -> np.ndarray:
     """Texts x indexed documents: TF-IDF cosine."""
     matrix = np.zeros((len(texts), index.size))
     for row, text in enumerate(texts):
-        for col, value in index.similarities(terms(text)).items():
-            matrix[row, col] = value
+        matrix[row] = index.similarities(terms(text))
     return matrix

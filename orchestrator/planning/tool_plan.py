@@ -26,7 +26,7 @@ from itertools import permutations
 from typing import TYPE_CHECKING
 
 from orchestrator.planning.toolset import Example, ToolPlan, ToolSet
-from orchestrator.text import tokens
+from orchestrator.text import LexicalIndex, tokens
 
 if TYPE_CHECKING:
     from orchestrator.planning.graph_path import Embed, GraphPathPlanner
@@ -37,33 +37,14 @@ _MAX_ORDERED = 6  # permutations are tried up to this many tools; longer plans k
 
 
 class SparseIndex:
-    """TF-IDF vectors of documents with an inverted index, queried by cosine similarity."""
+    """A :class:`LexicalIndex` answering with only the documents that share a term with a query."""
 
     def __init__(self, documents: Sequence[Sequence[str]]) -> None:
-        n = len(documents)
-        df: Counter[str] = Counter()
-        for doc in documents:
-            df.update(set(doc))
-        self.idf = {t: math.log((1 + n) / (1 + c)) + 1.0 for t, c in df.items()}
-        self.postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
-        self.size = n
-        for i, doc in enumerate(documents):
-            for term, weight in self.vector(doc).items():
-                self.postings[term].append((i, weight))
-
-    def vector(self, terms: Sequence[str]) -> dict[str, float]:
-        counts = Counter(terms)
-        vec = {t: (1 + math.log(c)) * self.idf.get(t, 0.0) for t, c in counts.items()}
-        norm = math.sqrt(sum(v * v for v in vec.values())) or 1.0
-        return {t: v / norm for t, v in vec.items() if v}
+        self.index = LexicalIndex(documents)
 
     def similarities(self, terms: Sequence[str]) -> dict[int, float]:
-        """Cosine similarity of the query to every document it shares a term with."""
-        scores: dict[int, float] = defaultdict(float)
-        for term, weight in self.vector(terms).items():
-            for doc, doc_weight in self.postings.get(term, ()):
-                scores[doc] += weight * doc_weight
-        return scores
+        """TF-IDF cosine of the query to each document sharing a term with it."""
+        return self.index.shared(terms)
 
 
 def terms(text: str) -> list[str]:
@@ -116,14 +97,14 @@ class ToolSetModel:
         for example in tools.examples:
             for name, step in zip(example.tools, example.steps, strict=False):
                 steps[name].append(step)
-        self._tool_index = SparseIndex(
+        self._tool_index = LexicalIndex(
             [
                 terms(f"{n} {tools.get(n).description} " + " ".join(steps[n]))  # type: ignore[union-attr]
                 for n in names
             ]
         )
         self._examples = [e for e in tools.examples if e.tools]
-        self._request_index = SparseIndex([terms(e.request) for e in self._examples])
+        self._request_index = LexicalIndex([terms(e.request) for e in self._examples])
         self._transitions: Counter[tuple[str, str]] = Counter()
         self._starts: Counter[str] = Counter()
         self._uses: Counter[str] = Counter()
@@ -166,7 +147,7 @@ class ToolSetModel:
         index = {n: i for i, n in enumerate(self._names)}
         first: dict[str, float] = {}
         for position, clause in enumerate(clauses):
-            sims = self._tool_index.similarities(terms(clause))
+            sims = self._tool_index.shared(terms(clause))
             best = max(chosen, key=lambda c: (sims.get(index[c.name], 0.0), -c.score))
             if sims.get(index[best.name], 0.0) > 0:
                 first.setdefault(best.name, float(position))
@@ -202,18 +183,18 @@ class ToolSetModel:
     def _neighbours(self, request: str) -> list[tuple[Example, float]]:
         if not self._examples:
             return []
-        sims = self._request_index.similarities(terms(request))
+        sims = self._request_index.shared(terms(request))
         best = sorted(sims.items(), key=lambda kv: (-kv[1], kv[0]))[: self.neighbours]
         return [(self._examples[i], s) for i, s in best if s > 0]
 
     def _score(self, request: str, clauses: list[str]) -> list[_Scored]:
         clause_best: dict[str, tuple[float, float]] = {}
         for position, clause in enumerate(clauses):
-            for i, sim in self._tool_index.similarities(terms(clause)).items():
+            for i, sim in self._tool_index.shared(terms(clause)).items():
                 name = self._names[i]
                 if sim > clause_best.get(name, (0.0, 0.0))[0]:
                     clause_best[name] = (sim, float(position))
-        whole = self._tool_index.similarities(terms(request))
+        whole = self._tool_index.shared(terms(request))
         votes: dict[str, float] = defaultdict(float)
         neighbours = self._neighbours(request)
         total = sum(s * s for _, s in neighbours) or 1.0

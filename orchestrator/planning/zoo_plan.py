@@ -229,7 +229,7 @@ class ZooPlanner(CardMatcher):
             return ranked
         best = self.entries[cards[0]].card
         scores = self.scores(clause, draft.given)
-        own = self.own.similarities(pw.ize(pw.instruction(clause)))
+        own = self.own.similarities(tokens(pw.ize(pw.instruction(clause))))
         same_task = [  # a card of the same task that says it does this as well as the best one
             i
             for i, e in enumerate(self.entries)

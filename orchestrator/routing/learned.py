@@ -31,7 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.routing.policy import Answer, Decision, Option, StepView, _unwrap, answer_key
+from orchestrator.routing.policy import (
+    Answer,
+    Decision,
+    Option,
+    StepView,
+    answer_key,
+    unwrap_response,
+)
 from orchestrator.utility import price_share, utility
 
 __all__ = [
@@ -85,7 +92,7 @@ def answer_signature(text: str) -> str | None:
     key = answer_key(text)
     if key is not None:
         return key
-    return _code_signature(_unwrap(text))
+    return _code_signature(unwrap_response(text))
 
 
 def state_key(answers: Sequence[tuple[str, str | None]], *, by_label: bool = False) -> str:
@@ -440,7 +447,7 @@ def _short(text: str, size: int = 12) -> str:
     key = answer_key(text)
     if key is not None:
         return key
-    flat = " ".join(_unwrap(text).split())
+    flat = " ".join(unwrap_response(text).split())
     return flat[:size] + ("..." if len(flat) > size else "")
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "get_policy",
     "policy_class",
     "register_policy",
+    "unwrap_response",
 ]
 
 ACTIONS: tuple[str, ...] = (
@@ -152,7 +153,7 @@ _CHOICE = re.compile(r"^\(?([A-Ea-e])\)?(?:[.):\s]|$)")
 _LIST_REPR = re.compile(r"^\[\s*(['\"]).*\1\s*\]$", re.S)
 
 
-def _unwrap(text: str) -> str:
+def unwrap_response(text: str) -> str:
     r"""A response recorded as a Python list literal (``"['B\\n']"``) becomes its first item."""
     text = text.strip()
     if _LIST_REPR.match(text):
@@ -172,7 +173,7 @@ def answer_key(text: str, *, max_chars: int = 40) -> str | None:
     other short reply by its lower-cased words; a long free-form reply (code, prose) is not
     comparable.
     """
-    text = _unwrap(text)
+    text = unwrap_response(text)
     match = _CHOICE.match(text)
     if match:
         return match.group(1).upper()

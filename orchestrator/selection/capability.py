@@ -9,8 +9,6 @@ task type). Similarity is TF-IDF cosine; with an embedder it is also MiniLM cosi
 
 from __future__ import annotations
 
-import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,7 +17,7 @@ import numpy as np
 
 from orchestrator.cards import ToolCard
 from orchestrator.embed import EmbeddingCache
-from orchestrator.text import tokens
+from orchestrator.text import LexicalIndex, tokens
 
 if TYPE_CHECKING:
     from orchestrator.selection.learn import SelectionModel
@@ -52,67 +50,6 @@ class InstructionScores:
     measured: np.ndarray | None = None
 
 
-class _Tfidf:
-    """Sparse TF-IDF rows of documents (CSR arrays, by row and by term), cosine-searched."""
-
-    def __init__(self, documents: Sequence[str]) -> None:
-        docs = [Counter(tokens(d)) for d in documents]
-        df: Counter[str] = Counter()
-        for doc in docs:
-            df.update(doc.keys())
-        self.vocab = {term: i for i, term in enumerate(df)}
-        n = len(docs)
-        self.idf = np.array(
-            [math.log((1 + n) / (1 + df[t])) + 1.0 for t in self.vocab], dtype=np.float32
-        )
-        rows: list[int] = []
-        cols: list[int] = []
-        vals: list[float] = []
-        for r, doc in enumerate(docs):
-            weights = {
-                self.vocab[t]: (1 + math.log(c)) * float(self.idf[self.vocab[t]])
-                for t, c in doc.items()
-            }
-            norm = math.sqrt(sum(v * v for v in weights.values())) or 1.0
-            for c, v in weights.items():
-                rows.append(r)
-                cols.append(c)
-                vals.append(v / norm)
-        row_ids = np.array(rows, dtype=np.int64)
-        col_ids = np.array(cols, dtype=np.int64)
-        data = np.array(vals, dtype=np.float32)
-        self.n_docs = n
-        # By row (documents are added in order): the terms of each document.
-        self.row_ptr = np.r_[0, np.cumsum(np.bincount(row_ids, minlength=n))]
-        self.row_cols, self.row_data = col_ids, data
-        # By term: the documents that have it.
-        order = np.argsort(col_ids, kind="stable")
-        self.col_ptr = np.r_[0, np.cumsum(np.bincount(col_ids, minlength=len(self.vocab)))]
-        self.col_rows, self.col_data = row_ids[order], data[order]
-
-    def query_vector(self, terms: list[str]) -> dict[int, float]:
-        counts = Counter(t for t in terms if t in self.vocab)
-        weights = {
-            self.vocab[t]: (1 + math.log(c)) * float(self.idf[self.vocab[t]])
-            for t, c in counts.items()
-        }
-        norm = math.sqrt(sum(v * v for v in weights.values())) or 1.0
-        return {c: v / norm for c, v in weights.items()}
-
-    def similarities(self, terms: list[str]) -> np.ndarray:
-        out = np.zeros(self.n_docs, dtype=np.float32)
-        for col, weight in self.query_vector(terms).items():
-            start, end = self.col_ptr[col], self.col_ptr[col + 1]
-            out[self.col_rows[start:end]] += weight * self.col_data[start:end]
-        return out
-
-    def matched(self, terms: list[str], row: int) -> list[str]:
-        start, end = self.row_ptr[row], self.row_ptr[row + 1]
-        weights = dict(zip(self.row_cols[start:end], self.row_data[start:end], strict=True))
-        shared = {t for t in terms if self.vocab.get(t, -1) in weights}
-        return sorted(shared, key=lambda t: -weights[self.vocab[t]])
-
-
 def _matvec(matrix: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """``matrix @ vector`` in one thread: multi-threaded BLAS stalls on a busy machine."""
     return np.einsum("ij,j->i", matrix, vector)
@@ -143,8 +80,12 @@ class CardIndex:
         self.run_rows = self.probe_row[self.run_starts] if probe_rows else self.probe_row
         texts = [card_text(c) for c in self.cards]
         self.texts = texts
-        self.tfidf = _Tfidf(texts)
-        self.probe_tfidf = _Tfidf(probe_texts) if probe_texts else None
+        self.tfidf = LexicalIndex((tokens(t) for t in texts), dtype=np.float32)
+        self.probe_tfidf = (
+            LexicalIndex((tokens(t) for t in probe_texts), dtype=np.float32)
+            if probe_texts
+            else None
+        )
         self.static_parts: tuple[np.ndarray, np.ndarray] | None = None  # set by the scorer
         self.learned: SelectionModel | None = None  # set by the scorer when it learns
         self.card_vecs: np.ndarray | None = None
@@ -233,4 +174,4 @@ class CardIndex:
 
     def matched_terms(self, terms: list[str], row: int) -> list[str]:
         """Instruction terms that card ``row``'s text also has, strongest first."""
-        return self.tfidf.matched(terms, row)
+        return self.tfidf.matched_terms(terms, row)

@@ -34,12 +34,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from orchestrator.cards.zoo import Zoo
+from orchestrator.cli.options import ApproveOption, CardsOption
 from orchestrator.config import Config
 from orchestrator.errors import UserError
 
@@ -122,15 +122,8 @@ def serve_command(
         float | None, typer.Option(help="default wall-clock limit per run")
     ] = None,
     max_calls: Annotated[int | None, typer.Option(help="default model-call limit per run")] = None,
-    cards: Annotated[
-        list[Path] | None, typer.Option("--cards", help="extra folder of tool cards (repeatable)")
-    ] = None,
-    approve: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--approve", metavar="CARD", help="let this card have all it asks for (repeatable)"
-        ),
-    ] = None,
+    cards: CardsOption = None,
+    approve: ApproveOption = None,
 ) -> None:
     """Serve the OpenAI-compatible API and the web chat page (http://127.0.0.1:8080/)."""
     from decimal import Decimal, InvalidOperation
@@ -141,10 +134,7 @@ def serve_command(
 
     err = Console(stderr=True, soft_wrap=True)
     try:
-        config = Config.load()
-        if cards:
-            config = config.model_copy(update={"card_dirs": config.card_dirs + list(cards)})
-        config = config.with_approvals(approve or [])
+        config = Config.load().with_card_dirs(cards).with_approvals(approve or [])
         limits = config.budget.model_dump()
         for name, value in (("seconds", max_seconds), ("calls", max_calls)):
             if value is not None:

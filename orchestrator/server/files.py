@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 from orchestrator.errors import RequestRejected
-from orchestrator.file_kinds import FileKind, sniff
+from orchestrator.file_kinds import KINDS, FileKind, sniff, upload_labels
 from orchestrator.server.retention import UPLOADS, Ledger
 
 __all__ = [
@@ -36,23 +36,10 @@ __all__ = [
 ]
 
 
-ACCEPTED = "PNG, JPEG, GIF, BMP, WebP images and WAV, MP3, FLAC, Ogg audio"
+ACCEPTED = upload_labels()
 
 # What GET /v1/files serves, by extension (produced files and inputs).
-MEDIA_TYPES = {
-    "png": "image/png",
-    "jpg": "image/jpeg",
-    "jpeg": "image/jpeg",
-    "gif": "image/gif",
-    "bmp": "image/bmp",
-    "webp": "image/webp",
-    "wav": "audio/wav",
-    "mp3": "audio/mpeg",
-    "flac": "audio/flac",
-    "ogg": "audio/ogg",
-    "txt": "text/plain",
-    "json": "application/json",
-}
+MEDIA_TYPES = {kind.ext: kind.mime for kind in KINDS if kind.served}
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
