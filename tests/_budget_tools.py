@@ -1,4 +1,4 @@
-"""Test tools for tests/test_budget_property.py: simulated latency, tokens and failures.
+"""Test tools for tests/base/test_budget_property.py: simulated latency, tokens and failures.
 
 They run in-process on a :class:`VirtualClock` shared with the ledger and the executor: a call
 "takes" its latency by advancing the clock, and like a real executor cut at its timeout, it

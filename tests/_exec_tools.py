@@ -1,4 +1,4 @@
-"""Tools for tests/test_execute.py, loaded inside worker processes by python-entry cards.
+"""Tools for tests/execution/test_execute.py, loaded inside worker processes by python-entry cards.
 
 ``load(options)`` returns a tool whose behaviour is chosen per call by its text input,
 ``"<command> <argument>"`` (see ``_COMMANDS``; anything else echoes); options shape loading.

@@ -1,4 +1,4 @@
-"""Tools and a planner for tests/test_resume.py (run in a subprocess that gets SIGKILLed).
+"""Tools and a planner for tests/pipeline/test_resume.py (run in a subprocess that gets SIGKILLed).
 
 Each call appends ``start <text>`` to ``executions.log`` in the run folder (the only folder a
 tool may write to by default), sleeps, then appends ``done <text> <token> <pid>`` and returns

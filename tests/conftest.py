@@ -14,32 +14,40 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 # What makes a test heavy, so that ``pytest -m "not slow"`` is a fast inner loop (``make test``
 # still runs everything). A module is slow as a whole when it drives tmux, Chromium or Ray, or
 # runs real model weights throughout; any other test is slow when it uses a fixture that runs
-# real models.
-SLOW_MODULES = {
-    "test_chat_terminal": "drives the terminal chat in tmux",
-    "test_web_page": "drives the web page in Chromium",
-    "test_execute_ray": "starts a Ray cluster",
-    "test_tools": "runs the built-in tools' real models",
-    "test_orchestrator": "runs requests on the real models",
-    "test_embed": "embeds with the real MiniLM",
-    "test_embed_tune": "fine-tunes the real MiniLM",
-    "test_encoder_folder": "embeds with MiniLM and random encoders",
-    "test_evals_selection": "embeds zoos with the real MiniLM",
-    "test_backend_openai": "serves the real small chat LLM",
-    "test_llm_server": "serves the real small chat LLM",
+# real models. Each slow test also carries the marker of what makes it heavy (``-m "not
+# browser"``, ``-m models`` ...), and every test under tests/execution/sandbox/ is ``sandbox``.
+SLOW_MODULES = {  # module -> (marker, why)
+    "test_chat_terminal": ("tmux", "drives the terminal chat in tmux"),
+    "test_web_page": ("browser", "drives the web page in Chromium"),
+    "test_execute_ray": ("ray", "starts a Ray cluster"),
+    "test_tools": ("models", "runs the built-in tools' real models"),
+    "test_orchestrator": ("models", "runs requests on the real models"),
+    "test_embed": ("models", "embeds with the real MiniLM"),
+    "test_embed_tune": ("models", "fine-tunes the real MiniLM"),
+    "test_encoder_folder": ("models", "embeds with MiniLM and random encoders"),
+    "test_evals_selection": ("models", "embeds zoos with the real MiniLM"),
+    "test_backend_openai": ("llm", "serves the real small chat LLM"),
+    "test_llm_server": ("llm", "serves the real small chat LLM"),
 }
-SLOW_FIXTURES = {
-    "orchestrator": "runs the built-in zoo's real models",
-    "demo_inputs": "speaks and renders with the real models",
-    "llm_server": "serves the real small chat LLM",
+SLOW_FIXTURES = {  # fixture -> (marker, why)
+    "orchestrator": ("models", "runs the built-in zoo's real models"),
+    "demo_inputs": ("models", "speaks and renders with the real models"),
+    "llm_server": ("llm", "serves the real small chat LLM"),
 }
+SANDBOX_TESTS = Path(__file__).resolve().parent / "execution" / "sandbox"
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        module = item.path.stem
-        if module in SLOW_MODULES or SLOW_FIXTURES.keys() & set(item.fixturenames):
+        kinds = {SLOW_FIXTURES[f][0] for f in SLOW_FIXTURES.keys() & set(item.fixturenames)}
+        if item.path.stem in SLOW_MODULES:
+            kinds.add(SLOW_MODULES[item.path.stem][0])
+        for kind in sorted(kinds):
+            item.add_marker(getattr(pytest.mark, kind))
+        if kinds:
             item.add_marker(pytest.mark.slow)
+        if item.path.is_relative_to(SANDBOX_TESTS):
+            item.add_marker(pytest.mark.sandbox)
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +95,7 @@ def llm_server(tmp_path_factory):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Print the end-to-end suite's figure (tests/test_e2e_requests.py) when it ran."""
+    """Print the end-to-end suite's figure (tests/pipeline/test_e2e_requests.py) when it ran."""
     import sys
 
     module = sys.modules.get("test_e2e_requests")

@@ -6,8 +6,8 @@ transcribe back to the text it was meant to say. The inputs are made here: image
 rendered into them, photos from scikit-image, speech spoken by the TTS card, a text file, and
 broken files.
 
-``pytest -q tests/test_e2e_requests.py`` ends with the figure the issue asks for: the share of
-requests answered right, and of out-of-zoo and bad-input requests answered honestly.
+``pytest -q tests/pipeline/test_e2e_requests.py`` ends with the figure the issue asks for: the
+share of requests answered right, and of out-of-zoo and bad-input requests answered honestly.
 """
 
 from __future__ import annotations

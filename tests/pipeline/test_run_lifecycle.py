@@ -22,7 +22,7 @@ from orchestrator.pipeline.orchestrator import RunResult
 from orchestrator.pipeline.store import carried_spend, with_pending
 from orchestrator.plan import Plan, Subtask, TextArg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _run_tools import calls, write_cards  # noqa: E402
 
 STORY = "The storm hit the coast at dawn. Thousands lost power."
@@ -338,7 +338,7 @@ def test_a_run_interrupted_by_keyboard_interrupt_is_unfinished_and_counted_once(
     (shared / "ok").touch()
     db = tmp_path / "store" / "runs.sqlite"
     script = INTERRUPTED.format(
-        tests=str(Path(__file__).resolve().parent),
+        tests=str(Path(__file__).resolve().parents[1]),
         cards=str(cards),
         runs=str(tmp_path / "runs"),
         db=str(db),

@@ -37,7 +37,7 @@ from orchestrator.execution.sandbox.entry_check import entry_defects
 from orchestrator.execution.sandbox.policy import Policy
 from orchestrator.permissions import Permissions
 
-TESTS_DIR = str(Path(__file__).resolve().parent)
+TESTS_DIR = str(Path(__file__).resolve().parents[2])
 MODES = ["namespaces", "landlock"]
 
 

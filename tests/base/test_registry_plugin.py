@@ -275,7 +275,7 @@ def test_without_the_package_the_kind_is_unknown_and_the_fix_is_named():
     assert "'orchestrator.backends' entry point group" in message
 
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 README_CARD = CARD.replace(
     "outputs: [{name: summary, type: text}]", "outputs: [{name: text, type: text}]"
 )

@@ -7,7 +7,7 @@ from orchestrator.file_kinds import KINDS, input_extensions, kind_of, sniff, upl
 from orchestrator.planning.embedded import FILE_TYPES, file_type
 from orchestrator.server.files import ACCEPTED, MEDIA_TYPES
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _readme_inputs() -> dict[str, list[str]]:

@@ -1,6 +1,6 @@
 """The sandbox: host probing, policies from cards, `sandbox info` / `sandbox exec`, the Landlock
 fallback, and the worker pool's sandbox-related limits (permissions, memory caps, LRU by memory,
-concurrency). Real processes throughout; attacks are in tests/test_sandbox_attacks.py."""
+concurrency). Real processes throughout; attacks are in test_sandbox_attacks.py beside this."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from orchestrator.execution.sandbox import Sandbox, policy_for_card, probe_host
 from orchestrator.execution.sandbox.run_file import run_source
 from orchestrator.permissions import Permissions
 
-TESTS_DIR = str(Path(__file__).resolve().parent)
+TESTS_DIR = str(Path(__file__).resolve().parents[2])
 
 
 def tool_card(

@@ -26,7 +26,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(
     os.environ.get("ORCHESTRATOR_TEST_ARTIFACTS")
-    or Path(__file__).resolve().parent.parent / "test-artifacts"
+    or Path(__file__).resolve().parents[2] / "test-artifacts"
 )
 TIMEOUT_MS = 90_000
 

@@ -55,7 +55,7 @@ def test_missing_config_file_is_reported(tmp_path):
 
 
 def test_the_readme_example_config_is_valid(tmp_path):
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "orchestrator.toml"
     path.write_text(example)

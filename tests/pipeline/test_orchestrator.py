@@ -13,7 +13,7 @@ from orchestrator.cards import card_digest
 from orchestrator.cli.demo import DEMO_REQUESTS
 from orchestrator.execution.pool import WorkerPoolExecutor
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 def step_outputs(result, task):

@@ -25,7 +25,7 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
+PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 
 STAGES = ("planning", "selection", "execution", "routing")
 LAYERS = {
@@ -138,7 +138,7 @@ def test_every_package_has_a_layer():
         and MODULES[module].parent != PACKAGE
         and module.split(".")[1] not in LAYERS
     }
-    assert not unmapped, f"give these packages a layer in tests/test_layers.py: {sorted(unmapped)}"
+    assert not unmapped, f"give these packages a layer in {Path(__file__).name}: {sorted(unmapped)}"
 
 
 def test_no_module_imports_a_higher_layer():
@@ -233,3 +233,25 @@ def test_no_import_cycles():
             + "\n  break the circle: move the shared part into its own module"
         )
     assert not problems, "\n".join(problems)
+
+
+def test_the_tests_mirror_the_packages():
+    tests = Path(__file__).resolve().parents[1]
+    loose = sorted(p.name for p in tests.glob("test_*.py"))
+    assert not loose, f"put each test in the folder of its package: {loose}"
+    for path in sorted(tests.rglob("test_*.py")):
+        folder = path.parent.relative_to(tests)
+        if folder.parts[0] == "base":  # the package root's own modules
+            assert len(folder.parts) == 1, path
+            continue
+        assert (PACKAGE / folder / "__init__.py").is_file(), (
+            f"{path.relative_to(tests)}: no package orchestrator/{folder.as_posix()} to mirror"
+        )
+
+
+def test_heavy_tests_carry_the_marker_of_what_makes_them_heavy(pytestconfig):
+    from conftest import SLOW_FIXTURES, SLOW_MODULES
+
+    kinds = {kind for kind, _ in [*SLOW_MODULES.values(), *SLOW_FIXTURES.values()]}
+    registered = {line.split(":")[0] for line in pytestconfig.getini("markers")}
+    assert kinds | {"slow", "sandbox"} <= registered

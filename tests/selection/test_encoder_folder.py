@@ -18,8 +18,8 @@ from orchestrator.embed import EmbeddingCache
 from orchestrator.errors import UserError
 from orchestrator.selection.embed_tune import FolderEmbedder, TunedEmbedder, encoder_embedder
 from orchestrator.selection.rank import CapabilityScorer, rank_open
-from tests.test_embed_tune import CARDS
-from tests.test_evals_selection import write_fixture
+from tests.evals.test_evals_selection import write_fixture
+from tests.selection.test_embed_tune import CARDS
 
 WIDTH = 32
 

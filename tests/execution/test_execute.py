@@ -22,7 +22,7 @@ from orchestrator.execution.pool import (
     default_timeout_s,
 )
 
-TESTS_DIR = str(Path(__file__).resolve().parent)
+TESTS_DIR = str(Path(__file__).resolve().parents[1])
 
 
 def make_card(

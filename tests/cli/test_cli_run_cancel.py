@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _cli_tools import cli_env, run_cli  # noqa: E402
 from _run_tools import calls, write_cards  # noqa: E402
 

@@ -16,7 +16,7 @@ import pytest
 from orchestrator.evals.selection import read_queries, read_zoo, run_selection_eval
 from orchestrator.selection.learn import _baseline_weights, _earned_share
 
-ULTRATOOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "ultratool"
+ULTRATOOL = Path(__file__).resolve().parents[3] / "shared" / "data" / "ultratool"
 
 
 @pytest.fixture(scope="module")

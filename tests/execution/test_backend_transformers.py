@@ -27,7 +27,7 @@ from orchestrator.execution.backends.transformers_pipeline import (
     model_cache_dir,
 )
 
-CARDS = Path(__file__).resolve().parents[1] / "orchestrator" / "cards" / "builtin"
+CARDS = Path(__file__).resolve().parents[2] / "orchestrator" / "cards" / "builtin"
 WORDS = (
     "the a cat dog sat on mat what is capital of france paris hello world red blue green".split()
 )

@@ -119,7 +119,7 @@ def test_a_planner_call_that_does_not_fit_is_not_made(server, builtin_zoo, tmp_p
 def _two_language_cards(folder: Path) -> Zoo:
     """The built-in zoo plus a second language identifier: the scorer has two cards to rate."""
     folder.mkdir()
-    builtin = Path(__file__).resolve().parents[1] / "orchestrator/cards/builtin/lingua-langid.yaml"
+    builtin = Path(__file__).resolve().parents[2] / "orchestrator/cards/builtin/lingua-langid.yaml"
     text = builtin.read_text().replace("name: lingua-langid", "name: lingua-langid-twin", 1)
     (folder / "lingua-langid-twin.yaml").write_text(text)
     return Zoo.load([folder])

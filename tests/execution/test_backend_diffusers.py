@@ -22,7 +22,7 @@ from orchestrator.cards import ToolCard, load_card
 from orchestrator.cards.backend import CallContext, load_tool, unavailable_reason
 from orchestrator.errors import UserError
 
-CARDS = Path(__file__).resolve().parents[1] / "orchestrator" / "cards" / "builtin"
+CARDS = Path(__file__).resolve().parents[2] / "orchestrator" / "cards" / "builtin"
 
 
 @pytest.fixture(autouse=True)

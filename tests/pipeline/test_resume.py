@@ -15,7 +15,7 @@ from orchestrator import Config, Orchestrator, Zoo
 from orchestrator.cards.approvals import Approvals
 from orchestrator.execution.inprocess import InProcessExecutor
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
 from _resume_tools import CARD, CARD_SHARED_LOG, ChainPlanner  # noqa: E402
 

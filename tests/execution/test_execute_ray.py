@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray", reason="the `ray` extra is not installed")
 
 from orchestrator.execution.ray_executor import RayExecutor  # noqa: E402
 
-TESTS_DIR = str(Path(__file__).resolve().parent)
+TESTS_DIR = str(Path(__file__).resolve().parents[1])
 
 
 def card(name: str) -> ToolCard:

@@ -30,7 +30,7 @@ from orchestrator.execution.sandbox import Sandbox
 from orchestrator.execution.sandbox.probe import probe_host
 from orchestrator.execution.sandbox.run_file import ExecResult, run_source
 
-ATTACKS = Path(__file__).resolve().parent / "attacks"
+ATTACKS = Path(__file__).resolve().parents[2] / "attacks"
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +239,7 @@ def _card(name: str) -> ToolCard:
 
 @pytest.fixture(scope="module")
 def pool():
-    tests_dir = str(Path(__file__).resolve().parent)
+    tests_dir = str(Path(__file__).resolve().parents[2])
     with WorkerPoolExecutor(extra_sys_path=[tests_dir], max_result_bytes=8 * 1024 * 1024) as p:
         yield p
 
@@ -287,7 +287,7 @@ def files_pool(request: pytest.FixtureRequest):
         probe = dataclasses.replace(probe, bwrap=None, bwrap_reason="test: Landlock mode")
     sandbox = Sandbox(probe=probe)
     assert sandbox.mode == request.param
-    tests_dir = str(Path(__file__).resolve().parent)
+    tests_dir = str(Path(__file__).resolve().parents[2])
     with WorkerPoolExecutor(extra_sys_path=[tests_dir], sandbox=sandbox) as p:
         yield p
 
