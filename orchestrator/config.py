@@ -42,6 +42,7 @@ __all__ = [
     "env_planner",
     "env_otlp_endpoint",
     "env_router",
+    "openai_base_url",
     "otel_disabled",
 ]
 
@@ -328,6 +329,14 @@ def env_planner() -> str | None:
 def env_llm_base_url() -> str | None:
     """``$ORCHESTRATOR_LLM_BASE_URL``: the LLM endpoint, over the config's ``[llm] base_url``."""
     return _env("ORCHESTRATOR_LLM_BASE_URL")
+
+
+OPENAI_API_URL = "https://api.openai.com/v1"
+
+
+def openai_base_url(card_url: str | None = None) -> str:
+    """Where an ``openai`` card talks: its ``base_url``, else ``$OPENAI_BASE_URL``, else OpenAI."""
+    return card_url or _env("OPENAI_BASE_URL") or OPENAI_API_URL
 
 
 def env_otlp_endpoint() -> str | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from orchestrator.config import openai_base_url
 from orchestrator.permissions import withheld_env
 
 if TYPE_CHECKING:
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Approvals", "Requests", "card_requests", "unapproved"]
 
-_OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 
 
 def _endpoint(url: str | None) -> str | None:
@@ -75,8 +75,7 @@ def card_requests(card: ToolCard) -> Requests:
     if backend.kind == "openai":
         env += [backend.api_key_env, "OPENAI_BASE_URL"]
         if not network:
-            url = backend.base_url or os.environ.get("OPENAI_BASE_URL") or _OPENAI_DEFAULT_URL
-            endpoint = _endpoint(url)
+            endpoint = _endpoint(openai_base_url(backend.base_url))
             network = (endpoint,) if endpoint else True
     if card.requires.network and not network:
         network = True

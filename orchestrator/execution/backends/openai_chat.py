@@ -15,12 +15,11 @@ from typing import Any
 
 from orchestrator.cards import OpenAIBackend, ToolCard
 from orchestrator.cards.backend import CallContext, Tool
+from orchestrator.config import openai_base_url
 from orchestrator.errors import CardDefect, CardError, ChatEndpointError
 from orchestrator.llm import LlmClient, is_local_url
 
 __all__ = ["OpenAIChatBackend", "endpoint_url", "is_local_url"]
-
-OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
 
 
 class OpenAIChatBackend:
@@ -103,7 +102,7 @@ class ChatTool:
 
 def endpoint_url(spec: OpenAIBackend) -> str:
     """The endpoint a card talks to: its base_url, else $OPENAI_BASE_URL, else the OpenAI API."""
-    return spec.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_URL
+    return openai_base_url(spec.base_url)
 
 
 def _spec(card: ToolCard) -> OpenAIBackend:
