@@ -312,7 +312,7 @@ import sys
 from pathlib import Path
 # A shell that started the suite in the background made its children ignore SIGINT: undo it.
 signal.signal(signal.SIGINT, signal.default_int_handler)
-sys.path.insert(0, {tests!r})
+sys.path[:0] = {tests!r}  # this module's folder, and the helpers' beside conftest.py
 from test_run_lifecycle import APPROVED, TwoSteps
 from orchestrator import Config, Orchestrator, Zoo
 
@@ -338,7 +338,7 @@ def test_a_run_interrupted_by_keyboard_interrupt_is_unfinished_and_counted_once(
     (shared / "ok").touch()
     db = tmp_path / "store" / "runs.sqlite"
     script = INTERRUPTED.format(
-        tests=str(Path(__file__).resolve().parents[1]),
+        tests=[str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])],
         cards=str(cards),
         runs=str(tmp_path / "runs"),
         db=str(db),

@@ -16,10 +16,10 @@ import pytest
 from _server_tools import SENTIMENT, sse_payloads
 from _server_tools import start_module_server as _start
 from fastapi.testclient import TestClient
-from test_backend_transformers import CHAT_TEMPLATE, tiny_gpt2, write_card
 
 from orchestrator.server.single_model import create_app
 from orchestrator.server.wire import Completion, Delta, Usage, sse
+from tests.execution.test_backend_transformers import CHAT_TEMPLATE, tiny_gpt2, write_card
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
