@@ -21,6 +21,7 @@ __all__ = [
     "language_names",
     "languages_fit",
     "mentioned_languages",
+    "asked_steps",
     "missing_advice",
 ]
 
@@ -66,6 +67,42 @@ def as_language_question(clause: str) -> str:
     if not _WHETHER.match(clause) or _TRANSLATING.search(clause):
         return clause
     return _LANGUAGE.sub("language", clause)
+
+
+_SAID_IN = re.compile(
+    r"^(?P<ask>.*\b(?:say|says|said|written|mean|means)\b.*?)\s+in\s+"
+    r"(?P<language>" + "|".join(LANGUAGES) + r")\W*$",
+    re.IGNORECASE,
+)
+_MEANING = re.compile(
+    r"^\W*(?:what\s+(?:does|do|did)\s+(?P<a>[\"“][^\"”]+[\"”])\s+mean|(?:what\s+is\s+)?the\s+"
+    r"meaning\s+of\s+(?P<b>[\"“][^\"”]+[\"”]))(?:\s+in\s+(?P<language>"
+    + "|".join(LANGUAGES)
+    + r"))?\W*$",
+    re.IGNORECASE,
+)
+
+
+def asked_steps(clause: str) -> list[str]:
+    """A clause asking what a text or an input means or says in a language, as the steps asked.
+
+    'what does "merci" mean in English' is a translation and 'what does "merci" mean' a
+    question for a general model (not a meaning vector); "what does fr.png say in english"
+    asks for its words, then for them in English; "is it written in French" asks for the
+    language. Any other clause is returned as it is.
+    """
+    if meaning := _MEANING.match(clause):
+        text = meaning["a"] or meaning["b"]
+        return [
+            f"translate {text} to {meaning['language']}"
+            if meaning["language"]
+            else f"explain {text}"
+        ]
+    found = _SAID_IN.match(clause)
+    gives_text = re.search(r"[\"“”:]|(?:^|\s)'[^']+'", clause)
+    if not found or gives_text or _WHETHER.match(clause) or _TRANSLATING.search(clause):
+        return [clause]
+    return [found["ask"], f"translate it to {found['language']}"]
 
 
 def language_names(codes: Iterable[str]) -> str:

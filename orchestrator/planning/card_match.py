@@ -43,6 +43,43 @@ ASKING = frozenset(
     + [w for w in pw.QUESTION_HEAD]
 )
 
+# What a question about a photo or recording may ask that detectors and classifiers do not say
+# (a face detector finds a face, not whose it is): the asking words, what is asked, and the words
+# of a card that would answer it.
+BEYOND_READING = (
+    (
+        re.compile(
+            r"^\W*(?:who|whose|whom)\b|\bwho(?:'s|\s+is|\s+are|\s+was)\b|\bname of (?:the |"
+            r"this |that )?(?:person|guy|man|woman|girl|boy|kid|lady|people|speaker)\b",
+            re.IGNORECASE,
+        ),
+        "who someone is",
+        re.compile(
+            r"\bwho\b|\bidentit|\bface recogni|\bcelebrit|\bspeaker (?:identifi|recogni|verifi)",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        re.compile(r"\bhow old\b|\bwhat age\b|\bage of\b", re.IGNORECASE),
+        "how old someone is",
+        re.compile(r"\bages?\b|\bhow old\b", re.IGNORECASE),
+    ),
+    (
+        re.compile(r"\bhow long\b|\bduration\b|\blength of\b", re.IGNORECASE),
+        "how long it lasts",
+        re.compile(r"\bduration|\blength of (?:an? |the )?(?:audio|recording)", re.IGNORECASE),
+    ),
+)
+
+MEDIA_NOUN = {"image": "a photo", "audio": "a recording"}
+
+
+def _claims(card: ToolCard) -> str:
+    """What a card says it does: its task, tags and description without what it does not do."""
+    sentences = re.split(r"(?<=[.;:!?])\s+", card.description)
+    said = [x for x in sentences if not re.search(r"\b(?:not|no|never|cannot)\b", x, re.I)]
+    return " ".join([card.task, *card.tags, *said])
+
 
 class CardMatcher:
     """The zoo's cards indexed for matching clauses (built once per zoo)."""
@@ -306,6 +343,28 @@ class CardMatcher:
             f"{pw.said(clause)}: no card of the zoo answers this about an {kind} (its cards "
             f"reading an {kind} do: {', '.join(tasks)}); add a tool card that does"
         )
+
+    def beyond(self, clause: str, given: frozenset[str], first: bool = True) -> str | None:
+        """Why no card answers a question asking more of an image or audio than cards read.
+
+        "who is the person in face.png", "how old is she", "how long is memo.wav": a face
+        detector would answer with a face count, a summarizer would take "long"; unless a card
+        reading that kind speaks of identity, age or duration, none answers it.
+        """
+        kinds = pw.referred_kinds(clause, given, first) & {"image", "audio"}
+        if not kinds or not self.is_question(clause):
+            return None
+        reading = [i for i, e in enumerate(self.entries) if e.card.input_types() & kinds]
+        documents = " ".join(_claims(self.entries[i].card) for i in reading)
+        for asking, what, answering in BEYOND_READING:
+            if asking.search(clause) and not answering.search(documents):
+                tasks = sorted({self.entries[i].card.task for i in reading}) or ["none"]
+                kind = " or ".join(MEDIA_NOUN[k] for k in sorted(kinds))
+                return (
+                    f"{pw.said(clause)}: no card of the zoo tells {what} from {kind} (its cards "
+                    f"reading one do: {', '.join(tasks)}); add a tool card that does"
+                )
+        return None
 
     def _reachable(self, kinds: set[str], avoid: set[str] = frozenset()) -> set[str]:
         """The types the cards can make from ``kinds``.

@@ -31,6 +31,7 @@ from orchestrator.cards import ToolCard
 from orchestrator.cards.tasks import task_type
 from orchestrator.errors import MissingInput, NoCapableTool
 from orchestrator.plan import Arg, ComposeArg, FileArg, Plan, RefArg, Subtask, TextArg
+from orchestrator.planning import advice
 from orchestrator.planning import card_match as cm
 from orchestrator.planning import plan_words as pw
 from orchestrator.planning.advice import languages_fit, mentioned_languages, missing_advice
@@ -48,7 +49,8 @@ class ZooPlanner(CardMatcher):
     def plan(self, request: str, files: Sequence[Path], name: str) -> Plan:
         from orchestrator.planning.embedded import split_clauses
 
-        clauses = split_clauses(request, colon_text=True)
+        split = split_clauses(request, colon_text=True)
+        clauses = [c for clause in split for c in advice.asked_steps(clause)]
         draft = pw.Draft(request=request, sources=pw.request_sources(request, clauses, files))
         self.unmatched: list[str] = []
         goals = self._goals(clauses, draft.given)
@@ -84,6 +86,9 @@ class ZooPlanner(CardMatcher):
         goals: list[tuple[int, str, list[list[int]]]] = []
         for order, clause in enumerate(clauses):
             first = not goals
+            if why := self.beyond(clause, given, first):
+                self.unmatched.append(why)
+                continue
             found = self.best(clause, given, first=first) or self._by_input(clause, given, first)
             if goals and not tokens(pw.without_refs(clause)):
                 found = None  # "... and in the second image": only names an input

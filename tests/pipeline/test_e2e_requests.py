@@ -285,6 +285,22 @@ CASES = [
         status=("partial",),
         words=("sunny", "translation"),
     ),
+    Case(
+        "said-in-english",
+        "out-of-zoo",
+        "what does fr.png say in english",  # its words read, the translation named as missing
+        status=("partial",),
+        words=("chat noir", "needs translation"),
+        absent=("Image class",),
+    ),
+    Case(
+        "who-face",
+        "out-of-zoo",
+        "who is the person in face.png",  # not the face count, given as who it is
+        status=("unservable",),
+        words=("tells who someone is",),
+        absent=("found",),
+    ),
     # -- bad input: a clear refusal saying what to fix
     Case("fake-wav", "bad-input", "Transcribe fake.wav", status=("rejected",), words=("fake.wav",)),
     Case(

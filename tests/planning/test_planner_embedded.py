@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.cards.zoo import Zoo
 from orchestrator.errors import NoCapableTool, PlanError, UnknownPlanner, UserError
 from orchestrator.planning import get_planner
 from orchestrator.planning.embedded import split_clauses
@@ -343,9 +344,56 @@ def test_a_question_about_a_photo_that_no_reader_answers_is_refused(planner, bui
         assert step.task == "image-classification", request
 
 
-def test_asking_whether_a_text_is_in_a_language_is_language_identification(
-    planner, builtin_zoo
-):
+def test_asking_who_someone_is_or_how_long_a_recording_lasts_is_refused(planner, builtin_zoo):
+    # A face count or a summary would be a wrong answer given as right: no card says whose face
+    # it is, how old they are or how long a recording lasts (haar-faces says it does not).
+    refused = {
+        "who is the person in face.png": "tells who someone is from a photo",
+        "what's the name of the guy in face.png": "tells who someone is from a photo",
+        "how old is the woman in face.png": "tells how old someone is from a photo",
+        "how long is memo.wav": "tells how long it lasts from a recording",
+        "who is speaking in memo.wav": "tells who someone is from a recording",
+    }
+    for request, why in refused.items():
+        with pytest.raises(NoCapableTool, match=why) as error:
+            planner.plan(request, builtin_zoo)
+        assert "object-detection" in str(error.value) or "speech" in str(error.value), request
+    # Counting or finding faces is still what the face detector does.
+    for request in ("how many faces are in face.png", "where are the people in face.png"):
+        [step] = planner.plan(request, builtin_zoo).subtasks
+        assert step.cards[0] == "haar-faces", request
+
+
+def test_a_card_claiming_identity_answers_who_someone_is(planner, builtin_zoo):
+    # The refusal above comes from what the cards say, not from a fixed list of questions.
+    face = builtin_zoo.get("haar-faces").card
+    claims = face.model_copy(
+        update={
+            "name": "face-id",
+            "description": "Says who a person in a photo is (face recognition).",
+        }
+    )
+    zoo = Zoo.from_cards([*(e.card for e in builtin_zoo), claims])
+    [step] = planner.plan("who is the person in face.png", zoo).subtasks
+    assert step.task == "object-detection"
+
+
+def test_what_an_input_says_in_a_language_is_read_then_translated(planner, builtin_zoo):
+    plan = planner.plan("what does fr.png say in english", builtin_zoo)
+    # Its words are read (not its class), and the missing translation is named.
+    assert [s.task for s in plan.subtasks] == ["image-to-text"]
+    assert len(plan.unserved) == 1 and "needs translation" in plan.unserved[0]
+    assert "English" in plan.unserved[0]
+    # A quoted text's meaning in a language is its translation; without one, a question for
+    # the general model, never the embedding model's "meaning" vector.
+    with pytest.raises(NoCapableTool, match="needs translation"):
+        planner.plan('what does "bonjour mes amis" mean in english', builtin_zoo)
+    for request in ('what does "carpe diem" mean', 'what is the meaning of "carpe diem"'):
+        [step] = planner.plan(request, builtin_zoo).subtasks
+        assert step.task == "text-generation", request
+
+
+def test_asking_whether_a_text_is_in_a_language_is_language_identification(planner, builtin_zoo):
     plan = planner.plan("grab the words off fr.png and tell me if they're french", builtin_zoo)
     assert [s.task for s in plan.subtasks] == ["image-to-text", "text-classification"]
     assert plan.subtasks[1].cards[0] == "lingua-langid" and not plan.unserved
