@@ -82,6 +82,11 @@ _MEANING = re.compile(
     re.IGNORECASE,
 )
 
+_ANYONE = re.compile(
+    r"\b(?:any|some)(?:one|body)\b(?=.*\b(?:pic|pics|picture|photo|image|\w+\.(?:png|jpe?g)))",
+    re.IGNORECASE,
+)
+
 
 def asked_steps(clause: str) -> list[str]:
     """A clause asking what a text or an input means or says in a language, as the steps asked.
@@ -89,8 +94,10 @@ def asked_steps(clause: str) -> list[str]:
     'what does "merci" mean in English' is a translation and 'what does "merci" mean' a
     question for a general model (not a meaning vector); "what does fr.png say in english"
     asks for its words, then for them in English; "is it written in French" asks for the
-    language. Any other clause is returned as it is.
+    language; "is there anyone in this pic" asks for a person in it. Any other clause is
+    returned as it is.
     """
+    clause = _ANYONE.sub("a person", clause)
     if meaning := _MEANING.match(clause):
         text = meaning["a"] or meaning["b"]
         return [

@@ -46,6 +46,7 @@ ASKING = frozenset(
 # What a question about a photo or recording may ask that detectors and classifiers do not say
 # (a face detector finds a face, not whose it is): the asking words, what is asked, and the words
 # of a card that would answer it.
+MEDIA = frozenset({"image", "audio"})
 BEYOND_READING = (
     (
         re.compile(
@@ -58,18 +59,38 @@ BEYOND_READING = (
             r"\bwho\b|\bidentit|\bface recogni|\bcelebrit|\bspeaker (?:identifi|recogni|verifi)",
             re.IGNORECASE,
         ),
+        MEDIA,
     ),
     (
         re.compile(r"\bhow old\b|\bwhat age\b|\bage of\b", re.IGNORECASE),
         "how old someone is",
         re.compile(r"\bages?\b|\bhow old\b", re.IGNORECASE),
+        MEDIA,
     ),
     (
         re.compile(r"\bhow long\b|\bduration\b|\blength of\b", re.IGNORECASE),
         "how long it lasts",
         re.compile(r"\bduration|\blength of (?:an? |the )?(?:audio|recording)", re.IGNORECASE),
+        MEDIA,
+    ),
+    (  # a recording's mood is its transcript's; a photo's, unless its text is asked of
+        re.compile(
+            r"^(?!.*\b(?:text|words?|writing|written|says?|message|sign|letter)\b).*"
+            r"(?:\bsmil|\bfeel|\bemotion|\bexpression|\bmood\b|\bangry\b|\bsad\b)",
+            re.IGNORECASE,
+        ),
+        "how someone feels",
+        re.compile(r"\bemotion|\bexpression|\bsmil|\bmood", re.IGNORECASE),
+        frozenset({"image"}),
+    ),
+    (
+        re.compile(r"\bcolou?rs?\b|\bcolou?red\b", re.IGNORECASE),
+        "what colour something is",
+        re.compile(r"\bcolou?r", re.IGNORECASE),
+        frozenset({"image"}),
     ),
 )
+HOW_MANY = re.compile(r"\bhow\s+many\s+([a-z]+)", re.IGNORECASE)
 
 MEDIA_NOUN = {"image": "a photo", "audio": "a recording"}
 
@@ -328,6 +349,12 @@ class CardMatcher:
         asked that no reader of the input speaks of is a question none of them answers (and
         the words read off a photo would not answer it either).
         """
+        if "text" in pw.file_kinds(clause) and not pw.quoted_or_colon(clause):
+            # A general card would answer without the file: it reads only the request.
+            return (
+                f"{pw.said(clause)}: no card of the zoo answers this about a text file (the "
+                "general model reads only the request: put the text in it, in quotes)"
+            )
         kinds = pw.referred_kinds(clause, given, first) & {"image", "audio"}
         if not kinds or not self.is_question(clause):
             return None
@@ -347,17 +374,27 @@ class CardMatcher:
     def beyond(self, clause: str, given: frozenset[str], first: bool = True) -> str | None:
         """Why no card answers a question asking more of an image or audio than cards read.
 
-        "who is the person in face.png", "how old is she", "how long is memo.wav": a face
-        detector would answer with a face count, a summarizer would take "long"; unless a card
-        reading that kind speaks of identity, age or duration, none answers it.
+        "who is the person in face.png", "is she smiling", "how many cats are in cat.png", "how
+        long is memo.wav": a face detector would answer with a face count, a summarizer would
+        take "long"; unless a card reading that kind claims it, none answers it.
         """
-        kinds = pw.referred_kinds(clause, given, first) & {"image", "audio"}
+        kinds = pw.referred_kinds(clause, given, first) & MEDIA
+        if first and not kinds and len(given & MEDIA) == 1 and not pw.quoted_or_colon(clause):
+            kinds = set(given & MEDIA)  # "what colour is the cat", a photo given
         if not kinds or not self.is_question(clause):
             return None
         reading = [i for i, e in enumerate(self.entries) if e.card.input_types() & kinds]
+        claims = [" ".join(tokens(_claims(self.entries[i].card))) for i in reading]
         documents = " ".join(_claims(self.entries[i].card) for i in reading)
-        for asking, what, answering in BEYOND_READING:
-            if asking.search(clause) and not answering.search(documents):
+        asked = [(a, what, claims) for a, what, claims, of in BEYOND_READING if kinds & of]
+        if counted := HOW_MANY.search(clause):  # "how many cats": a face detector counts faces
+            noun = stem(counted.group(1).lower())
+            counting = [c for c in claims if "count" in c and re.search(rf"\b{noun}", c)]
+            asked += (
+                [] if counting else [(HOW_MANY, f"how many {counted.group(1)} there are", None)]
+            )
+        for asking, what, answering in asked:
+            if asking.search(clause) and not (answering and answering.search(documents)):
                 tasks = sorted({self.entries[i].card.task for i in reading}) or ["none"]
                 kind = " or ".join(MEDIA_NOUN[k] for k in sorted(kinds))
                 return (

@@ -320,3 +320,23 @@ def after_colon(clause: str) -> str | None:
 def short_quote(text: str, limit: int = 60) -> str:
     flat = " ".join(text.split())
     return f"'{flat}'" if len(flat) <= limit else f"'{flat[: limit - 3]}...'"
+
+
+LONE_VERB = re.compile(r"\s*(?:please\s+)?[a-z]+\W*", re.IGNORECASE)
+
+
+def lend_input(clauses: list[str]) -> list[str]:
+    """Clauses where one of a lone verb reads what the next names, which then reads "it".
+
+    "transcribe and summarize memo.wav" is "transcribe memo.wav", "summarize it": the first
+    clause names no input of its own.
+    """
+    from orchestrator.planning.embedded import QUOTED, mentioned_files
+
+    lent = list(clauses)
+    for i in range(len(lent) - 1):
+        named = mentioned_files(lent[i + 1]) or [q.group(0) for q in QUOTED.finditer(lent[i + 1])]
+        if LONE_VERB.fullmatch(lent[i]) and len(named) == 1:
+            lent[i] = f"{lent[i].strip()} {named[0]}"
+            lent[i + 1] = lent[i + 1].replace(named[0], "it", 1)
+    return lent

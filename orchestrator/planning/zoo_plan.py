@@ -49,7 +49,7 @@ class ZooPlanner(CardMatcher):
     def plan(self, request: str, files: Sequence[Path], name: str) -> Plan:
         from orchestrator.planning.embedded import split_clauses
 
-        split = split_clauses(request, colon_text=True)
+        split = pw.lend_input(split_clauses(request, colon_text=True))
         clauses = [c for clause in split for c in advice.asked_steps(clause)]
         draft = pw.Draft(request=request, sources=pw.request_sources(request, clauses, files))
         self.unmatched: list[str] = []

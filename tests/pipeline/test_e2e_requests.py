@@ -224,7 +224,7 @@ CASES = [
         "out-of-zoo",
         "what is the dominant colour in cat.png",  # not its class, given as the answer
         status=("unservable",),
-        words=("no card of the zoo answers this",),
+        words=("no card of the zoo tells what colour",),
         absent=("Image class", "Text in image"),
     ),
     Case(

@@ -306,9 +306,16 @@ def test_a_question_about_an_input_is_answered_in_words_never_by_a_voice(planner
     # What a sign says is its text; what a text file says is not a recording of it.
     [step] = planner.plan("what does sign.png say", builtin_zoo).subtasks
     assert step.cards[0] == "rapidocr"
-    for request in ("what does notes.txt say", "is notes.txt upbeat or gloomy"):
-        plan = planner.plan(request, builtin_zoo)
-        assert "text-to-speech" not in [s.task for s in plan.subtasks], request
+    plan = planner.plan("is notes.txt happy or sad", builtin_zoo)
+    assert [s.task for s in plan.subtasks] == ["text-classification"]
+    # Nor is it handed to the general model, which would answer without reading the file.
+    for request in (
+        "what does notes.txt say",
+        "is notes.txt upbeat or gloomy",
+        "how many words are in notes.txt",
+    ):
+        with pytest.raises(NoCapableTool, match="about a text file"):
+            planner.plan(request, builtin_zoo)
     # A request (not a question) to say something is still spoken.
     [spoken] = planner.plan('can you say "good night" out loud', builtin_zoo).subtasks
     assert spoken.task == "text-to-speech"
@@ -334,8 +341,12 @@ def test_a_question_about_a_given_input_is_asked_of_a_card_reading_that_input(
 
 def test_a_question_about_a_photo_that_no_reader_answers_is_refused(planner, builtin_zoo):
     # Its class or the words read off it would be a wrong answer given as right.
-    for request in ("what is the dominant colour in cat.png", "is cat.png blurry"):
-        with pytest.raises(NoCapableTool, match="answers this about an image") as refused:
+    refusals = {
+        "what is the dominant colour in cat.png": "tells what colour something is from a photo",
+        "is cat.png blurry": "answers this about an image",
+    }
+    for request, why in refusals.items():
+        with pytest.raises(NoCapableTool, match=why) as refused:
             planner.plan(request, builtin_zoo)
         assert "image-classification" in str(refused.value), request
     # A question in words a reader of images has is still asked of it.
@@ -344,7 +355,9 @@ def test_a_question_about_a_photo_that_no_reader_answers_is_refused(planner, bui
         assert step.task == "image-classification", request
 
 
-def test_asking_who_someone_is_or_how_long_a_recording_lasts_is_refused(planner, builtin_zoo):
+def test_asking_who_someone_is_or_how_long_a_recording_lasts_is_refused(
+    planner, builtin_zoo, tmp_path
+):
     # A face count or a summary would be a wrong answer given as right: no card says whose face
     # it is, how old they are or how long a recording lasts (haar-faces says it does not).
     refused = {
@@ -353,15 +366,41 @@ def test_asking_who_someone_is_or_how_long_a_recording_lasts_is_refused(planner,
         "how old is the woman in face.png": "tells how old someone is from a photo",
         "how long is memo.wav": "tells how long it lasts from a recording",
         "who is speaking in memo.wav": "tells who someone is from a recording",
+        "is the person in face.png smiling": "tells how someone feels from a photo",
+        "how many cats are in cat.png": "tells how many cats there are from a photo",
     }
     for request, why in refused.items():
         with pytest.raises(NoCapableTool, match=why) as error:
             planner.plan(request, builtin_zoo)
         assert "object-detection" in str(error.value) or "speech" in str(error.value), request
     # Counting or finding faces is still what the face detector does.
-    for request in ("how many faces are in face.png", "where are the people in face.png"):
+    for request in (
+        "how many faces are in face.png",
+        "where are the people in face.png",
+        "is there anyone in face.png",
+    ):
         [step] = planner.plan(request, builtin_zoo).subtasks
         assert step.cards[0] == "haar-faces", request
+    # A photo given with the question is what it asks about, named or not.
+    with pytest.raises(NoCapableTool, match="what colour something is"):
+        planner.plan("what color is the cat", builtin_zoo, files=[tmp_path / "cat.png"])
+    # How a recording's speaker feels is asked of its transcript, not refused.
+    plan = planner.plan("what's the mood of memo.wav", builtin_zoo)
+    assert [s.task for s in plan.subtasks] == [
+        "automatic-speech-recognition",
+        "text-classification",
+    ]
+
+
+def test_a_lone_verb_reads_what_the_next_clause_names(planner, builtin_zoo):
+    # "transcribe and summarize memo.wav": both act on the recording, one after the other.
+    plan = planner.plan("transcribe and translate memo.wav", builtin_zoo)
+    [step] = plan.subtasks
+    assert step.task == "automatic-speech-recognition" and step.args["audio"].path == "memo.wav"
+    assert "needs translation" in plan.unserved[0]
+    plan = planner.plan("ocr and classify the language of fr.png", builtin_zoo)
+    assert [s.task for s in plan.subtasks] == ["image-to-text", "text-classification"]
+    assert plan.subtasks[1].deps == [plan.subtasks[0].id]
 
 
 def test_a_card_claiming_identity_answers_who_someone_is(planner, builtin_zoo):
