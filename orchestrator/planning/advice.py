@@ -74,6 +74,11 @@ _SAID_IN = re.compile(
     r"(?P<language>" + "|".join(LANGUAGES) + r")\W*$",
     re.IGNORECASE,
 )
+_SAID_IN_TEXT = re.compile(
+    r"^\W*what\s+(?:does|do|did)\s+(?:it|this|that)\s+(?:say|mean)\s+in\s+"
+    r"(?P<language>" + "|".join(LANGUAGES) + r")\s*(?P<text>:.+)$",
+    re.IGNORECASE | re.DOTALL,
+)
 _MEANING = re.compile(
     r"^\W*(?:what\s+(?:does|do|did)\s+(?P<a>[\"“][^\"”]+[\"”])\s+mean|(?:what\s+is\s+)?the\s+"
     r"meaning\s+of\s+(?P<b>[\"“][^\"”]+[\"”]))(?:\s+in\s+(?P<language>"
@@ -105,6 +110,8 @@ def asked_steps(clause: str) -> list[str]:
             if meaning["language"]
             else f"explain {text}"
         ]
+    if said := _SAID_IN_TEXT.match(clause):  # a chat's follow-up: its text after a colon
+        return [f"translate to {said['language']}{said['text']}"]
     found = _SAID_IN.match(clause)
     gives_text = re.search(r"[\"“”:]|(?:^|\s)'[^']+'", clause)
     if not found or gives_text or _WHETHER.match(clause) or _TRANSLATING.search(clause):

@@ -102,6 +102,10 @@ def _claims(card: ToolCard) -> str:
     return " ".join([card.task, *card.tags, *said])
 
 
+# "what is written here" asks for the words read, not which language they are in.
+_WRITTEN = re.compile(r"\bwhat(?:'s|\s+is|\s+was|\s+does\s+it\s+say)\s+written\b", re.IGNORECASE)
+
+
 class CardMatcher:
     """The zoo's cards indexed for matching clauses (built once per zoo)."""
 
@@ -220,6 +224,8 @@ class CardMatcher:
         implied: str | None = None,
         first: bool = True,
     ) -> tuple[int, float] | None:
+        if not re.search(r"\blanguage", clause, re.IGNORECASE):
+            clause = _WRITTEN.sub("read the text", clause)
         scores = self.scores(clause, given, implied)
         named = pw.file_kinds(clause) | pw.referred_kinds(clause, given, first)
         if named:  # a card must be able to read the named input, directly or converted
@@ -236,6 +242,11 @@ class CardMatcher:
             sc * ABSENT_MEDIA if e.card.input_types() - {"text"} - given else sc
             for sc, e in zip(scores, self.entries, strict=True)
         ]
+        if not named and pw.quoted_or_colon(clause):  # 'describe the mood of "..."' reads that
+            scores = [
+                0.0 if e.card.input_types() - {"text"} - given else sc
+                for sc, e in zip(scores, self.entries, strict=True)
+            ]
         if self.asks_in_words(clause):  # "what does notes.txt say": its words, not a voice
             scores = [
                 sc if _in_words(e.card) else 0.0 for sc, e in zip(scores, self.entries, strict=True)

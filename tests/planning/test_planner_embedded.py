@@ -546,3 +546,25 @@ def test_a_label_is_spoken_only_when_the_clause_asks_for_a_voice(planner, builti
     ]
     transcribe, *_, speak = plan.subtasks
     assert speak.args["text"].step == transcribe.id  # the transcript, not the sentiment label
+
+
+def test_what_is_written_on_a_picture_is_read_not_told_its_language(planner, builtin_zoo):
+    [step] = planner.plan("what is written on fr.png", builtin_zoo).subtasks
+    assert step.task == "image-to-text"
+    plan = planner.plan("what language is written on fr.png", builtin_zoo)
+    assert [s.task for s in plan.subtasks] == ["image-to-text", "text-classification"]
+
+
+def test_a_question_giving_its_own_text_is_not_asked_of_a_picture(planner, builtin_zoo):
+    [step] = planner.plan('describe the mood of "I loved the film"', builtin_zoo).subtasks
+    assert step.cards[0] == "vader-sentiment"
+    assert step.args["text"].value == "I loved the film"
+
+
+def test_a_follow_up_asking_what_a_quoted_text_says_in_a_language_translates_it(
+    planner, builtin_zoo
+):
+    # No translation card runs here: the refusal names translation of that text, not a
+    # sentiment or language label of it.
+    with pytest.raises(NoCapableTool, match="translate to english: bonjour mes amis"):
+        planner.plan("what does it say in english: bonjour mes amis", builtin_zoo)
