@@ -44,7 +44,7 @@ Progress = Callable[[PullProgress], None]
 
 @dataclass(frozen=True)
 class PullPlan:
-    """The files of one hub repo to download (name -> bytes), at one commit, for a card or not."""
+    """The files of one hub repo to fetch (name -> bytes), as of one commit, for a card or not."""
 
     repo: str
     revision: str
@@ -136,7 +136,8 @@ def pull(plan: PullPlan, on_progress: Progress | None = None) -> str:
         return str(
             snapshot_download(
                 plan.repo,
-                revision=plan.revision,
+                # The branch, not the commit: the cache then records main -> commit, which is
+                # how the backends find the weights (and it is the commit listed a moment ago).
                 allow_patterns=sorted(plan.files),
                 tqdm_class=tqdm_class,
             )
