@@ -188,14 +188,7 @@ class PullProgress(_Event):
 
 
 RunEvent = Annotated[
-    Rejected
-    | PlanMade
-    | Selected
-    | Decided
-    | StepStarted
-    | StepFinished
-    | Answered
-    | PullProgress,
+    Rejected | PlanMade | Selected | Decided | StepStarted | StepFinished | Answered | PullProgress,
     Field(discriminator="type"),
 ]
 """An event the pipeline emits while it runs."""

@@ -22,7 +22,7 @@ from orchestrator.cards import ToolCard
 from orchestrator.cards.backend import get_backend, pull_hint
 from orchestrator.errors import ToolFailed, UserError
 from orchestrator.events import PullProgress
-from orchestrator.execution.backends._hub import hub_files, hub_repo
+from orchestrator.execution.backends import hub_files, hub_repo
 
 __all__ = [
     "AutoPull",
