@@ -348,3 +348,20 @@ def test_every_download_hint_is_the_one_pull_command(tmp_path):
         draft_from_hub(REPO, cache_dir=tmp_path)
     assert str(caught.value).count("orchestrator pull") == 1
     assert f"orchestrator pull {REPO}" in str(caught.value)
+
+
+def test_pull_progress_is_a_typed_event_the_run_printer_shows():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from orchestrator.cli.report import EventPrinter
+    from orchestrator.events import PullProgress, parse_event
+
+    event = PullProgress(
+        card=CARD, repo=REPO, files=10, done_bytes=45_500_000, total_bytes=91_000_000
+    )
+    assert parse_event(event.wire()) == event  # as the server streams it and a client reads it
+    out = StringIO()
+    EventPrinter(Console(file=out, width=200))(event)
+    assert f"pulling {CARD} ({REPO}): 45.5 of 91.0 MB (50%)" in out.getvalue()
