@@ -178,6 +178,18 @@ class TracingConfig(BaseModel):
         return self.exports_otlp or self.jsonl is not None and not otel_disabled()
 
 
+class ModelsConfig(BaseModel):
+    """Model weights: whether a run may download a chosen card's missing weights."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auto_pull: bool = Field(
+        default=False,
+        description="run, chat and serve download a chosen card's missing hub weights on first "
+        "use (as orchestrator pull does); off: such a card stays unavailable",
+    )
+
+
 class Config(BaseModel):
     """Everything the orchestrator reads from configuration."""
 
@@ -219,6 +231,7 @@ class Config(BaseModel):
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:

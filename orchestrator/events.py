@@ -22,6 +22,7 @@ __all__ = [
     "Decided",
     "Event",
     "PlanMade",
+    "PullProgress",
     "Rejected",
     "RunEvent",
     "RunStarted",
@@ -175,8 +176,19 @@ class RunSummary(_Event):
     files: list[dict[str, str]]
 
 
+class PullProgress(_Event):
+    """A card's weights are downloading (``[models] auto_pull``): bytes so far of the total."""
+
+    type: Literal["pull"] = "pull"
+    card: str
+    repo: str
+    files: int
+    done_bytes: int
+    total_bytes: int
+
+
 RunEvent = Annotated[
-    Rejected | PlanMade | Selected | Decided | StepStarted | StepFinished | Answered,
+    Rejected | PlanMade | Selected | Decided | StepStarted | StepFinished | Answered | PullProgress,
     Field(discriminator="type"),
 ]
 """An event the pipeline emits while it runs."""
@@ -191,7 +203,8 @@ Event = Annotated[
     | Answered
     | RunStarted
     | BudgetReport
-    | RunSummary,
+    | RunSummary
+    | PullProgress,
     Field(discriminator="type"),
 ]
 """Any progress event: the pipeline's, and those the server adds to its stream."""

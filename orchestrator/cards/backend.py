@@ -33,6 +33,7 @@ __all__ = [
     "get_backend",
     "load_tool",
     "missing_packages",
+    "pull_hint",
     "register_backend",
     "unavailable_reason",
 ]
@@ -151,6 +152,11 @@ def unavailable_reason(card: ToolCard) -> str | None:
     if missing:
         return f"missing Python packages: {', '.join(missing)} (pip install them)"
     return get_backend(card.backend.kind).unavailable_reason(card)
+
+
+def pull_hint(name: str) -> str:
+    """The one command that downloads the weights of a card (by card name or hub id)."""
+    return f"orchestrator pull {name}"
 
 
 def load_tool(card: ToolCard) -> Tool:

@@ -20,6 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from orchestrator.cards import ToolCard, yaml_problem
+from orchestrator.cards.backend import pull_hint
 from orchestrator.errors import UserError
 
 __all__ = [
@@ -245,7 +246,7 @@ def draft_from_hub(model_id: str, cache_dir: Path | None = None) -> str:
         readme = hf_hub_download(model_id, "README.md", local_files_only=True, cache_dir=cache_dir)
     except (LocalEntryNotFoundError, FileNotFoundError) as exc:
         raise UserError(
-            f"the model card of {model_id} is not in the local hub cache; download it once "
-            f"(huggingface-cli download {model_id} README.md) or use --from-readme PATH"
+            f"the model card of {model_id} is not in the local hub cache; download it: "
+            f"{pull_hint(model_id)} (or use --from-readme PATH)"
         ) from exc
     return draft_from_readme(Path(readme), model_id)

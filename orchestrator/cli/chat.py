@@ -21,13 +21,14 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.options import ApproveOption, CardsOption
-from orchestrator.cli.report import print_cards, usd
+from orchestrator.cli.report import print_cards, pull_line, usd
 from orchestrator.errors import UserError
 from orchestrator.events import (
     Answered,
     Decided,
     Event,
     PlanMade,
+    PullProgress,
     Selected,
     StepFinished,
     StepStarted,
@@ -90,6 +91,10 @@ class ChatScreen:
                     line.usd += Decimal(event.usd)
                     line.note = (event.error or "")[:80]
                     line.started = None
+                case PullProgress():
+                    for line in self.steps.values():
+                        if line.card == event.card and line.status == "running":
+                            line.note = pull_line(event)
                 case Decided() if event.action != "accept":
                     self.console.print(
                         f"  router {event.step}: {event.action} - {event.reason}",

@@ -21,6 +21,7 @@ from orchestrator.cards.zoo import Zoo, validate_paths
 from orchestrator.cli import selection as cli_selection
 from orchestrator.cli.chat import chat_command
 from orchestrator.cli.options import ApproveOption, CardsOption
+from orchestrator.cli.pull import pull_command
 from orchestrator.cli.runs import runs_app as _runs_app
 from orchestrator.config import Config
 from orchestrator.errors import CardError, UserError
@@ -49,6 +50,7 @@ app.add_typer(_runs_app, name="runs")
 app.add_typer(sandbox_app, name="sandbox")
 app.command("serve")(serve_command)
 app.command("chat")(chat_command)
+app.command("pull")(pull_command)
 
 console = Console()
 err = Console(stderr=True, soft_wrap=True)

@@ -10,7 +10,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cards.zoo import Zoo, ZooEntry
-from orchestrator.events import Decided, Event, PlanMade, Selected, StepFinished, StepStarted
+from orchestrator.events import (
+    Decided,
+    Event,
+    PlanMade,
+    PullProgress,
+    Selected,
+    StepFinished,
+    StepStarted,
+)
 from orchestrator.pipeline.answer import render_value
 from orchestrator.pipeline.orchestrator import RunResult
 
@@ -45,6 +53,13 @@ def _args_text(args: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def pull_line(event: PullProgress) -> str:
+    """``pulling blip-captioner (Salesforce/...): 45.3 of 990.2 MB (5%)``."""
+    done, total = event.done_bytes / 1e6, event.total_bytes / 1e6
+    share = 100 * event.done_bytes // max(event.total_bytes, 1)
+    return f"pulling {event.card} ({event.repo}): {done:.1f} of {total:.1f} MB ({share}%)"
+
+
 class EventPrinter:
     """Prints progress events as a run goes: the plan, each step's start and end, decisions."""
 
@@ -68,6 +83,8 @@ class EventPrinter:
                 self.console.print(f"  [cyan]>[/cyan] {event.step} running on {event.card} ...")
             case StepFinished():
                 self._finished(event)
+            case PullProgress():
+                self.console.print(f"  {pull_line(event)}", markup=False)
             case Decided() if event.action != "accept":
                 self.console.print(
                     f"  [yellow]router[/yellow] {event.step}: {event.action} - {event.reason}",

@@ -18,6 +18,7 @@ from orchestrator.config import Config
 from orchestrator.errors import RunCancelled, UserError
 from orchestrator.events import Answered, Event, StepFinished
 from orchestrator.execution.pool import Executor
+from orchestrator.execution.pull import AutoPull, mark_pullable
 from orchestrator.pipeline.aio import AsyncRunning
 from orchestrator.pipeline.answer import StepResult, compose_answer
 from orchestrator.pipeline.checks import (
@@ -145,6 +146,8 @@ class Orchestrator(AsyncRunning):
         approvals = Approvals.from_config(self.config)
         self.zoo = zoo if zoo is not None else Zoo.load(self.config.card_dirs, approvals=approvals)
         self.zoo.approve(approvals)
+        # [models] auto_pull: cards lacking only hub weights are chosen and pulled on first use.
+        self._to_pull = mark_pullable(self.zoo) if self.config.models.auto_pull else set()
         # A misnamed planner, scorer, router or executor, or a bad router option: refused now.
         self.planner = planner or configured_planner(self.config)
         self.scorer = scorer or configured_scorer(self.config)
@@ -447,15 +450,19 @@ class Orchestrator(AsyncRunning):
         on_event: Callable[[Event], None] | None,
     ) -> RunContext:
         prepare_run_dir(run_dir, chosen=False)
+        emit = on_event or (lambda event: None)
+        executor = self.executor
+        if self._to_pull:
+            executor = AutoPull(self.executor, self._to_pull, emit)
         return RunContext(
             zoo=self.zoo,
             planner=self.planner,
             scorer=self.scorer,
-            executor=self.executor,
+            executor=executor,
             ledger=ledger,
             run_dir=run_dir,
             base_dir=base_dir,
-            emit=on_event or (lambda event: None),
+            emit=emit,
             policy=self.policy,
         )
 

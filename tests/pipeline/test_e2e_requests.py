@@ -201,7 +201,7 @@ CASES = [
         "out-of-zoo",
         "Caption drawing.png",
         status=("unservable",),
-        words=("blip-captioner", "hf download"),
+        words=("blip-captioner", "orchestrator pull"),
         absent=("Text in image",),
     ),
     Case(

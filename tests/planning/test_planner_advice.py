@@ -59,7 +59,7 @@ def test_advice_names_the_card_that_would_do_it_and_the_one_that_does_other_lang
          ["opus-mt-fr-en would"]),
         ("Read 'bonjour tout le monde' aloud in French", ["French", "piper-joe-en only handles"],
          []),
-        ("Caption drawing.png", ["blip-captioner would", "hf download"], ["rapidocr"]),
+        ("Caption drawing.png", ["blip-captioner would", "orchestrator pull"], ["rapidocr"]),
         ("Draw me a picture of a red fox", ["text-to-image", "sd-turbo would"], []),
         ("summarize notes.txt", ["summarization", "distilbart-cnn-summarizer would"], []),
     ],

@@ -4,3 +4,7 @@ Each implements :class:`orchestrator.cards.backend.Backend` and is registered un
 :mod:`orchestrator.cards.backend`, which imports it on first use. Each imports its heavy library
 (transformers, diffusers, openai) lazily, inside ``load``.
 """
+
+from orchestrator.execution.backends._hub import hub_files, hub_repo
+
+__all__ = ["hub_files", "hub_repo"]

@@ -15,10 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from orchestrator.cards.backend import pull_hint
+
 __all__ = [
     "MODELS_EXTRA",
     "ModelLocation",
     "hub_cache_dir",
+    "hub_files",
+    "hub_repo",
     "locate_model",
     "missing_modules_reason",
     "resolve_model_path",
@@ -56,8 +60,13 @@ def hub_cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
-def locate_model(spec: str, layout: Layout, gguf_file: str | None = None) -> ModelLocation:
-    """Resolve ``spec`` to a complete local folder, or say why it is not available."""
+def locate_model(
+    spec: str, layout: Layout, gguf_file: str | None = None, card: str | None = None
+) -> ModelLocation:
+    """Resolve ``spec`` to a complete local folder, or say why it is not available.
+
+    A reason for a hub id ends with the command that downloads it (naming ``card`` if given).
+    """
     if spec.startswith("pkg://"):
         try:
             resolved = resolve_model_path(spec)
@@ -67,7 +76,7 @@ def locate_model(spec: str, layout: Layout, gguf_file: str | None = None) -> Mod
     path = Path(spec).expanduser()
     if path.exists() or spec.startswith(("/", ".", "~")) or not _HUB_ID.match(spec):
         return _local(spec, path, layout, gguf_file)
-    return _hub(spec, layout, gguf_file)
+    return _hub(spec, layout, gguf_file, card)
 
 
 def _local(spec: str, folder: Path, layout: Layout, gguf_file: str | None) -> ModelLocation:
@@ -81,11 +90,11 @@ def _local(spec: str, folder: Path, layout: Layout, gguf_file: str | None) -> Mo
     return ModelLocation(spec, folder)
 
 
-def _hub(repo_id: str, layout: Layout, gguf_file: str | None) -> ModelLocation:
+def _hub(repo_id: str, layout: Layout, gguf_file: str | None, card: str | None) -> ModelLocation:
     from huggingface_hub import try_to_load_from_cache
 
     cache = hub_cache_dir()
-    fix = f"hf download {repo_id}"
+    fix = pull_hint(card or repo_id)
     marker = gguf_file or _MARKER[layout]
     found = try_to_load_from_cache(repo_id, marker)
     if not isinstance(found, str):
@@ -93,7 +102,7 @@ def _hub(repo_id: str, layout: Layout, gguf_file: str | None) -> ModelLocation:
             repo_id,
             None,
             f"weights of {repo_id} are not in the local Hugging Face cache ({cache}); "
-            f"download them on a machine with network: {fix}",
+            f"download them: {fix}",
         )
     folder = Path(found).parent
     missing = _incomplete(folder, layout, gguf_file)
@@ -102,9 +111,64 @@ def _hub(repo_id: str, layout: Layout, gguf_file: str | None) -> ModelLocation:
             repo_id,
             None,
             f"weights of {repo_id} are only partly in the local Hugging Face cache ({cache}): "
-            f"{missing}; finish the download on a machine with network: {fix}",
+            f"{missing}; finish the download: {fix}",
         )
     return ModelLocation(repo_id, folder)
+
+
+def hub_repo(spec: str) -> str | None:
+    """The hub id a card's ``model`` names, or None for a local folder or a ``pkg://`` path."""
+    if spec.startswith(("pkg://", "/", ".", "~")) or not _HUB_ID.match(spec):
+        return None
+    return None if Path(spec).expanduser().exists() else spec
+
+
+def hub_files(listing: list[str], layout: Layout, gguf_file: str | None = None) -> list[str]:
+    """The files of a hub repo (``listing``) a card of this layout needs, nothing more.
+
+    transformers: the top folder's json/txt/tokenizer files and one kind of weights
+    (safetensors when there are any, else PyTorch .bin; never ONNX, TensorFlow or Flax).
+    diffusers: ``model_index.json`` and the same choice in each component's folder.
+    A GGUF card needs its one file.
+    """
+    if gguf_file is not None:
+        return [gguf_file] if gguf_file in listing else []
+    folders: dict[str, list[str]] = {}
+    for name in listing:
+        folder, _, base = name.rpartition("/")
+        folders.setdefault(folder, []).append(base)
+    if layout == "transformers":
+        return _folder_files("", folders.get("", []))
+    if "model_index.json" not in folders.get("", []):
+        return []
+    chosen = ["model_index.json"]
+    for folder, names in sorted(folders.items()):
+        if folder and "/" not in folder:  # a component: unet/, vae/, text_encoder/, ...
+            chosen += _folder_files(folder, names)
+    return chosen
+
+
+_SMALL_SUFFIXES = (".json", ".txt", ".jinja", ".spm", ".model", ".tiktoken")
+
+
+def _folder_files(folder: str, names: list[str]) -> list[str]:
+    """In one folder: config and tokenizer files, and the weights of one format."""
+    weights = [n for n in names if n.endswith(".safetensors")]
+    unused = ".bin.index.json"
+    if not weights:
+        weights = [n for n in names if n.endswith(".bin")]
+        unused = ".safetensors.index.json"
+    # A variant (x.fp16.safetensors) is left out when the plain file is there.
+    plain = {n for n in weights if n.count(".") == 1}
+    weights = [n for n in weights if n.count(".") == 1 or _unvariant(n) not in plain]
+    small = [n for n in names if n.endswith(_SMALL_SUFFIXES) and not n.endswith(unused)]
+    prefix = f"{folder}/" if folder else ""
+    return [prefix + n for n in sorted(small + weights)]
+
+
+def _unvariant(name: str) -> str:
+    stem, _, suffix = name.rpartition(".")
+    return f"{stem.rpartition('.')[0]}.{suffix}"
 
 
 def _incomplete(folder: Path, layout: Layout, gguf_file: str | None) -> str | None:

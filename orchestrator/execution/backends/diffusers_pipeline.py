@@ -15,7 +15,12 @@ from typing import Any
 from orchestrator.cards import DiffusersBackend, ToolCard
 from orchestrator.cards.backend import CallContext, Tool
 from orchestrator.errors import ToolFailed, UserError
-from orchestrator.execution.backends._hub import locate_model, missing_modules_reason
+from orchestrator.execution.backends._hub import (
+    hub_files,
+    hub_repo,
+    locate_model,
+    missing_modules_reason,
+)
 
 __all__ = ["DiffusersPipelineBackend", "DiffusersTool"]
 
@@ -30,7 +35,15 @@ class DiffusersPipelineBackend:
         reason = missing_modules_reason(["torch", "diffusers"])
         if reason:
             return reason
-        return locate_model(_spec(card).model, "diffusers").reason
+        return locate_model(_spec(card).model, "diffusers", card=card.name).reason
+
+    def hub_repo(self, card: ToolCard) -> str | None:
+        """The hub id ``orchestrator pull`` downloads for this card (None: not a hub model)."""
+        return hub_repo(_spec(card).model)
+
+    def hub_files(self, card: ToolCard, listing: list[str]) -> list[str]:
+        """Which of the repo's files this card needs: model_index.json and its components."""
+        return hub_files(listing, "diffusers")
 
     def load(self, card: ToolCard) -> Tool:
         """Build the pipeline named by the card from its local folder."""

@@ -39,7 +39,12 @@ from orchestrator.cards import IOSpec, ToolCard, TransformersBackend
 from orchestrator.cards.backend import CallContext, Tool
 from orchestrator.config import cache_dir
 from orchestrator.errors import ToolFailed
-from orchestrator.execution.backends._hub import locate_model, missing_modules_reason
+from orchestrator.execution.backends._hub import (
+    hub_files,
+    hub_repo,
+    locate_model,
+    missing_modules_reason,
+)
 
 __all__ = ["TransformersPipelineBackend", "dequantized_gguf_folder", "model_cache_dir"]
 
@@ -64,7 +69,15 @@ class TransformersPipelineBackend:
         reason = missing_modules_reason(modules)
         if reason:
             return reason
-        return locate_model(spec.model, "transformers", spec.gguf_file).reason
+        return locate_model(spec.model, "transformers", spec.gguf_file, card.name).reason
+
+    def hub_repo(self, card: ToolCard) -> str | None:
+        """The hub id ``orchestrator pull`` downloads for this card (None: not a hub model)."""
+        return hub_repo(_spec(card).model)
+
+    def hub_files(self, card: ToolCard, listing: list[str]) -> list[str]:
+        """Which of the repo's files this card needs: configs, tokenizer, one weights format."""
+        return hub_files(listing, "transformers", _spec(card).gguf_file)
 
     def load(self, card: ToolCard) -> Tool:
         """Build the pipeline (or the seq2seq generator) and wrap it as a tool."""
