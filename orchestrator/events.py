@@ -30,6 +30,8 @@ __all__ = [
     "Selected",
     "StepFinished",
     "StepStarted",
+    "TokenDelta",
+    "TokensDiscarded",
     "parse_event",
 ]
 
@@ -133,6 +135,34 @@ class StepFinished(_Event):
     output_tokens: int | None = None
 
 
+class TokenDelta(_Event):
+    """A piece of text a step's card generated, sent as it is made (text-generation cards).
+
+    The pieces of one attempt (``step``, ``seq``) joined are exactly its text output. They are
+    progress, not yet the answer: the router still judges the finished output, and a discarded
+    attempt is announced by :class:`TokensDiscarded`.
+    """
+
+    type: Literal["token"] = "token"
+    step: str
+    card: str
+    seq: int
+    text: str
+
+
+class TokensDiscarded(_Event):
+    """The text streamed by one attempt at a step is not the step's result: drop it.
+
+    Sent when the attempt failed, or when the router did not accept it (a retry, an
+    escalation, a second opinion); a later attempt may stream again.
+    """
+
+    type: Literal["tokens_discarded"] = "tokens_discarded"
+    step: str
+    seq: int
+    reason: str
+
+
 class Answered(_Event):
     """The answer and the run's outcome; ``artifacts`` are the files it made."""
 
@@ -188,7 +218,16 @@ class PullProgress(_Event):
 
 
 RunEvent = Annotated[
-    Rejected | PlanMade | Selected | Decided | StepStarted | StepFinished | Answered | PullProgress,
+    Rejected
+    | PlanMade
+    | Selected
+    | Decided
+    | StepStarted
+    | StepFinished
+    | Answered
+    | PullProgress
+    | TokenDelta
+    | TokensDiscarded,
     Field(discriminator="type"),
 ]
 """An event the pipeline emits while it runs."""
@@ -204,7 +243,9 @@ Event = Annotated[
     | RunStarted
     | BudgetReport
     | RunSummary
-    | PullProgress,
+    | PullProgress
+    | TokenDelta
+    | TokensDiscarded,
     Field(discriminator="type"),
 ]
 """Any progress event: the pipeline's, and those the server adds to its stream."""

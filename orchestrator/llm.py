@@ -14,9 +14,10 @@
   :class:`~orchestrator.errors.ChatEndpointError` (with the HTTP status when there is one),
   the message naming the model and the endpoint.
 
-:meth:`LlmClient.create` is one completion; :meth:`LlmClient.paid` is one completion paid from
-the run's budget when inside a run (:mod:`orchestrator.metered_llm`: each try is reserved and
-settled, and the deadline is the meter's).
+:meth:`LlmClient.create` is one completion; :meth:`LlmClient.stream` is one completion streamed
+(``stream=True``), its text handed on piece by piece; :meth:`LlmClient.paid` is one completion
+paid from the run's budget when inside a run (:mod:`orchestrator.metered_llm`: each try is
+reserved and settled, and the deadline is the meter's).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "ATTEMPTS",
     "LOCAL_KEY",
     "LlmClient",
+    "StreamedReply",
     "endpoint_error",
     "is_local_url",
     "is_retryable",
@@ -126,6 +128,16 @@ def endpoint_error(
 
 
 @dataclass
+class StreamedReply:
+    """What a streamed completion sent: its text (the pieces joined), why it ended, its usage."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
 class LlmClient:
     """A chat model behind an OpenAI-compatible endpoint, called with one retry policy.
 
@@ -195,12 +207,72 @@ class LlmClient:
         deadline = clock() + limit if limit is not None else None
 
         def attempt() -> Any:
-            request = {"model": self.model, "messages": messages, "max_tokens": max_tokens}
-            if deadline is not None:  # else the client's default; None would mean "never"
-                request["timeout"] = max(deadline - clock(), MIN_TRY_S)
-            return self.sdk().chat.completions.create(**request, **params)
+            return self.create_once(messages, max_tokens, deadline, **params)
 
         return self._retrying(attempt, deadline, clock, on_retry, lambda: limit)
+
+    def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        on_text: Callable[[str], None],
+        timeout_s: float | None = None,
+        **params: Any,
+    ) -> StreamedReply:
+        """One chat completion streamed: each piece of content goes to ``on_text`` as it comes.
+
+        Opening the stream is retried by the policy; once text has come, an error is not
+        retried (it would send the pieces twice). The usage is asked for
+        (``stream_options.include_usage``). Raises CallTimedOut or ChatEndpointError.
+        """
+        limit = timeout_s if timeout_s is not None else self.timeout_s
+        clock = time.monotonic
+        deadline = clock() + limit if limit is not None else None
+        params = {"stream_options": {"include_usage": True}, **params}
+        opened = self._retrying(
+            lambda: self.create_once(messages, max_tokens, deadline, stream=True, **params),
+            deadline,
+            clock,
+            None,
+            lambda: limit,
+        )
+        import openai
+
+        pieces: list[str] = []
+        finish: str | None = None
+        usage = None
+        try:
+            for chunk in opened:
+                if deadline is not None and clock() > deadline:
+                    raise CallTimedOut(f"{self.where} timed out after {limit:.3g} s (streaming)")
+                usage = chunk.usage or usage
+                for choice in chunk.choices or []:
+                    finish = choice.finish_reason or finish
+                    text = choice.delta.content if choice.delta is not None else None
+                    if text:
+                        pieces.append(text)
+                        on_text(text)
+        except openai.OpenAIError as exc:
+            raise endpoint_error(exc, self.where, limit_s=limit, note=" (while streaming)") from exc
+        finally:
+            opened.close()
+        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion = int(getattr(usage, "completion_tokens", 0) or 0)
+        return StreamedReply("".join(pieces), finish, prompt, completion)
+
+    def create_once(
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        deadline: float | None,
+        **params: Any,
+    ) -> Any:
+        """One try of a completion, no retry (its timeout is what ``deadline`` leaves)."""
+        request = {"model": self.model, "messages": messages, "max_tokens": max_tokens}
+        if deadline is not None:  # else the client's default; None would mean "never"
+            request["timeout"] = max(deadline - time.monotonic(), MIN_TRY_S)
+        return self.sdk().chat.completions.create(**request, **params)
 
     def paid(
         self,

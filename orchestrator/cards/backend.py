@@ -12,6 +12,7 @@ heavy library (transformers, diffusers, openai) lazily, inside ``load``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -53,12 +54,16 @@ class CallContext:
 
     ``scratch`` is the only folder a tool writes to: audio and image outputs are files there.
     ``max_tokens`` caps generation (derived from the budget); ``usage`` is filled by the tool.
+    ``on_text``, when set, asks a tool that generates text to stream it: the tool calls it with
+    each piece as it is made, and the pieces joined are exactly its text output. A tool that
+    cannot stream ignores it.
     """
 
     scratch: Path
     max_tokens: int | None = None
     timeout_s: float | None = None
     usage: Usage = field(default_factory=Usage)
+    on_text: Callable[[str], None] | None = None
 
 
 class Tool(Protocol):

@@ -1,9 +1,10 @@
 """``orchestrator chat``: a conversation in the terminal with the plan, models and money in view.
 
 Each turn prints the plan, then keeps one live line per subtask (model, status, seconds, cost)
-while the run goes, then the answer, the files produced and the budget left. Ctrl-C during a
-turn cancels that run (a step already running finishes and is kept) and the conversation goes
-on; Ctrl-D at the prompt, or ``/quit``, leaves.
+while the run goes, with the text a model is writing under it as it comes (token streaming),
+then the answer (a text already shown is not repeated), the files produced and the budget left.
+Ctrl-C during a turn cancels that run (a step already running finishes and is kept) and the
+conversation goes on; Ctrl-D at the prompt, or ``/quit``, leaves.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli.options import ApproveOption, CardsOption
-from orchestrator.cli.report import print_cards, pull_line, usd
+from orchestrator.cli.report import StreamedText, print_cards, pull_line, usd
 from orchestrator.errors import UserError
 from orchestrator.events import (
     Answered,
@@ -32,6 +33,8 @@ from orchestrator.events import (
     Selected,
     StepFinished,
     StepStarted,
+    TokenDelta,
+    TokensDiscarded,
 )
 
 __all__ = ["chat_command", "ChatScreen", "StepLine"]
@@ -70,10 +73,19 @@ class ChatScreen:
     steps: dict[str, StepLine] = field(default_factory=dict)
     state: str = "planning"
     lock: threading.Lock = field(default_factory=threading.Lock)
+    streamed: StreamedText = field(default_factory=StreamedText)
 
     def __call__(self, event: Event) -> None:
         with self.lock:
             match event:
+                case TokenDelta():
+                    self.streamed.add(event)
+                case TokensDiscarded() if self.streamed.discard(event):
+                    self.console.print(
+                        f"  discarded the text of {event.step}: {event.reason}",
+                        style="yellow",
+                        markup=False,
+                    )
                 case PlanMade(plan=plan):
                     self._plan(plan)
                 case Selected(selections=selections):
@@ -81,20 +93,8 @@ class ChatScreen:
                         if record.get("candidates") and step in self.steps:
                             self.steps[step].card = record["candidates"][0]["card"]
                     self.state = "running"
-                case StepStarted() if event.step in self.steps:
-                    line = self.steps[event.step]
-                    line.card, line.status, line.started = event.card, "running", time.monotonic()
-                case StepFinished() if event.step in self.steps:
-                    line = self.steps[event.step]
-                    line.card, line.status = event.card, event.status
-                    line.seconds += event.seconds + event.load_seconds
-                    line.usd += Decimal(event.usd)
-                    line.note = (event.error or "")[:80]
-                    line.started = None
-                case PullProgress():
-                    for line in self.steps.values():
-                        if line.card == event.card and line.status == "running":
-                            line.note = pull_line(event)
+                case StepStarted() | StepFinished() | PullProgress():
+                    self._step(event)
                 case Decided() if event.action != "accept":
                     self.console.print(
                         f"  router {event.step}: {event.action} - {event.reason}",
@@ -104,6 +104,23 @@ class ChatScreen:
                 case Answered():
                     self.state = "answering"
 
+    def _step(self, event: StepStarted | StepFinished | PullProgress) -> None:
+        match event:
+            case StepStarted() if event.step in self.steps:
+                line = self.steps[event.step]
+                line.card, line.status, line.started = event.card, "running", time.monotonic()
+            case StepFinished() if event.step in self.steps:
+                line = self.steps[event.step]
+                line.card, line.status = event.card, event.status
+                line.seconds += event.seconds + event.load_seconds
+                line.usd += Decimal(event.usd)
+                line.note = (event.error or "")[:80]
+                line.started = None
+            case PullProgress():
+                for line in self.steps.values():
+                    if line.card == event.card and line.status == "running":
+                        line.note = pull_line(event)
+
     def _plan(self, plan: dict[str, Any]) -> None:
         table = Table("step", "task", "instruction", "after", title="Plan", title_justify="left")
         for s in plan["subtasks"]:
@@ -111,8 +128,8 @@ class ChatScreen:
             table.add_row(s["id"], s["task"], s["instruction"][:60], ", ".join(s["deps"]) or "-")
         self.console.print(table)
 
-    def render(self) -> Table:
-        """The live table: one line per subtask."""
+    def render(self) -> Group:
+        """The live table, one line per subtask, and the text being streamed under it."""
         table = Table("step", "model", "status", "seconds", "cost", box=None, pad_edge=False)
         with self.lock:
             for line in self.steps.values():
@@ -124,13 +141,17 @@ class ChatScreen:
                 table.add_row(line.step, line.card, status, f"{seconds:.1f}", usd(line.usd))
             if not self.steps:
                 table.add_row("-", "-", Text(self.state, style="cyan"), "", "")
-        return table
+            texts = ["".join(pieces) for pieces in self.streamed.parts.values()]
+        return Group(table, *(Text(text) for text in texts))
 
 
-def _show_result(console: Console, session: Any, result: Any) -> None:
+def _show_result(
+    console: Console, session: Any, result: Any, streamed: StreamedText | None = None
+) -> None:
     colour = {"ok": "green", "cancelled": "yellow"}.get(result.status, "yellow")
     console.print(Text("Answer ", style="bold") + Text(f"({result.status})", style=colour))
-    console.print(result.answer or result.message, markup=False)
+    text = result.answer or result.message
+    console.print(streamed.in_answer(text) if streamed else text, markup=False)
     if result.artifacts:
         console.print(Text("Files", style="bold"))
         for path in result.artifacts:
@@ -209,7 +230,7 @@ def _run_turn(console: Console, session: Any, text: str) -> None:
     if "error" in outcome:
         console.print(f"error: {outcome['error']}", style="red", markup=False)
     else:
-        _show_result(console, session, outcome["result"])
+        _show_result(console, session, outcome["result"], screen.streamed)
 
 
 def _command(console: Console, session: Any, line: str) -> bool:

@@ -58,12 +58,10 @@ def run_demo(folder: Path, console: Console | None = None) -> list[RunResult]:
         for number, request in enumerate(DEMO_REQUESTS, 1):
             console.rule(f"Request {number}")
             console.print(request, markup=False)
+            printer = EventPrinter(console)
             result = orchestrator.run(
-                request,
-                base_dir=folder,
-                out_dir=folder / f"run{number}",
-                on_event=EventPrinter(console),
+                request, base_dir=folder, out_dir=folder / f"run{number}", on_event=printer
             )
-            print_result(console, result)
+            print_result(console, result, printer.streamed)
             results.append(result)
     return results

@@ -124,6 +124,7 @@ def run(
         if not path.is_file():
             raise _fail(f"attached file {path} not found")
     zoo = _zoo(config)
+    printer = None if as_json else EventPrinter(console)
     try:
         with Orchestrator(config, zoo=zoo) as orchestrator, _ctrl_c_cancels(orchestrator) as stop:
             result = orchestrator.run(
@@ -131,7 +132,7 @@ def run(
                 budget=budget,
                 files=files or [],
                 out_dir=out,
-                on_event=None if as_json else EventPrinter(console),
+                on_event=printer,
                 cancel=stop,
             )
     except UserError as exc:
@@ -139,7 +140,7 @@ def run(
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
-        print_result(console, result)
+        print_result(console, result, printer.streamed if printer else None)
     if result.status in ("rejected", "unservable"):
         if not as_json:
             err.print(f"[red]error:[/red] {escape(result.message)}", highlight=False)

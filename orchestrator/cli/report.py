@@ -18,12 +18,16 @@ from orchestrator.events import (
     Selected,
     StepFinished,
     StepStarted,
+    TokenDelta,
+    TokensDiscarded,
 )
 from orchestrator.pipeline.answer import render_value
 from orchestrator.pipeline.orchestrator import RunResult
 
 __all__ = [
+    "STREAMED_ABOVE",
     "EventPrinter",
+    "StreamedText",
     "print_card",
     "print_cards",
     "print_result",
@@ -60,13 +64,58 @@ def pull_line(event: PullProgress) -> str:
     return f"pulling {event.card} ({event.repo}): {done:.1f} of {total:.1f} MB ({share}%)"
 
 
+STREAMED_ABOVE = "(streamed above)"
+"""What an answer says in place of the text that was already streamed."""
+
+
+class StreamedText:
+    """The text steps streamed (``TokenDelta``) by attempt; discarded attempts are dropped."""
+
+    def __init__(self) -> None:
+        self.parts: dict[tuple[str, int], list[str]] = {}
+
+    def add(self, event: TokenDelta) -> bool:
+        """Keep a piece; True when it is the first of its attempt."""
+        pieces = self.parts.setdefault((event.step, event.seq), [])
+        pieces.append(event.text)
+        return len(pieces) == 1
+
+    def discard(self, event: TokensDiscarded) -> bool:
+        """Drop an attempt's text; True when some had come."""
+        return self.parts.pop((event.step, event.seq), None) is not None
+
+    def text(self, step: str, seq: int) -> str | None:
+        """The text one attempt streamed (None: it streamed nothing)."""
+        pieces = self.parts.get((step, seq))
+        return None if pieces is None else "".join(pieces)
+
+    def in_answer(self, answer: str) -> str:
+        """The answer with each kept streamed text named, not repeated (it was shown)."""
+        for pieces in self.parts.values():
+            text = "".join(pieces)
+            if text.strip() and text in answer:
+                answer = answer.replace(text, STREAMED_ABOVE, 1)
+        return answer
+
+
 class EventPrinter:
-    """Prints progress events as a run goes: the plan, each step's start and end, decisions."""
+    """Prints progress events as a run goes: the plan, each step's start and end, decisions.
+
+    A step's streamed text (``TokenDelta``) is printed as it comes, on its own line after
+    "writes:"; an attempt whose text is discarded says so. :attr:`streamed` keeps what was
+    shown, for :func:`print_result` not to print it again.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.streamed = StreamedText()
+        self.line_open = False  # a streamed text is being printed on the current line
 
     def __call__(self, event: Event) -> None:
+        if isinstance(event, TokenDelta | TokensDiscarded):
+            self._streaming(event)
+            return
+        self._end_line()
         match event:
             case PlanMade(plan=plan):
                 _print_plan(self.console, plan)
@@ -91,7 +140,30 @@ class EventPrinter:
                     markup=True,
                 )
 
+    def _streaming(self, event: TokenDelta | TokensDiscarded) -> None:
+        if isinstance(event, TokensDiscarded):
+            if self.streamed.discard(event):
+                self._end_line()
+                self.console.print(
+                    f"  [yellow]discarded[/yellow] the text of {event.step}: "
+                    + escape(event.reason)
+                )
+            return
+        if self.streamed.add(event):
+            self._end_line()
+            self.console.print(f"      {event.step} {event.card} writes: ", end="")
+        self.console.print(event.text, end="", markup=False, highlight=False, soft_wrap=True)
+        self.console.file.flush()
+        self.line_open = True
+
+    def _end_line(self) -> None:
+        if self.line_open:
+            self.console.print()
+            self.line_open = False
+
     def _finished(self, event: StepFinished) -> None:
+        shown = self.streamed.text(event.step, event.seq)
+        self._end_line()
         took = f"{event.seconds:.2f} s"
         if event.load_seconds:
             took += f" (+{event.load_seconds:.2f} s load)"
@@ -100,6 +172,8 @@ class EventPrinter:
                 f"  [green]ok[/green] {event.step} {event.card} {took} {usd(event.usd)}"
             )
             for name, value in (event.outputs or {}).items():
+                if shown is not None and value == shown:
+                    continue  # printed as it was made
                 text = render_value("json", value) if not isinstance(value, str) else value
                 self.console.print(f"      {name}: {text[:300]}", markup=False)
         else:
@@ -126,12 +200,17 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def print_result(console: Console, result: RunResult) -> None:
-    """The answer, the files produced, and the cost."""
+def print_result(console: Console, result: RunResult, streamed: StreamedText | None = None) -> None:
+    """The answer, the files produced, and the cost.
+
+    Text already ``streamed`` while the run went is not printed again: the answer names it.
+    """
     console.print()
     colour = "green" if result.ok else "yellow"
     console.print(f"[bold]Answer[/bold] [{colour}]({result.status})[/{colour}]")
     text = result.answer or result.message
+    if streamed is not None:
+        text = streamed.in_answer(text)
     if not text and result.status == "unfinished":
         text = "No answer yet: the run did not finish. Resume: orchestrator runs resume "
         text += result.run_id

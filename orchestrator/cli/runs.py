@@ -128,7 +128,7 @@ def runs_resume(
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
-        print_result(console, result)
+        print_result(console, result, printer.streamed if printer else None)
     exit_for(result)
 
 

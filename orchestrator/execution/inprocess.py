@@ -75,6 +75,7 @@ class InProcessExecutor:
                 max_tokens=ctx.max_tokens,
                 timeout_s=timeout,
                 usage=Usage(),
+                on_text=ctx.on_text,
             )
             started = self.clock()
             try:

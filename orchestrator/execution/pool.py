@@ -282,7 +282,9 @@ class WorkerPoolExecutor:
                 timeout = ctx.timeout_s if ctx.timeout_s is not None else default_timeout_s(card)
                 timeout, overrun = _within(card, timeout, deadline, limit, "the call")
                 request["timeout_s"] = timeout
-                reply, seconds = worker.request(request, file_inputs, timeout, overrun)
+                reply, seconds = worker.request(
+                    request, file_inputs, timeout, overrun, on_text=ctx.on_text
+                )
         finally:
             self._checkin(worker)
         outputs = _validated_outputs(card, reply.get("outputs"), Path(ctx.scratch))
@@ -498,6 +500,7 @@ def _request(
         "scratch": scratch,
         "max_tokens": ctx.max_tokens,
         "timeout_s": ctx.timeout_s,
+        "stream": ctx.on_text is not None,
     }
     return message, files
 

@@ -8,7 +8,9 @@ Protocol, one JSON object per line:
 * parent -> worker, first line: the card (``ToolCard.model_dump(mode="json")``);
   worker -> parent: ``{"ok": true, "load_seconds": s, "pid": p}`` or
   ``{"ok": false, "error": "Type: message", "traceback": "..."}`` (then the worker exits).
-* then per call, parent -> worker: ``{"inputs", "scratch", "max_tokens", "timeout_s"}``;
+* then per call, parent -> worker: ``{"inputs", "scratch", "max_tokens", "timeout_s", "stream"}``;
+  with ``stream`` true, a tool that generates text streams it first: ``{"text": piece}`` lines,
+  one per piece as it is made (joined, they are its text output); then
   worker -> parent: ``{"ok": true, "outputs", "seconds", "usage"}`` or
   ``{"ok": false, "kind": "raised" | "bad_output", "error", "traceback"}``.
 * end of file on stdin: the worker exits with code 0.
@@ -88,6 +90,8 @@ def _serve(tool: Any, protocol_in: BinaryIO, protocol_out: BinaryIO) -> None:
             max_tokens=request.get("max_tokens"),
             timeout_s=request.get("timeout_s"),
         )
+        if request.get("stream"):
+            ctx.on_text = lambda piece: _send(protocol_out, {"text": piece})
         started = time.monotonic()
         try:
             outputs = _encoded_outputs(tool(request["inputs"], ctx))

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -119,16 +120,18 @@ class Worker:
         file_inputs: list[str],
         timeout: float,
         overrun: str | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> tuple[dict[str, Any], float]:
         """Send one call and return the worker's successful reply and the call's wall time.
 
-        ``overrun`` is the reason given when the call takes longer than ``timeout``.
+        ``overrun`` is the reason given when the call takes longer than ``timeout``;
+        ``on_text`` receives the text pieces a streaming tool sends before its reply.
         """
         started = time.monotonic()
         scratch = Path(request["scratch"])
         message = self._staged(request, file_inputs)
         self._thaw()
-        reply = self._exchange(message, started + timeout, "during the call")
+        reply = self._exchange(message, started + timeout, "during the call", on_text)
         seconds = time.monotonic() - started
         if reply is None:
             self._fail(overrun or f"timed out after {timeout:g} s; worker killed")
@@ -193,13 +196,42 @@ class Worker:
                     mapped[name] = str(copy)
         return mapped
 
-    def _exchange(self, message: Any, deadline: float, when: str) -> dict[str, Any] | None:
-        """Send one line and read one reply line; None when the deadline passed."""
+    def _exchange(
+        self,
+        message: Any,
+        deadline: float,
+        when: str,
+        on_text: Callable[[str], None] | None = None,
+    ) -> dict[str, Any] | None:
+        """Send one line and read its reply line; None when the deadline passed.
+
+        Text pieces streamed before the reply go to ``on_text``; if it raises, the reply is
+        still read (the worker stays in step) and then its error is raised.
+        """
         assert self.proc is not None and self.proc.stdin is not None
         data = json.dumps(message, ensure_ascii=True).encode("ascii") + b"\n"
         try:
             if not _write_all(self.proc.stdin.fileno(), data, deadline):
                 return None
+        except BrokenPipeError:
+            self._fail(self._exit_reason(when))
+        refused: Exception | None = None
+        while True:
+            reply = self._next_reply(deadline, when)
+            if reply is None or "text" not in reply or "ok" in reply:
+                break
+            if on_text is not None and refused is None:
+                try:
+                    on_text(str(reply["text"]))
+                except Exception as exc:  # noqa: BLE001 - raised once the reply is read
+                    refused = exc
+        if refused is not None:
+            raise refused
+        return reply
+
+    def _next_reply(self, deadline: float, when: str) -> dict[str, Any] | None:
+        """The worker's next line as a JSON object; None when the deadline passed."""
+        try:
             line = self._read_line(deadline)
         except BrokenPipeError:
             line = b""

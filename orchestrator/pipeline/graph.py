@@ -32,7 +32,7 @@ from orchestrator.execution.pool import Executor
 from orchestrator.metered_llm import Meter, metered
 from orchestrator.pipeline.answer import compose_answer
 from orchestrator.pipeline.checks import ECHO_CHARS, short
-from orchestrator.pipeline.step import _attempts_of, _step_result, execute_node
+from orchestrator.pipeline.step import _attempts_of, _step_result, discard_unused, execute_node
 from orchestrator.plan import Plan
 from orchestrator.planning import Planner, checked_plan
 from orchestrator.planning.validate import validate_plan
@@ -100,6 +100,7 @@ class RunContext:
     emit: Callable[[Event], None] = lambda event: None
     cards: dict[str, ToolCard] = field(default_factory=dict)
     policy: RouterPolicy = field(default_factory=DefaultPolicy)
+    streamed: set[tuple[str, int, int]] = field(default_factory=set)  # (step, plan_no, seq)
 
     def card(self, name: str) -> ToolCard:
         """The loaded card ``name`` (a run needing a card not loaded is the user's mistake)."""
@@ -340,6 +341,7 @@ def _decide_answered(state: RunState, ctx: RunContext, plan: Plan, rnd: _Round) 
         view = _view(state, ctx, plan, step)
         decision = _policy_decision(ctx, view, started=True)
         rnd.decisions.append(_record(step, decision, view))
+        discard_unused(ctx, step, attempts[-1], decision)
         if decision.action == "accept":
             chosen = next(a for a in attempts if a["seq"] == decision.use)
             rnd.status[step] = "done"

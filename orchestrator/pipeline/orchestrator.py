@@ -16,7 +16,7 @@ from orchestrator.cards.approvals import Approvals
 from orchestrator.cards.zoo import Zoo
 from orchestrator.config import Config
 from orchestrator.errors import RunCancelled, UserError
-from orchestrator.events import Answered, Event, StepFinished
+from orchestrator.events import Answered, Event, StepFinished, TokenDelta
 from orchestrator.execution.pool import Executor
 from orchestrator.execution.pull import AutoPull, mark_pullable
 from orchestrator.pipeline.aio import AsyncRunning
@@ -536,7 +536,7 @@ def _cancellable(
     def emit(event: Event) -> None:
         if cancel.is_set():
             finished_ok = isinstance(event, StepFinished) and event.status == "ok"
-            if not (finished_ok or isinstance(event, Answered)):
+            if not (finished_ok or isinstance(event, Answered | TokenDelta)):
                 raise RunCancelled("cancelled by the user")
         if on_event is not None:
             on_event(event)

@@ -23,7 +23,7 @@ from orchestrator.cards import ToolCard
 from orchestrator.cards.backend import CallContext
 from orchestrator.cards.pricing import actual_cost, counts_tokens, expected_cost
 from orchestrator.errors import BudgetExceeded, ToolFailed
-from orchestrator.events import StepFinished, StepStarted
+from orchestrator.events import StepFinished, StepStarted, TokenDelta, TokensDiscarded
 from orchestrator.execution.pool import KILL_MARGIN_S, CallLimit
 from orchestrator.execution.tracebacks import card_traceback
 from orchestrator.pipeline.answer import StepResult, compose_answer, render_output
@@ -271,11 +271,20 @@ def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[
     # Started only now: a step refused before its call never shows as running.
     ctx.emit(StepStarted(step=step, card=card.name, task=subtask.task))
     # No timeout of its own: the executor's default for the card, cut by the budget's cap.
-    call = CallContext(scratch=ctx.run_dir, max_tokens=max_tokens)
+    streamed = (step, record["plan_no"], record["seq"])
+
+    def on_text(piece: str) -> None:  # a text-generation card streams its text (TokenDelta)
+        ctx.streamed.add(streamed)
+        ctx.emit(TokenDelta(step=step, card=card.name, seq=record["seq"], text=piece))
+
+    call = CallContext(scratch=ctx.run_dir, max_tokens=max_tokens, on_text=on_text)
     started = ctx.ledger.clock()
     try:
         outcome = ctx.executor.call(card, inputs, call, limit=None if capped is None else capped[0])
     except ToolFailed as exc:
+        if streamed in ctx.streamed:
+            reason = f"the attempt failed: {exc.reason}"
+            ctx.emit(TokensDiscarded(step=step, seq=record["seq"], reason=reason))
         seconds = ctx.ledger.clock() - started
         spent = actual_cost(card, seconds=seconds, input_tokens=0, output_tokens=0)
         ctx.ledger.settle(reservation, spent)
@@ -306,6 +315,20 @@ def execute_node(payload: dict[str, Any], runtime: Runtime[RunContext]) -> dict[
         outputs=outcome.outputs,
         **_usage(outcome.usage),
     )
+
+
+def discard_unused(ctx: RunContext, step: str, latest: dict[str, Any], decision: Any) -> None:
+    """Say that the text an ok attempt streamed is not the step's result (not accepted as is).
+
+    A failed attempt's text was discarded when it failed (see :func:`execute_node`).
+    """
+    key = (step, latest.get("plan_no", 0), latest["seq"])
+    if latest["status"] != "ok" or key not in ctx.streamed:
+        return
+    if decision.action == "accept" and decision.use == latest["seq"]:
+        return
+    reason = f"the router chose to {decision.action}: {decision.reason}"
+    ctx.emit(TokensDiscarded(step=step, seq=latest["seq"], reason=reason))
 
 
 def _usage(usage: Any) -> dict[str, int]:

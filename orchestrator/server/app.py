@@ -26,6 +26,7 @@ from orchestrator.config import Config
 from orchestrator.errors import RequestRejected, UserError
 from orchestrator.events import RunStarted, RunSummary
 from orchestrator.pipeline.chat import FILE_LINK
+from orchestrator.server.answer_stream import AnswerStream
 from orchestrator.server.files import (
     MEDIA_TYPES,
     UploadStore,
@@ -356,10 +357,13 @@ async def _stream(live: LiveRun, completion: Completion, request: Request) -> As
     base_url = str(request.base_url)
     start = RunStarted(run_id=job.run_id, model=completion.model, budget=job.budget.as_dict())
     watcher = asyncio.create_task(_cancel_on_disconnect(request, live))
+    answer = AnswerStream()  # a final step's streamed text goes out as content deltas
     try:
         yield completion.chunk(Delta(role="assistant", content=""), orchestrator=start.wire())
         async for event in live.events():
-            yield completion.chunk(Delta(), orchestrator=event.wire())
+            text = answer.content(event)
+            delta = Delta(content=text) if text else Delta()
+            yield completion.chunk(delta, orchestrator=event.wire())
     finally:
         watcher.cancel()
         if not live.future or not live.future.done():
@@ -372,7 +376,9 @@ async def _stream(live: LiveRun, completion: Completion, request: Request) -> As
         yield DONE
         return
     files = _file_links(result, base_url)
-    yield completion.chunk(Delta(content=_content(result, files)))
+    rest = answer.rest(_content(result, files))
+    if rest:
+        yield completion.chunk(Delta(content=rest))
     yield completion.chunk(Delta(), "stop", orchestrator=_summary(result, files).wire())
     if completion.include_usage:
         yield completion.usage_chunk(_usage(result))

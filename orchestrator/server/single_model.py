@@ -13,7 +13,10 @@ The conversation becomes the card's single text prompt (see :func:`build_inputs`
 ``response_format`` json_object / json_schema adds a "JSON only" instruction to the prompt (or goes
 to the card's optional json input ``json_schema``). ``temperature``, ``top_p``, ``seed``, ``tools``
 and similar parameters are accepted and ignored: a tool takes no sampling options, its card's
-``call_options`` decide. Streaming sends the whole answer in one delta (tools are not incremental).
+``call_options`` decide. Streaming sends the answer as the model makes it, one content delta per
+piece its tool streams (``CallContext.on_text``: the transformers and openai backends do; a tool
+that does not stream sends its whole answer in one delta). With ``stop`` sequences, text that may
+begin one is held back until it cannot, so no delta ever passes a stop.
 
 Bad requests get a 4xx answer with a JSON body in OpenAI's error shape
 ``{"error": {"message", "type", "param", "code"}}``; a failing model gets a 500 with the same shape.
@@ -24,10 +27,11 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -46,7 +50,9 @@ from orchestrator.server.wire import (
     ModelList,
     StreamOptions,
     Usage,
+    error_body,
     install_error_handlers,
+    sse,
 )
 
 __all__ = [
@@ -272,11 +278,16 @@ class _ChatModel:
         self.shape = shape
         self.lock = threading.Lock()
 
-    def generate(self, request: ChatCompletionRequest) -> _Generation:
-        inputs = build_inputs(request, self.shape)
+    def generate(
+        self,
+        request: ChatCompletionRequest,
+        inputs: dict[str, Any],
+        on_text: Callable[[str], None] | None = None,
+    ) -> _Generation:
+        """Run the tool on ``inputs`` (from :func:`build_inputs`), streaming to ``on_text``."""
         limit = request.token_limit()
         with self.lock, tempfile.TemporaryDirectory(prefix="llm-server-") as scratch:
-            ctx = CallContext(scratch=Path(scratch), max_tokens=limit)
+            ctx = CallContext(scratch=Path(scratch), max_tokens=limit, on_text=on_text)
             try:
                 outputs = self.tool(inputs, ctx)
             except Exception as exc:
@@ -347,12 +358,13 @@ def create_app(card: ToolCard) -> Any:
     @app.post("/v1/chat/completions")
     def chat_completions(body: ChatCompletionRequest) -> Any:
         _check_model(body.model, card.name)
-        generation = model.generate(body)
+        inputs = build_inputs(body, shape)  # a bad request is refused before any stream opens
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         completion = Completion(card.name, include_usage=include_usage)
         if body.stream:
-            events = _stream_events(completion, generation)
+            events = _stream_events(completion, model, body, inputs)
             return StreamingResponse(events, media_type="text/event-stream")
+        generation = model.generate(body, inputs)
         return completion.whole(generation.text, generation.finish_reason, generation.usage())
 
     return app
@@ -368,18 +380,66 @@ def _check_model(model_id: str, served: str) -> None:
         )
 
 
-def _stream_events(completion: Completion, generation: _Generation) -> Iterator[str]:
-    """The answer as ``chat.completion.chunk`` server-sent events, then ``[DONE]``.
+def _stream_events(
+    completion: Completion,
+    model: _ChatModel,
+    request: ChatCompletionRequest,
+    inputs: dict[str, Any],
+) -> Iterator[str]:
+    """The answer as ``chat.completion.chunk`` server-sent events as it is made, then ``[DONE]``.
 
-    The tool returns its whole output at once, so the content arrives in one delta.
+    The model runs in a thread; each piece it streams becomes a content delta (held back while
+    it may begin a stop sequence). Whatever of the final text was not sent comes in one last
+    delta. A model that fails after the stream opened ends it with an error event.
     """
+    pieces: queue.Queue[str | None] = queue.Queue()
+    ended: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            ended["generation"] = model.generate(request, inputs, on_text=pieces.put)
+        except Exception as exc:  # noqa: BLE001 - the stream is open: it ends with the error
+            ended["error"] = exc
+        finally:
+            pieces.put(None)
+
+    threading.Thread(target=work, name="serve-llm-generate", daemon=True).start()
     yield completion.chunk(Delta(role="assistant", content=""))
-    if generation.text:
-        yield completion.chunk(Delta(content=generation.text))
+    held = _StopHold(request.stop_sequences())
+    while (piece := pieces.get()) is not None:
+        ready = held.feed(piece)
+        if ready:
+            yield completion.chunk(Delta(content=ready))
+    if "error" in ended:
+        yield sse(error_body(str(ended["error"]), "server_error"))
+        yield DONE
+        return
+    generation: _Generation = ended["generation"]
+    if generation.text.startswith(held.sent) and len(generation.text) > len(held.sent):
+        yield completion.chunk(Delta(content=generation.text[len(held.sent) :]))
     yield completion.chunk(Delta(), generation.finish_reason)
     if completion.include_usage:
         yield completion.usage_chunk(generation.usage())
     yield DONE
+
+
+class _StopHold:
+    """Streamed text, released only where no stop sequence can begin or has begun."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.keep = max((len(s) for s in self.stops), default=1) - 1
+        self.seen = ""
+        self.sent = ""
+
+    def feed(self, piece: str) -> str:
+        """Add a piece; the text that may now be sent (often the piece itself)."""
+        self.seen += piece
+        cuts = [c for c in (self.seen.find(s) for s in self.stops) if c >= 0]
+        end = min(cuts) if cuts else len(self.seen) - self.keep
+        ready = self.seen[len(self.sent) : max(end, len(self.sent))]
+        self.sent += ready
+        return ready
 
 
 # --- finding a card and serving it -------------------------------------------------------------

@@ -56,6 +56,18 @@ def test_local_card_needs_no_key_and_answers(base_url: str, tmp_path: Path) -> N
     assert list(tmp_path.iterdir()) == []  # a chat call writes no files
 
 
+def test_a_streaming_caller_gets_the_reply_piece_by_piece(base_url: str, tmp_path: Path) -> None:
+    tool = load_tool(chat_card(base_url, max_tokens=32))
+    prompt = {"prompt": "Write two sentences about the sea."}
+    whole = tool(prompt, CallContext(scratch=tmp_path))["text"]
+    pieces: list[str] = []
+    ctx = CallContext(scratch=tmp_path, on_text=pieces.append)
+    outputs = tool(prompt, ctx)
+    assert len(pieces) > 5, pieces  # the server's stream, one delta per token
+    assert "".join(pieces) == outputs["text"] == whole  # greedy decoding: the same reply
+    assert ctx.usage.input_tokens > 0 and 0 < ctx.usage.output_tokens <= 32  # include_usage
+
+
 def test_max_tokens_is_the_smaller_of_card_and_context(base_url: str, tmp_path: Path) -> None:
     tool = load_tool(chat_card(base_url, max_tokens=40))
     ctx = CallContext(scratch=tmp_path, max_tokens=4)

@@ -17,6 +17,7 @@ from orchestrator.cards.backend import unavailable_reason
 from orchestrator.errors import NotServable, UserError
 from orchestrator.server.single_model import (
     ChatCompletionRequest,
+    _StopHold,
     _ToolShape,
     build_inputs,
     create_app,
@@ -110,6 +111,46 @@ def test_streaming_with_the_official_client(client: openai.OpenAI) -> None:
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
     assert finishes[-1] in ("stop", "length") and all(f is None for f in finishes[:-1])
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_streaming_sends_a_delta_per_piece_joining_to_the_whole_answer(
+    client: openai.OpenAI,
+) -> None:
+    request = {
+        "model": CARD,
+        "messages": [{"role": "user", "content": "Write two sentences about the sea."}],
+        "max_tokens": 40,
+    }
+    whole = client.chat.completions.create(**request).choices[0].message.content
+    chunks = list(client.chat.completions.create(**request, stream=True))
+    deltas = [c.choices[0].delta.content for c in chunks if c.choices]
+    deltas = [d for d in deltas if d]
+    assert len(deltas) > 5, deltas  # token by token, not the answer in one piece
+    assert "".join(deltas) == whole  # greedy decoding: the same answer both ways
+
+
+def test_a_streamed_answer_never_passes_a_stop_sequence(client: openai.OpenAI) -> None:
+    request = {
+        "model": CARD,
+        "messages": [{"role": "user", "content": "Write two sentences about the sea."}],
+        "max_tokens": 40,
+    }
+    whole = client.chat.completions.create(**request).choices[0].message.content
+    words = whole.split()
+    stop = " ".join(words[3:5])  # two words from the middle of the answer
+    stream = client.chat.completions.create(**request, stop=[stop], stream=True)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == whole[: whole.index(stop)] and stop not in text
+
+
+def test_stop_hold_releases_text_only_where_no_stop_can_begin() -> None:
+    held = _StopHold(["END", "\n\n"])
+    assert held.feed("Hello") == "Hel"  # the last two may begin a stop: kept back
+    assert held.feed(" wor") == "lo w"
+    assert held.feed("ld EN") == "orld "  # "EN" may begin "END"
+    assert held.feed("D more") == ""  # it did: nothing from the stop on is sent
+    assert held.feed(" text") == ""
+    assert held.sent == "Hello world "
 
 
 def test_stream_wire_format_ends_with_done(server: str) -> None:
@@ -311,8 +352,9 @@ def test_a_cards_own_code_is_never_loaded_in_the_server(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "chatty.py").write_text(f"open({str(marker)!r}, 'w').write('x')\n")
     (folder / "chatty.yaml").write_text(
-        CARD_YAML.format(name="chatty", task="text-generation", input="prompt", type="text")
-        .replace("nowhere.at_all:load", "chatty:load")
+        CARD_YAML.format(
+            name="chatty", task="text-generation", input="prompt", type="text"
+        ).replace("nowhere.at_all:load", "chatty:load")
     )
     card = resolve_card(str(folder / "chatty.yaml"))
     with pytest.raises(NotServable, match="a python card: serve-llm loads the model in this"):

@@ -4,6 +4,8 @@ The card names the model, the endpoint (``base_url``, default ``$OPENAI_BASE_URL
 OpenAI API) and the environment variable that holds the API key. A server on this machine
 (localhost) needs no key. The tool takes the card's first text input as the user message and
 returns the reply as the card's first text output; it reports token usage in ``ctx.usage``.
+When the caller streams (``ctx.on_text``), the completion is asked for with ``stream=True`` and
+each content delta is handed on as it comes; the text output is the deltas joined.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ class ChatTool:
         max_tokens = self.spec.max_tokens
         if ctx.max_tokens is not None:
             max_tokens = min(max_tokens, ctx.max_tokens)
+        if ctx.on_text is not None:
+            return {self.output_name: self._streamed(messages, max_tokens, ctx)}
         response = self._create(messages, max_tokens, ctx.timeout_s)
         if response.usage is not None:
             ctx.usage.input_tokens += response.usage.prompt_tokens or 0
@@ -95,6 +99,23 @@ class ChatTool:
         return self.llm.create(
             messages, max_tokens=max_tokens, timeout_s=timeout, temperature=self.spec.temperature
         )
+
+    def _streamed(self, messages: list[dict[str, str]], max_tokens: int, ctx: CallContext) -> str:
+        """The reply streamed to ``ctx.on_text`` (see :meth:`LlmClient.stream`)."""
+        assert ctx.on_text is not None
+        reply = self.llm.stream(
+            messages,
+            max_tokens=max_tokens,
+            on_text=ctx.on_text,
+            timeout_s=ctx.timeout_s,
+            temperature=self.spec.temperature,
+        )
+        ctx.usage.input_tokens += reply.prompt_tokens
+        ctx.usage.output_tokens += reply.completion_tokens
+        if not reply.text and reply.finish_reason not in ("stop", "length"):
+            why = f"finish_reason={reply.finish_reason}"
+            raise ChatEndpointError(f"{self._where()} returned no text ({why})")
+        return reply.text
 
     def _where(self) -> str:
         return self.llm.where

@@ -9,7 +9,10 @@ written under ``ctx.scratch``.
 
 Generative tasks honour ``ctx.max_tokens`` as ``max_new_tokens`` and count tokens into
 ``ctx.usage``. For ``text-generation`` a tokenizer's chat template, when it has one, wraps the
-input as a user message and only the new text is returned.
+input as a user message and only the new text is returned. When the caller streams
+(``ctx.on_text``), a text-generation card sends its text piece by piece as the tokens are made
+(transformers' ``TextStreamer``, called in the generating thread); its text output is then the
+pieces joined, which is the generated text with its leading and trailing whitespace left out.
 
 transformers 5 removed the ``summarization``, ``translation`` and ``text2text-generation``
 pipelines; those tasks run here through ``AutoModelForSeq2SeqLM.generate`` with the same
@@ -161,12 +164,58 @@ class PipelineTool:
         kwargs.setdefault("max_new_tokens", _DEFAULT_MAX_NEW_TOKENS)
         for key in ("return_full_text", "return_text"):
             kwargs.pop(key, None)
+        pieces = _StrippedPieces(ctx.on_text) if ctx.on_text is not None else None
+        if pieces is not None:
+            kwargs["streamer"] = _text_streamer(tokenizer, pieces)
         records = self.runner(prompt, return_tensors=True, **kwargs)
         new_ids = list(records[0]["generated_token_ids"])[len(prompt_ids) :]
         ctx.usage.input_tokens += len(prompt_ids)
         ctx.usage.output_tokens += len(new_ids)
+        if pieces is not None:
+            return [{"generated_text": pieces.text()}]
         text = tokenizer.decode(new_ids, skip_special_tokens=True)
         return [{"generated_text": text.strip()}]
+
+
+class _StrippedPieces:
+    """Passes text pieces on so that, joined, they are the whole text stripped.
+
+    Leading whitespace is dropped; whitespace at the end of a piece is held back until more
+    text follows it (so trailing whitespace of the whole text is never sent).
+    """
+
+    def __init__(self, send: Callable[[str], None]) -> None:
+        self.send = send
+        self.sent: list[str] = []
+        self.held = ""
+
+    def __call__(self, piece: str) -> None:
+        if not self.sent:
+            piece = piece.lstrip()
+        body = piece.rstrip()
+        if not body:
+            self.held += piece
+            return
+        out = self.held + body
+        self.held = piece[len(body) :]
+        self.sent.append(out)
+        self.send(out)
+
+    def text(self) -> str:
+        """Everything sent so far, joined."""
+        return "".join(self.sent)
+
+
+def _text_streamer(tokenizer: Any, send: Callable[[str], None]) -> Any:
+    """A ``TextStreamer`` that hands each decoded piece of new text to ``send``."""
+    from transformers import TextStreamer
+
+    class _Streamer(TextStreamer):  # type: ignore[misc]
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                send(text)
+
+    return _Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
 class _Seq2SeqGenerator:

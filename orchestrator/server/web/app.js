@@ -261,6 +261,9 @@ function handle(view, event) {
     case "step_finished": view.finished(event); break;
     case "budget": view.budget(event); break;
     case "rejected": view.state.textContent = event.message; break;
+    case "token": view.state.textContent = event.step + " on " + event.card + " is writing..."; break;
+    case "tokens_discarded":
+      view.state.textContent = "discarded the text of " + event.step + ": " + event.reason; break;
     default: break;
   }
   view.scroll();
@@ -286,7 +289,10 @@ async function readStream(response, view) {
       const chunk = JSON.parse(data);
       if (chunk.error) throw new Error(chunk.error.message);
       const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-      if (delta && delta.content) content += delta.content;
+      if (delta && delta.content) {
+        content += delta.content;
+        view.answer.textContent = content;  // the answer as it is written (token streaming)
+      }
       const event = chunk.orchestrator;
       if (!event) continue;
       if (event.type === "result") result = event; else handle(view, event);
