@@ -274,16 +274,22 @@ class RunService:
             self._live.add(live)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._concurrent)
-        live.task = asyncio.get_running_loop().create_task(self._run(live, self._slots))
-        live.task.add_done_callback(lambda _task: self._release(live))
+        loop = asyncio.get_running_loop()
+        live.task = loop.create_task(self._run(live, self._slots))
+        live.task.add_done_callback(lambda _task: self._ended(live, loop))
         return live
 
-    def _release(self, live: LiveRun) -> None:
+    def _ended(self, live: LiveRun, loop: asyncio.AbstractEventLoop) -> None:
         live.queue.put_nowait(_DONE)
-        with self._lock:
-            self._live.discard(live)
+        # Releasing takes the retention lock, which a sweep holds while it deletes: not on the
+        # loop's thread.
+        loop.run_in_executor(None, self._release, live)
+
+    def _release(self, live: LiveRun) -> None:
         if live.job.claim is not None:
             live.job.claim.release()
+        with self._lock:
+            self._live.discard(live)
         self.retention.maybe_sweep()  # at most once a minute, in the background
 
     async def _run(self, live: LiveRun, slots: asyncio.Semaphore) -> Any:
