@@ -18,6 +18,8 @@ __all__ = [
     "input_extensions",
     "kind_of",
     "sniff",
+    "text_kind",
+    "text_problem",
     "upload_labels",
 ]
 
@@ -52,11 +54,14 @@ KINDS: tuple[FileKind, ...] = (
     FileKind("image", "tif", "image/tiff"),
     FileKind("image", "tiff", "image/tiff"),
     # Text files are read as the text input of the step that needs one.
+    # The server takes every text kind a run reads as an upload, by its name (text has no
+    # first-bytes signature) once its content is checked to be text (see text_problem).
     FileKind("text", "txt", "text/plain", served=True),
     FileKind("text", "md", "text/markdown"),
     FileKind("data", "json", "application/json", named=False, served=True),  # made by runs
 )
 _BY_EXT = {kind.ext: kind for kind in KINDS}
+_TEXT_EXTS = ", .".join(k.ext for k in KINDS if k.io_type == "text" and k.named)
 
 
 def kind_of(path: str) -> FileKind | None:
@@ -74,10 +79,35 @@ def input_extensions() -> dict[str, tuple[str, ...]]:
 
 
 def upload_labels() -> str:
-    """The uploads the server takes, in words: "PNG, JPEG, ... images and WAV, ... audio"."""
+    """The uploads the server takes, in words: "PNG, ... images, WAV, ... audio and ... text"."""
     images = ", ".join(k.label for k in KINDS if k.label and k.io_type == "image")
     audio = ", ".join(k.label for k in KINDS if k.label and k.io_type == "audio")
-    return f"{images} images and {audio} audio"
+    return f"{images} images, {audio} audio and UTF-8 text files named .{_TEXT_EXTS}"
+
+
+def text_kind(name: str | None, media_type: str | None = None) -> FileKind | None:
+    """The text kind a file's name (or, without a known extension, its media type) says.
+
+    Only the text kinds a run reads (``named``): those the CLI takes, the server takes too.
+    """
+    by_name = kind_of(name) if name and "." in name else None
+    if by_name is not None:
+        return by_name if by_name.io_type == "text" and by_name.named else None
+    return next(
+        (k for k in KINDS if k.io_type == "text" and k.named and k.mime == media_type), None
+    )
+
+
+def text_problem(data: bytes) -> str | None:
+    """Why ``data`` is not plain text (UTF-8 without control bytes), or None when it is."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"its bytes are not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x})"
+    control = sum(1 for c in text if ord(c) < 32 and c not in "\t\n\r\f")
+    if "\x00" in text or control > len(text) // 100:
+        return "it holds binary data (control bytes), not text"
+    return None
 
 
 def _is_mp3(head: bytes) -> bool:

@@ -19,6 +19,7 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 SLOW_MODULES = {  # module -> (marker, why)
     "test_chat_terminal": ("tmux", "drives the terminal chat in tmux"),
     "test_web_page": ("browser", "drives the web page in Chromium"),
+    "test_web_controls": ("browser", "drives the web page's stop and new-chat buttons"),
     "test_execute_ray": ("ray", "starts a Ray cluster"),
     "test_tools": ("models", "runs the built-in tools' real models"),
     "test_orchestrator": ("models", "runs requests on the real models"),

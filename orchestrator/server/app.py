@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,28 +25,23 @@ from fastapi.staticfiles import StaticFiles
 from orchestrator.budget import Budget
 from orchestrator.cards.zoo import Zoo
 from orchestrator.config import Config
-from orchestrator.errors import RequestRejected, UserError
+from orchestrator.errors import RequestRejected
 from orchestrator.events import RunStarted, RunSummary
-from orchestrator.pipeline.chat import FILE_LINK
 from orchestrator.server.answer_stream import AnswerStream
 from orchestrator.server.files import (
     MEDIA_TYPES,
     UploadStore,
-    decode_base64,
-    decode_data_url,
     produced_file,
-    store_input,
 )
 from orchestrator.server.guard import AllowedHosts, BodyLimits, Guard, client_of
-from orchestrator.server.retention import UPLOADS, Claim, Retention
+from orchestrator.server.inputs import request_inputs
+from orchestrator.server.retention import UPLOADS, Retention
 from orchestrator.server.runs import LiveRun, RunJob, RunService
 from orchestrator.server.wire import (
     DONE,
-    AudioPart,
     ChatRequest,
     Completion,
     Delta,
-    ImagePart,
     ModelEntry,
     ModelList,
     Usage,
@@ -110,89 +107,6 @@ def _check_model(zoo: Zoo, model: str) -> str | None:
     return model
 
 
-def _upload(uploads: UploadStore, claim: Claim, file_id: str, param: str) -> Path:
-    """An upload of this client, held for the run; a swept one is a 404 saying it expired."""
-    retention = claim.retention
-    with retention.lock:  # a sweep deletes under this lock: the file stays until the run ends
-        try:
-            path = uploads.path(file_id, param, claim.owner)
-        except RequestRejected as exc:
-            if retention.swept(file_id, claim.owner):
-                what = f"the uploaded file '{file_id}'"
-                raise retention.expired(what, param=param, type_="not_found_error") from None
-            raise RequestRejected(
-                404,
-                f"{exc} ({retention.policy()})",
-                type_="not_found_error",
-                param=param,
-                code="file_not_found",
-            ) from None
-        claim.add(path)
-    return path
-
-
-def _hold(claim: Claim, files: list[Path]) -> None:
-    """Hold every file a run reads (earlier runs' files too); one swept meanwhile is a 404.
-
-    Each must lie in an upload or a run folder of this client: another's is never read.
-    """
-    retention = claim.retention
-    for path in files:
-        item = retention.item_of(path)
-        if item is None or retention.owner_of(item) != claim.owner:
-            raise RequestRejected(
-                404,
-                f"no file '{path.name}' of yours on this server",
-                type_="not_found_error",
-                param="messages",
-                code="file_not_found",
-            )
-        if not claim.add(path):
-            raise claim.retention.expired(
-                f"the file '{path.name}'", param="messages", type_="not_found_error"
-            )
-
-
-def _attachments(
-    body: ChatRequest, index: int, claim: Claim, uploads: UploadStore, limit: int
-) -> list[Path]:
-    """The files attached to message ``index``, stored for the run (uploads held for it)."""
-    files: list[Path] = []
-    inputs = claim.run_dir / "inputs"
-    for number, part in body.messages[index].file_parts():
-        param = f"messages.{index}.content.{number}"
-        if isinstance(part, ImagePart):
-            data = decode_data_url(part.image_url.url, f"{param}.image_url.url")
-            name = f"image-{number}"
-        elif isinstance(part, AudioPart):
-            data = decode_base64(part.input_audio.data, f"{param}.input_audio.data")
-            name = f"audio-{number}.{part.input_audio.format}"
-        elif part.file.file_id is not None:
-            files.append(_upload(uploads, claim, part.file.file_id, f"{param}.file.file_id"))
-            continue
-        else:
-            data = decode_data_url(part.file.file_data or "", f"{param}.file.file_data")
-            name = part.file.filename or f"file-{number}"
-        files.append(store_input(data, name, inputs, limit=limit, param=param))
-    return files
-
-
-def _inputs(
-    body: ChatRequest, index: int, claim: Claim, uploads: UploadStore, limit: int, zoo: Zoo
-) -> tuple[str, list[Path]]:
-    """The run's prompt and files (attached now or earlier in the conversation), all held."""
-    files = _attachments(body, index, claim, uploads, limit)
-    prompt, files = _conversation_inputs(
-        body,
-        files,
-        claim,
-        lambda i: _attachments(body, i, claim, uploads, limit),
-        zoo,
-    )
-    _hold(claim, files)
-    return prompt, files
-
-
 def _produced(retention: Retention, run_id: str, name: str, owner: str) -> Path:
     """A file a run made (see :func:`produced_file`); one a sweep deleted is a 404 saying so."""
     try:
@@ -202,55 +116,6 @@ def _produced(retention: Retention, run_id: str, name: str, owner: str) -> Path:
             what = f"the file '{name}' of run '{run_id}'"
             raise retention.expired(what, type_="not_found_error") from None
         raise
-
-
-def _conversation_inputs(
-    body: ChatRequest,
-    files: list[Path],
-    claim: Claim,
-    earlier_files: Callable[[int], list[Path]] | None = None,
-    zoo: Zoo | None = None,
-) -> tuple[str, list[Path]]:
-    """The prompt and files of the last user message, in the light of the earlier turns.
-
-    Files the assistant made earlier are recognised by their ``/v1/files/`` links (links to
-    runs of other clients are dropped first: for this client they do not exist); files
-    attached to earlier user messages come from ``earlier_files(index)``.
-    """
-    from orchestrator.pipeline.chat import Conversation, missing_input
-
-    messages = [_own_links(m.model_dump(exclude_none=True), claim) for m in body.messages]
-    try:
-        conversation, request = Conversation.from_messages(
-            messages, claim.retention.runs_dir, earlier_files
-        )
-        missing = missing_input(zoo) if zoo is not None else None
-        return conversation.inputs_for(request, files, missing)
-    except UserError as exc:
-        raise RequestRejected(400, str(exc), param="messages") from exc
-
-
-def _own_links(message: dict[str, Any], claim: Claim) -> dict[str, Any]:
-    """An assistant message without its links to files of runs this client did not start."""
-    if message.get("role") != "assistant":
-        return message
-    ledger = claim.retention.ledger
-
-    def keep(link: Any) -> str:
-        return link.group(0) if ledger.owner("runs", link.group(1)) == claim.owner else ""
-
-    content = message.get("content")
-    if isinstance(content, str):
-        return {**message, "content": FILE_LINK.sub(keep, content)}
-    if isinstance(content, list):
-        parts = [
-            {**p, "text": FILE_LINK.sub(keep, p["text"])}
-            if isinstance(p, dict) and isinstance(p.get("text"), str)
-            else p
-            for p in content
-        ]
-        return {**message, "content": parts}
-    return message
 
 
 def _file_links(result: Any, base_url: str) -> list[dict[str, str]]:
@@ -334,20 +199,20 @@ async def _queue_run(
     claim = await asyncio.to_thread(service.retention.claim, run_dir, owner)
     try:
         prompt, files = await asyncio.to_thread(
-            _inputs, body, index, claim, uploads, limit, service.zoo
+            request_inputs, body, index, claim, uploads, limit, service.zoo
         )
         job = RunJob(run_id, prompt, files, budget, run_dir, card=card, claim=claim)
-        return service.start(job, asyncio.get_running_loop())
+        return service.start(job)
     except BaseException:
         claim.abandon()  # refused before it ran: nothing of it is kept
         raise
 
 
 async def _cancel_on_disconnect(request: Request, live: LiveRun) -> None:
-    """Stop the run (before its next step) as soon as the client hangs up."""
-    while live.future is not None and not live.future.done():
+    """Cancel the run's task (it stops after its step in flight) once the client hangs up."""
+    while not live.done:
         if await request.is_disconnected():
-            live.cancel.set()
+            live.stop()
             return
         await asyncio.sleep(0.1)
 
@@ -366,10 +231,11 @@ async def _stream(live: LiveRun, completion: Completion, request: Request) -> As
             yield completion.chunk(delta, orchestrator=event.wire())
     finally:
         watcher.cancel()
-        if not live.future or not live.future.done():
-            live.cancel.set()  # the stream was closed early: stop the run too
+        live.stop()  # the stream was closed early: cancel the run too (no-op once it ended)
     try:
         result = await live.result()
+    except asyncio.CancelledError:
+        return  # stopped by the client, who is gone
     except Exception as exc:  # a bug in the pipeline: say so in OpenAI's streamed-error shape
         log.exception("run %s failed", job.run_id)
         yield sse(error_body(f"the run failed: {type(exc).__name__}: {exc}", "server_error"))
@@ -385,6 +251,27 @@ async def _stream(live: LiveRun, completion: Completion, request: Request) -> As
     yield DONE
 
 
+async def _whole(live: LiveRun, completion: Completion, request: Request) -> Any:
+    """The answer as one JSON body once the run ends (a client gone meanwhile cancels it)."""
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, live))
+    try:
+        async for _event in live.events():
+            pass
+        result = await live.result()
+    except asyncio.CancelledError:
+        if not live.stopped:
+            raise
+        body = error_body("the client cancelled the request", code="cancelled")
+        return JSONResponse(body, status_code=499)  # nobody is listening any more
+    finally:
+        watcher.cancel()
+        live.stop()
+    links = _file_links(result, str(request.base_url))
+    summary = _summary(result, links).wire()
+    content = _content(result, links)
+    return completion.whole(content, "stop", _usage(result), orchestrator=summary)
+
+
 # --- the app -----------------------------------------------------------------------------------
 
 
@@ -393,7 +280,7 @@ def _install_error_handlers(app: Any) -> None:
 
     @app.exception_handler(Exception)
     def _bug(_request: Any, exc: Exception) -> Any:
-        log.error("unexpected error: %s: %s", type(exc).__name__, exc)
+        log.exception("unexpected error: %s: %s", type(exc).__name__, exc)
         body = error_body(f"internal error: {type(exc).__name__}", "server_error")
         return JSONResponse(body, status_code=500)
 
@@ -453,12 +340,18 @@ def build_app(config: Config, zoo: Zoo) -> Any:
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         await asyncio.to_thread(retention.sweep_safely)
+        # Runs take threads of the loop's default executor (astream): room for all of them
+        # besides the short file and sweep jobs that use it too.
+        threads = config.server.max_concurrent_runs + (os.cpu_count() or 1) + 4
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(threads, thread_name_prefix="orchestrator")
+        )
         service = await asyncio.to_thread(RunService, config, zoo, retention=retention)
         state["service"] = service
         try:
             yield
         finally:
-            await asyncio.to_thread(service.close)
+            await service.aclose()
 
     app = fastapi.FastAPI(title="orchestrator", lifespan=lifespan, docs_url=None, redoc_url=None)
     _install_error_handlers(app)
@@ -488,7 +381,9 @@ def build_app(config: Config, zoo: Zoo) -> Any:
     ) -> dict[str, Any]:
         data = await file.read(limit + 1)
         owner = client_of(request.scope)
-        file_id, path = await asyncio.to_thread(uploads.save, data, file.filename, owner)
+        file_id, path = await asyncio.to_thread(
+            uploads.save, data, file.filename, owner, file.content_type
+        )
         retention.maybe_sweep()
         return {
             "id": file_id,
@@ -520,21 +415,10 @@ def build_app(config: Config, zoo: Zoo) -> Any:
         live = await _queue_run(body, card, budget, state["service"], uploads, limit, owner)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         completion = Completion(body.model, include_usage=include_usage)
-        base_url = str(request.base_url)
         if body.stream:
             events = _stream(live, completion, request)
             return StreamingResponse(events, media_type="text/event-stream")
-        watcher = asyncio.create_task(_cancel_on_disconnect(request, live))
-        try:
-            async for _event in live.events():
-                pass
-        finally:
-            watcher.cancel()
-        result = await live.result()
-        links = _file_links(result, base_url)
-        summary = _summary(result, links).wire()
-        content = _content(result, links)
-        return completion.whole(content, "stop", _usage(result), orchestrator=summary)
+        return await _whole(live, completion, request)
 
     @app.get("/", include_in_schema=False)
     def index() -> Any:

@@ -1,8 +1,10 @@
 """Files in and out of ``orchestrator serve``: what is accepted, where it is kept, how it is served.
 
-Accepted inputs are images (PNG, JPEG, GIF, BMP, WebP) and audio (WAV, MP3, FLAC, Ogg), each at
-most ``max_upload_bytes``; the type is read from the file's first bytes, not from its name or a
-declared content type, and the stored file gets the matching extension. Uploads
+Accepted inputs are images (PNG, JPEG, GIF, BMP, WebP), audio (WAV, MP3, FLAC, Ogg) and the text
+files a run reads (.txt, .md), each at most ``max_upload_bytes``. The type of an image or audio
+file is read from its first bytes, not from its name or a declared content type, and the stored
+file gets the matching extension; text has no such signature, so a text file is known by its
+name (or declared media type) and taken only when its content is UTF-8 text. Uploads
 (``POST /v1/files``) are kept under ``RUNS/uploads/file-ID/``; files attached inline to a
 message are written into the run's own folder ``RUNS/RUN_ID/inputs/``. Produced files are served
 from ``GET /v1/files/RUN_ID/NAME`` (only media files inside that run's folder). Both belong to
@@ -20,7 +22,7 @@ import uuid
 from pathlib import Path
 
 from orchestrator.errors import RequestRejected
-from orchestrator.file_kinds import KINDS, FileKind, sniff, upload_labels
+from orchestrator.file_kinds import KINDS, FileKind, sniff, text_kind, text_problem, upload_labels
 from orchestrator.server.retention import UPLOADS, Ledger
 
 __all__ = [
@@ -29,7 +31,10 @@ __all__ = [
     "FileKind",
     "UploadStore",
     "decode_base64",
+    "data_url_type",
     "decode_data_url",
+    "file_ids_in",
+    "how_to_attach",
     "produced_file",
     "sniff",
     "store_input",
@@ -43,6 +48,9 @@ MEDIA_TYPES = {kind.ext: kind.mime for kind in KINDS if kind.served}
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FILE_ID = re.compile(r"^file-[0-9a-f]{24}$")
+# An upload's id named in a message's text ("summarise file-3f2a..."): "file-" then letters and
+# digits, at least one a digit (so "file-based" is a word, not an id).
+_FILE_ID_IN_TEXT = re.compile(r"(?<![\w/.-])file-(?=[0-9a-z]*[0-9])[0-9a-z]{6,}(?![\w-])")
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,(.*)$", re.S)
 
 
@@ -73,14 +81,44 @@ def decode_data_url(url: str, param: str) -> bytes:
     return decode_base64(match.group(3), param)
 
 
+def data_url_type(url: str) -> str | None:
+    """The media type a ``data:`` URL declares (``data:text/plain;base64,...``), or None."""
+    match = _DATA_URL.match(url)
+    return match.group(1) if match else None
+
+
+def file_ids_in(text: str) -> list[str]:
+    """The upload ids named in ``text``, in order, each once."""
+    return list(dict.fromkeys(_FILE_ID_IN_TEXT.findall(text)))
+
+
+def how_to_attach(file_id: str) -> str:
+    """What to do when a message names an id this client has no upload of."""
+    return (
+        f"upload the file with POST /v1/files and name the id it answers, or attach it to the "
+        f'message as a content part {{"type": "file", "file": {{"file_id": "{file_id}"}}}} '
+        "(or inline as file_data with its filename)"
+    )
+
+
 def _safe_name(filename: str | None, kind: FileKind) -> str:
     stem = Path(filename or "").stem if filename else ""
     stem = re.sub(r"[^\w.-]+", "_", stem).strip("._")[:60] or kind.io_type
     return f"{stem}.{kind.ext}"
 
 
-def checked_kind(data: bytes, limit: int, what: str, param: str | None) -> FileKind:
-    """The type of an attached file; too big (413) or not an accepted type (415) is refused."""
+def checked_kind(
+    data: bytes,
+    limit: int,
+    what: str,
+    param: str | None,
+    name: str | None = None,
+    media_type: str | None = None,
+) -> FileKind:
+    """The type of an attached file; too big (413) or not an accepted type (415) is refused.
+
+    A file named (or declared) as text must hold UTF-8 text: binary data is a 415 saying so.
+    """
     if len(data) > limit:
         raise RequestRejected(
             413,
@@ -90,7 +128,21 @@ def checked_kind(data: bytes, limit: int, what: str, param: str | None) -> FileK
         )
     if not data:
         raise RequestRejected(400, f"{what} is empty", param=param, code="empty_file")
-    kind = sniff(data)
+    kind, text = sniff(data), text_kind(name, media_type)
+    if text is not None:
+        problem = (
+            f"its content is a {kind.ext.upper()} {kind.io_type} file; rename it to .{kind.ext}"
+            if kind is not None
+            else text_problem(data)
+        )
+        if problem is None:
+            return text
+        raise RequestRejected(
+            415,
+            f"{what} is named as a .{text.ext} text file but {problem}",
+            param=param,
+            code="unsupported_file_type",
+        )
     if kind is None:
         raise RequestRejected(
             415,
@@ -102,13 +154,19 @@ def checked_kind(data: bytes, limit: int, what: str, param: str | None) -> FileK
 
 
 def store_input(
-    data: bytes, filename: str | None, folder: Path, *, limit: int, param: str | None = None
+    data: bytes,
+    filename: str | None,
+    folder: Path,
+    *,
+    limit: int,
+    param: str | None = None,
+    media_type: str | None = None,
 ) -> Path:
     """Check an attached file and write it into ``folder`` under a safe, unused name."""
     what = f"the attached file '{filename}'" if filename else "the attached file"
     if param:
         what += f" ({param})"
-    kind = checked_kind(data, limit, what, param)
+    kind = checked_kind(data, limit, what, param, filename, media_type)
     folder.mkdir(parents=True, exist_ok=True)
     name = _safe_name(filename, kind)
     path = folder / name
@@ -128,10 +186,15 @@ class UploadStore:
         self.limit = limit
         self.ledger = ledger
 
-    def save(self, data: bytes, filename: str | None, owner: str) -> tuple[str, Path]:
+    def save(
+        self, data: bytes, filename: str | None, owner: str, media_type: str | None = None
+    ) -> tuple[str, Path]:
         """Check and keep one upload of client ``owner``; return its id and path."""
         file_id = f"file-{uuid.uuid4().hex[:24]}"
-        path = store_input(data, filename, self.root / file_id, limit=self.limit, param="file")
+        folder = self.root / file_id
+        path = store_input(
+            data, filename, folder, limit=self.limit, param="file", media_type=media_type
+        )
         self.ledger.record(UPLOADS, file_id, owner)
         return file_id, path
 

@@ -1,11 +1,14 @@
-"""Runs behind ``orchestrator serve``: a bounded pool of threads, events bridged to asyncio.
+"""Runs behind ``orchestrator serve``: asyncio tasks over the orchestrator's ``astream``.
 
 One :class:`~orchestrator.pipeline.orchestrator.Orchestrator` (one warm worker pool, one run store)
-serves every request. Its runs block, so each runs in a thread of a pool of ``max_concurrent_runs``;
-more requests wait in the pool's queue, and beyond ``max_queued_runs`` waiting ones a request gets a
-429. The orchestrator is safe to share across these threads: the worker pool and the ledger lock
-their state, each run has its own ledger, graph context and run folder, and LangGraph's SQLite
-checkpointer serializes its writes on one connection with a lock.
+serves every request. Each run is an asyncio task iterating
+:meth:`~orchestrator.pipeline.aio.AsyncRunning.astream`; at most ``max_concurrent_runs`` of them
+run at once (a semaphore), more wait for a slot, and beyond ``max_queued_runs`` waiting ones a
+request gets a 429. Cancelling a run's task (the client hung up, or pressed stop) cancels the run
+the asyncio way: the step in flight finishes and is kept, the run is stored as ``cancelled`` and
+stays resumable, and the task ends once the run has stopped. The orchestrator is safe to share:
+the worker pool and the ledger lock their state, each run has its own ledger, graph context and
+run folder, and LangGraph's SQLite checkpointer serializes its writes on one connection.
 
 A request naming a card as its ``model`` runs on that card alone: a one-card zoo and a planner
 that makes one subtask of the whole request (its text, and the attached file of the type the
@@ -21,10 +24,10 @@ it reads from retention sweeps; the service releases it when the run ends, then 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -80,12 +83,18 @@ class SingleCardPlanner:
         self.card = card
 
     def plan(self, request: str, zoo: Zoo, *, files: Sequence[Path] = ()) -> Plan:
-        """One subtask: the card's text input gets the request, its file input an attachment."""
+        """One subtask for the card, its inputs from the request and the attached files.
+
+        Its text input reads an attached text file if there is one, else the request's text.
+        """
         from orchestrator.planning.embedded import file_type
 
         args: dict[str, Any] = {}
+        texts = [f for f in files if file_type(str(f)) == "text"]
         for spec in self.card.inputs:
-            if spec.type == "text" and "text" not in args and request.strip():
+            if spec.type == "text" and "text" not in args and texts:
+                args["text"] = {"kind": "file", "path": str(texts[0])}  # the attached text
+            elif spec.type == "text" and "text" not in args and request.strip():
                 args["text"] = {"kind": "text", "value": request.strip()}
             elif spec.type in ("audio", "image") and spec.type not in args:
                 found = [f for f in files if file_type(str(f)) == spec.type]
@@ -116,23 +125,26 @@ class RunJob:
 
 @dataclass(eq=False)  # compared and hashed by identity: the service keeps a set of them
 class LiveRun:
-    """A run in its thread, with its events on an asyncio queue of the server's loop."""
+    """A run in its asyncio task, with its events on a queue until it ends."""
 
     job: RunJob
-    loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    future: Future[Any] | None = None
+    task: asyncio.Task[Any] | None = None
     started: float = field(default_factory=time.monotonic)
     usd: Decimal = Decimal(0)
     calls: int = 0
-    cancel: threading.Event = field(default_factory=threading.Event)
+    stopped: bool = False  # cancelled by the client (hang-up or stop button)
 
-    def emit(self, event: Event) -> None:
-        """Called from the run's thread: hand the event to the loop."""
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+    @property
+    def done(self) -> bool:
+        return self.task is None or self.task.done()
 
-    def finished(self, _future: Future[Any]) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, _DONE)
+    def stop(self) -> None:
+        """Cancel the run's task: the run stops after the step in flight, stored as cancelled."""
+        if not self.done:
+            self.stopped = True
+            assert self.task is not None
+            self.task.cancel()
 
     async def events(self) -> AsyncIterator[Event]:
         """The run's events as they come (shaped for the wire), until it ends."""
@@ -144,9 +156,9 @@ class LiveRun:
                 yield shaped
 
     async def result(self) -> Any:
-        """The RunResult (raises what the run raised)."""
-        assert self.future is not None
-        return await asyncio.wrap_future(self.future)
+        """The RunResult (raises what the run raised; CancelledError for a stopped run)."""
+        assert self.task is not None
+        return await asyncio.shield(self.task)
 
     def shape(self, event: Event) -> list[Event]:
         """The streamed form of one pipeline event (plus a budget report after each step)."""
@@ -228,11 +240,13 @@ class RunService:
             orchestrator = Orchestrator(config, zoo=zoo, planner=planner)
         self.orchestrator = orchestrator
         server = config.server
-        self._pool = ThreadPoolExecutor(server.max_concurrent_runs, thread_name_prefix="run")
+        self._slots: asyncio.Semaphore | None = None  # made on the server's loop
+        self._concurrent = server.max_concurrent_runs
         self._capacity = server.max_concurrent_runs + server.max_queued_runs
         self._lock = threading.Lock()
         self._live: set[LiveRun] = set()
         self._single: dict[str, Any] = {}
+        self._closed = False
 
     @property
     def active(self) -> int:
@@ -240,10 +254,15 @@ class RunService:
         with self._lock:
             return len(self._live)
 
-    def start(self, job: RunJob, loop: asyncio.AbstractEventLoop) -> LiveRun:
-        """Queue ``job``; a full queue is a 429. Its claim is released when the run ends."""
-        live = LiveRun(job, loop)
+    def start(self, job: RunJob, _loop: asyncio.AbstractEventLoop | None = None) -> LiveRun:
+        """Queue ``job`` as a task on the running loop; a full queue is a 429.
+
+        Its claim is released when the run ends.
+        """
+        live = LiveRun(job)
         with self._lock:
+            if self._closed:
+                raise RequestRejected(503, "the server is shutting down", type_="server_error")
             if len(self._live) >= self._capacity:
                 raise RequestRejected(
                     429,
@@ -253,37 +272,42 @@ class RunService:
                     code="server_busy",
                 )
             self._live.add(live)
-        try:
-            live.future = self._pool.submit(self._run, live)
-        except RuntimeError:
-            self._release(live)
-            raise RequestRejected(
-                503, "the server is shutting down", type_="server_error"
-            ) from None
-        live.future.add_done_callback(lambda _future: self._release(live))
-        live.future.add_done_callback(live.finished)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._concurrent)
+        loop = asyncio.get_running_loop()
+        live.task = loop.create_task(self._run(live, self._slots))
+        live.task.add_done_callback(lambda _task: self._ended(live, loop))
         return live
 
+    def _ended(self, live: LiveRun, loop: asyncio.AbstractEventLoop) -> None:
+        live.queue.put_nowait(_DONE)
+        # Releasing takes the retention lock, which a sweep holds while it deletes: not on the
+        # loop's thread.
+        loop.run_in_executor(None, self._release, live)
+
     def _release(self, live: LiveRun) -> None:
-        with self._lock:
-            self._live.discard(live)
         if live.job.claim is not None:
             live.job.claim.release()
+        with self._lock:
+            self._live.discard(live)
         self.retention.maybe_sweep()  # at most once a minute, in the background
 
-    def _run(self, live: LiveRun) -> Any:
+    async def _run(self, live: LiveRun, slots: asyncio.Semaphore) -> Any:
         job = live.job
-        orchestrator = self._for_card(job.card) if job.card else self.orchestrator
-        return orchestrator.run(
-            job.prompt,
-            budget=job.budget,
-            files=job.files,
-            base_dir=job.run_dir,
-            out_dir=job.run_dir,
-            on_event=live.emit,
-            run_id=job.run_id,
-            cancel=live.cancel,
-        )
+        async with slots:  # a run waiting here and cancelled never starts
+            orchestrator = self._for_card(job.card) if job.card else self.orchestrator
+            stream = orchestrator.astream(
+                job.prompt,
+                budget=job.budget,
+                files=job.files,
+                base_dir=job.run_dir,
+                out_dir=job.run_dir,
+                run_id=job.run_id,
+            )
+            async with stream:  # leaving early (cancelled) stops the run and waits for it
+                async for event in stream:
+                    live.queue.put_nowait(event)
+            return stream.result
 
     def _for_card(self, name: str) -> Any:
         from orchestrator.pipeline.orchestrator import Orchestrator
@@ -304,16 +328,25 @@ class RunService:
                 self._single[name] = single
         return single
 
-    def close(self) -> None:
-        """Stop the runs and the worker processes; close the run store.
+    async def aclose(self) -> None:
+        """Cancel the runs and wait until they have stopped, then :meth:`close`.
 
-        A running run stops before its next step and stays resumable (``orchestrator runs
-        resume``); a run still waiting for a thread is dropped.
+        A running run stops after its step in flight and stays resumable (``orchestrator runs
+        resume``); a run still waiting for a slot is dropped.
         """
         with self._lock:
-            for live in self._live:
-                live.cancel.set()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+            self._closed = True
+            tasks = [live.task for live in self._live if live.task is not None]
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """Close the run store and the worker processes (runs have ended: see :meth:`aclose`)."""
+        with self._lock:
+            self._closed = True
         self.retention.close()
         for single in self._single.values():
             single.close()

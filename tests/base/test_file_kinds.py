@@ -55,3 +55,17 @@ def test_sniffed_content_is_a_row_of_the_table():
     wav = sniff(b"RIFF\0\0\0\0WAVEfmt ")
     assert png is kind_of("x.png") and wav is kind_of("x.wav")
     assert sniff(b"%PDF-1.7") is None
+
+
+def test_text_uploads_are_the_text_kinds_a_run_reads_checked_to_be_text():
+    from orchestrator.file_kinds import text_kind, text_problem
+
+    read = {k.ext for k in KINDS if k.io_type == "text" and k.named}
+    assert read == set(FILE_TYPES["text"])
+    assert {e for e in read if text_kind(f"notes.{e.upper()}") is not None} == read
+    assert text_kind("data.json") is None and text_kind("photo.png") is None
+    assert text_kind(None, "text/plain") is kind_of("x.txt") and text_kind(None, "x/y") is None
+    assert all(f".{ext}" in upload_labels() for ext in read)
+    assert text_problem("Grüße, café\n\ttabs".encode()) is None
+    assert "not UTF-8" in text_problem(b"\xff\xfe\x00binary")
+    assert "binary data" in text_problem(b"a\x00b")

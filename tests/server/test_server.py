@@ -312,7 +312,7 @@ def test_inline_image_data_url_is_accepted(server):
 def test_upload_of_a_wrong_type_is_refused(server):
     response = httpx.post(
         f"{server.base_url}/v1/files",
-        files={"file": ("notes.txt", b"just some text", "text/plain")},
+        files={"file": ("report.pdf", b"%PDF-1.4 some text", "application/pdf")},
         timeout=30,
     )
     assert response.status_code == 415

@@ -9,6 +9,7 @@ const state = {
   attached: null,      // {id, filename} of an uploaded file waiting for the next message
   spent: 0,            // dollars spent in this conversation
   busy: false,
+  running: null,       // {controller, view} of the request in flight (the stop button aborts it)
 };
 
 function apiKey() { return sessionStorage.getItem("orchestrator-api-key") || ""; }
@@ -227,6 +228,19 @@ class TurnView {
     if (event.error) cells.status.title = event.error;
   }
 
+  // The request was stopped: the server cancels the run when the connection closes (the step
+  // in flight finishes and is kept; the rest never starts).
+  stopped() {
+    for (const cells of Object.values(this.rows)) {
+      clearInterval(cells.timer);
+      if (["waiting", "running"].includes(cells.status.textContent)) {
+        this.setStatus(cells, "stopped");
+      }
+    }
+    this.state.textContent = "stopped";
+    this.root.classList.add("stopped");
+  }
+
   budget(event) {
     this.cost.textContent = "this run so far: " + money(event.spent.usd) + ", "
       + event.spent.calls + " calls; left: " + budgetText(event.left);
@@ -312,19 +326,33 @@ async function send(text) {
   const body = { model: $("model").value, messages: messages, stream: true };
   const budget = budgetOverride();
   if (budget) body.budget = budget;
-  const response = await fetch("/v1/chat/completions", {
-    method: "POST",
-    headers: headers({ "Content-Type": "application/json" }),
-    body: JSON.stringify(body),
-  });
+  const controller = new AbortController();
+  state.running = { controller: controller, view: view };
+  let response;
+  try {
+    response = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json" }),
+      body: JSON.stringify(body),
+      signal: controller.signal,
+    });
+  } catch (e) {
+    if (e.name === "AbortError") { view.stopped(); return; }
+    throw e;
+  }
   if (!response.ok) {
     view.root.remove();
     throw new Error(await errorText(response));
   }
-  state.attached = null;
-  $("attached").textContent = "";
-  $("file").value = "";
-  const { content: answer, result } = await readStream(response, view);
+  clearAttached();
+  let answer, result;
+  try {
+    ({ content: answer, result } = await readStream(response, view));
+  } catch (e) {
+    // A stopped turn stays on the page but not in the conversation sent next time.
+    if (e.name === "AbortError") { view.stopped(); return; }
+    throw e;
+  }
   state.messages = messages.concat([{ role: "assistant", content: answer }]);
   if (result) await view.result(result, answer);
   else view.answer.textContent = answer;
@@ -334,6 +362,32 @@ function setBusy(busy) {
   state.busy = busy;
   $("send").disabled = busy;
   $("send").textContent = busy ? "running..." : "send";
+  $("stop").hidden = !busy;
+  if (!busy) state.running = null;
+}
+
+// Abort the request in flight: closing the connection makes the server cancel its run.
+function stop() {
+  if (state.running) state.running.controller.abort();
+}
+
+function clearAttached() {
+  state.attached = null;
+  $("attached").textContent = "";
+  $("file").value = "";
+}
+
+// A fresh conversation: nothing earlier (messages, attached file, shown turns) is sent again.
+function newChat() {
+  stop();
+  state.messages = [];
+  state.spent = 0;
+  clearAttached();
+  showError("");
+  $("spent").textContent = "$0";
+  $("left").textContent = "-";
+  for (const turn of document.querySelectorAll(".turn")) turn.remove();
+  $("hint").hidden = false;
 }
 
 function init() {
@@ -342,13 +396,8 @@ function init() {
     sessionStorage.setItem("orchestrator-api-key", $("api-key").value.trim());
     loadModels();
   });
-  $("new-chat").addEventListener("click", () => {
-    state.messages = [];
-    state.spent = 0;
-    $("spent").textContent = "$0";
-    for (const turn of document.querySelectorAll(".turn")) turn.remove();
-    $("hint").hidden = false;
-  });
+  $("new-chat").addEventListener("click", newChat);
+  $("stop").addEventListener("click", stop);
   $("file").addEventListener("change", () => {
     const file = $("file").files[0];
     if (file) upload(file).catch((e) => showError(String(e)));
