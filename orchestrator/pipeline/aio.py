@@ -99,7 +99,8 @@ class EventStream:
         if self._running is None:
             self._start()
         assert self._queue is not None and self._running is not None
-        if self._running.done() and self._queue.empty():
+        if self._running.done() and self._queue.empty():  # its end is not queued yet
+            self.result = self._running.result()
             raise StopAsyncIteration
         try:
             item = await self._queue.get()

@@ -91,3 +91,24 @@ def test_leaving_a_stream_early_cancels_its_run(slow):
     result = asyncio.run(main())
     assert result is not None and result.status == "cancelled"
     assert slow.show("stream-left").status == "unfinished"
+
+
+def test_a_stream_that_ends_before_its_end_is_queued_still_has_its_result():
+    from orchestrator.pipeline.aio import EventStream
+
+    class Quick:  # a run that emits one event and returns at once (no models needed)
+        def run(self, prompt, cancel, on_event, **options):
+            on_event(f"planned {prompt}")
+            return f"result of {prompt}"
+
+    async def drain(k: int) -> tuple[list[str], str | None]:
+        stream = EventStream(Quick(), f"request {k}", {})
+        return [e async for e in stream], stream.result
+
+    async def many() -> list[tuple[list[str], str | None]]:
+        return [await drain(k) for k in range(200)]
+
+    # The run's future is often done before its end marker reaches the queue: the result
+    # must be there all the same, every time.
+    for k, (events, result) in enumerate(asyncio.run(many())):
+        assert events == [f"planned request {k}"] and result == f"result of request {k}"
