@@ -174,7 +174,15 @@ class Conversation:
         text = self._asked = self._swapped(text, attached, last) or text
         text = self._full_paths(text)
         own_input = bool(attached or mentioned_files(text) or _OWN_TEXT.search(text))
-        if last is None or own_input:
+        if own_input:
+            return text, _unique(attached)
+        if (refused := self._refused_with_files()) is not None and missing is not None:
+            # "who is this?" with a photo was refused; "ok, how many faces then" means that photo
+            kind = missing(text, attached)
+            handed = refused.offering(kind) if kind and kind != "text" else None
+            if handed is not None:
+                return text, _unique([*attached, *handed[0]])
+        if last is None:
             return text, _unique(attached)
         handed = last.referent() if refers_back(text) else None
         judge = missing if isinstance(missing, InputJudge) else None
@@ -319,6 +327,13 @@ class Conversation:
             if name in by_name and not Path(name).exists():
                 text = re.sub(rf"(?<![\w/.-]){re.escape(name)}\b", str(by_name[name]), text)
         return text
+
+    def _refused_with_files(self) -> Turn | None:
+        """The latest turn, when nothing was done for it though it was given files."""
+        turn = self.turns[-1] if self.turns else None
+        if turn is not None and turn.status in _NO_RESULT and turn.files:
+            return turn
+        return None
 
     def _last_with_results(self) -> Turn | None:
         for turn in reversed(self.turns):

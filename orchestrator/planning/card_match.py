@@ -465,6 +465,8 @@ class CardMatcher:
 
     def is_general_request(self, clause: str) -> bool:
         """A question, or a request whose leading verb a general text-generation card does."""
+        if pw.SMALL_TALK.match(clause):  # "thanks!": the chat model says you're welcome
+            return True
         text = pw.POLITE.sub("", clause.strip()).strip()
         if not re.search(r"[a-z']", text.lower()):
             return False

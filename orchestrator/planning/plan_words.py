@@ -27,6 +27,13 @@ POLITE = re.compile(
     r"help\s+me\s+|let'?s\s+|i\s+wonder\s+)+",
     re.IGNORECASE,
 )
+SMALL_TALK = re.compile(
+    r"^\W*(?:(?:many\s+)?thanks?(?:\s+you)?(?:\s+(?:so|very)\s+much|\s+a\s+lot)?|thank\s+you|"
+    r"thx|ty|hi|hello|hey(?:\s+there)?|good\s+(?:morning|afternoon|evening|night)|bye|goodbye|"
+    r"see\s+you|cheers|great|cool|nice|perfect|awesome)(?:\s+(?:again|there|all))?\W*$",
+    re.IGNORECASE,
+)
+"""A message that only greets or thanks: a chat model answers it, no specialised card."""
 QUESTION_HEAD = frozenset(
     "what who whom whose when where why how which is are was were do does did can could "
     "should would will shall may might".split()

@@ -390,6 +390,28 @@ def test_a_follow_up_lacking_its_input_takes_it_from_the_turn_before(tmp_path, b
     assert heard.inputs_for("how many faces?", missing=missing)[1] == []
 
 
+def test_the_photo_of_a_refused_turn_goes_with_the_follow_up_that_needs_one(
+    tmp_path, builtin_zoo
+):
+    from orchestrator.pipeline.chat import missing_input
+
+    photo = tmp_path / "face.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n")
+    refusal = "no card of the zoo tells who someone is from a photo"
+    asked = Turn("who is this", refusal, files=[photo], status="unservable")
+    missing = missing_input(builtin_zoo)
+    # Nothing was done with the photo; "how many faces then" is asked of it.
+    conversation = Conversation(turns=[asked])
+    assert conversation.inputs_for("ok how many faces then", missing=missing) == (
+        "ok how many faces then",
+        [photo.resolve()],
+    )
+    # The refusal is never handed on as a text, and a later turn does not reach back to it.
+    assert conversation.inputs_for("summarize it", missing=missing)[1] == []
+    told = Turn("tell me a joke", "A joke.", status="ok")
+    assert Conversation(turns=[asked, told]).inputs_for("how many faces?", missing=missing)[1] == []
+
+
 def test_a_follow_up_referring_to_a_photo_hands_the_photo_not_the_answer_about_it(
     tmp_path, builtin_zoo
 ):

@@ -568,3 +568,9 @@ def test_a_follow_up_asking_what_a_quoted_text_says_in_a_language_translates_it(
     # sentiment or language label of it.
     with pytest.raises(NoCapableTool, match="translate to english: bonjour mes amis"):
         planner.plan("what does it say in english: bonjour mes amis", builtin_zoo)
+
+
+@pytest.mark.parametrize("request_text", ["thanks!", "thank you so much", "hi", "good morning!"])
+def test_a_greeting_or_thanks_goes_to_the_chat_model(planner, builtin_zoo, request_text):
+    [step] = planner.plan(request_text, builtin_zoo).subtasks
+    assert step.task == "text-generation"
