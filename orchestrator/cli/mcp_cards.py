@@ -68,7 +68,7 @@ def import_mcp_cards(
     from orchestrator.cards.mcp_import import draft_mcp_cards
     from orchestrator.execution.backends.mcp_client import (
         McpBackend,
-        describe_error,
+        McpCallFailed,
         list_server_tools,
     )
 
@@ -82,13 +82,8 @@ def import_mcp_cards(
     spec = McpBackend.model_validate({"kind": "mcp", "tool": "-", **server})
     try:
         tools = list_server_tools(spec)
-    except (OSError, TimeoutError) as exc:
-        raise UserError(f"could not list the MCP server's tools: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - the client's errors (protocol, HTTP) are many kinds
-        raise UserError(
-            f"could not list the MCP server's tools ({_where(server)}): "
-            f"{describe_error(exc)}; if it printed an error above, fix that and run this again"
-        ) from exc
+    except (McpCallFailed, TimeoutError) as exc:
+        raise UserError(str(exc)) from exc
     if not tools:
         raise UserError("the MCP server lists no tools")
     folder = out or Path.cwd()
@@ -111,7 +106,3 @@ def import_mcp_cards(
         f"{written} of {len(drafts)} tools written as cards; approve what they ask for "
         "(orchestrator cards show NAME) before they run"
     )
-
-
-def _where(server: dict[str, Any]) -> str:
-    return str(server.get("url") or shlex.join([server["command"], *server["args"]]))

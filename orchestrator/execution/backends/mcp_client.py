@@ -222,14 +222,16 @@ async def open_session(spec: McpBackend, errlog: Any = None) -> AsyncIterator[An
 
 
 def list_server_tools(spec: McpBackend, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-    """The server's tools as plain dicts: name, description, input_schema, output_schema."""
+    """The server's tools as plain dicts: name, description, input_schema, output_schema.
+
+    A failure raises :class:`McpCallFailed` or TimeoutError, with what the server said.
+    """
     import anyio
+    import mcp_types
 
-    async def listing() -> list[Any]:
+    async def listing(errlog: Any) -> list[Any]:
         with anyio.fail_after(timeout_s):
-            async with open_session(spec) as session:
-                import mcp_types
-
+            async with open_session(spec, errlog) as session:
                 tools: list[Any] = []
                 cursor = None
                 while True:
@@ -240,12 +242,19 @@ def list_server_tools(spec: McpBackend, timeout_s: float = 60.0) -> list[dict[st
                     if not cursor:
                         return tools
 
-    try:
-        tools = anyio.run(listing)
-    except TimeoutError:
-        raise TimeoutError(
-            f"the MCP server ({_where(spec)}) did not list its tools within {timeout_s:g} s"
-        ) from None
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as errlog:
+        try:
+            tools = anyio.run(listing, errlog)
+        except TimeoutError:
+            raise TimeoutError(
+                f"the MCP server ({_where(spec)}) did not list its tools within {timeout_s:g} s"
+                f"{_said(errlog)}"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - the client's errors (protocol, HTTP, OS) vary
+            raise McpCallFailed(
+                f"could not list the tools of the MCP server ({_where(spec)}): "
+                f"{describe_error(exc)}{_said(errlog)}"
+            ) from exc
     return [
         {
             "name": tool.name,

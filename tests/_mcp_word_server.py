@@ -1,7 +1,7 @@
 """A small real MCP server for the tests of the ``mcp`` backend (run as a script, never imported).
 
-``python mcp_word_server.py stdio`` serves over standard input and output;
-``python mcp_word_server.py http PORT`` serves streamable HTTP at http://127.0.0.1:PORT/mcp.
+``python _mcp_word_server.py stdio`` serves over standard input and output;
+``python _mcp_word_server.py http PORT`` serves streamable HTTP at http://127.0.0.1:PORT/mcp.
 Its tools: ``word_count`` and ``red_square`` (real work), ``write_file`` and ``connect`` (what a
 sandboxed server must be refused), ``fail`` (a tool error) and ``hang`` (never answers).
 """
@@ -35,16 +35,22 @@ def red_square(size: int = 8) -> Image:
 @server.tool()
 def write_file(path: str, text: str) -> str:
     """Write a text into a file at the given path on the server's machine."""
-    with open(path, "w") as file:
-        file.write(text)
+    try:
+        with open(path, "w") as file:
+            file.write(text)
+    except OSError as exc:  # the server's own report of why (the SDK hides a bare exception)
+        raise ToolError(f"cannot write {path}: {exc.strerror}") from exc
     return f"wrote {path}"
 
 
 @server.tool()
 def connect(port: int) -> str:
     """Open a TCP connection to a port of 127.0.0.1 and say hello."""
-    with socket.create_connection(("127.0.0.1", port), timeout=3) as conn:
-        conn.sendall(b"hello from the mcp server")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=3) as conn:
+            conn.sendall(b"hello from the mcp server")
+    except OSError as exc:
+        raise ToolError(f"cannot connect to 127.0.0.1:{port}: {exc}") from exc
     return "connected"
 
 
