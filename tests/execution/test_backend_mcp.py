@@ -8,11 +8,13 @@ come from the real import command (``orchestrator cards new --from-mcp``), and r
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -22,11 +24,13 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from orchestrator.cards import load_card
+from orchestrator.cards import card_from_yaml, load_card
+from orchestrator.cards.approvals import Approvals, card_requests
 from orchestrator.cards.backend import CallContext
 from orchestrator.cards.zoo import Zoo
 from orchestrator.cli.main import app
 from orchestrator.config import Config
+from orchestrator.errors import CardError
 from orchestrator.execution.pool import WorkerPoolExecutor
 from orchestrator.pipeline.orchestrator import Orchestrator
 
@@ -72,6 +76,41 @@ def rewrite(card_file: Path, target: Path, **backend: object) -> None:
     data["backend"].update(backend)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_an_mcp_card_names_exactly_one_server() -> None:
+    card = {
+        "name": "x",
+        "task": "word-count",
+        "description": "Counts words with an MCP tool.",
+        "inputs": [{"name": "text", "type": "text"}],
+        "outputs": [{"name": "result", "type": "text"}],
+    }
+    for backend, says in [
+        ({"tool": "t"}, "exactly one of command (stdio) or url"),
+        ({"tool": "t", "command": "x", "url": "http://h/mcp"}, "exactly one of command"),
+        ({"tool": "t", "url": "ftp://h/mcp"}, "url must be http:// or https://"),
+        ({"tool": "t", "command": "x", "cwd": "relative"}, "cwd must be an absolute folder"),
+        ({"tool": "t", "url": "http://h/mcp", "args": ["a"]}, "are for a stdio server"),
+    ]:
+        with pytest.raises(CardError, match=re.escape(says)):
+            card_from_yaml(yaml.safe_dump({**card, "backend": {"kind": "mcp", **backend}}))
+    http = card_from_yaml(
+        yaml.safe_dump(
+            {
+                **card,
+                "backend": {
+                    "kind": "mcp",
+                    "tool": "t",
+                    "url": "https://tools.example.org/mcp",
+                    "headers": {"Authorization": "TOOLS_TOKEN"},
+                },
+            }
+        )
+    )
+    # It asks for its endpoint and the variable of its header, which the user must approve.
+    asked = card_requests(http)
+    assert asked.network == ("tools.example.org:443",) and asked.env == ("TOOLS_TOKEN",)
 
 
 def test_import_writes_a_valid_card_per_mappable_tool(
@@ -133,8 +172,6 @@ def test_an_image_result_becomes_an_image_file(
     (cards / "red-square.yaml").write_text(yaml.safe_dump(data))
     card = load_card(cards / "red-square.yaml")
     ctx = CallContext(scratch=tmp_path / "scratch", timeout_s=60)
-    from orchestrator.cards.approvals import Approvals
-
     with WorkerPoolExecutor(approvals=Approvals({"red-square": True})) as pool:
         outcome = pool.call(card, {"size": "6"}, ctx)
     picture = Path(outcome.outputs["picture"])
@@ -163,7 +200,14 @@ def test_a_hanging_tool_is_stopped_by_its_time_limit(
 ) -> None:
     cards, _ = stdio_cards(server_dir, monkeypatch)
     stuck = tmp_path / "stuck"
-    rewrite(cards / "word-count.yaml", stuck / "word-count.yaml", tool="hang", timeout_s=4)
+    marker = f"hang-{uuid.uuid4().hex}"  # an extra word on the server's command line, to find it
+    rewrite(
+        cards / "word-count.yaml",
+        stuck / "word-count.yaml",
+        tool="hang",
+        timeout_s=4,
+        args=["word_server.py", "stdio", marker],
+    )
     started = time.monotonic()
     result = run(stuck, tmp_path, COUNT_REQUEST, ["word-count"])
     assert time.monotonic() - started < 60
@@ -171,6 +215,19 @@ def test_a_hanging_tool_is_stopped_by_its_time_limit(
     [step] = result.steps
     assert "MCP tool 'hang'" in step.attempts[0]["error"]
     assert "did not answer within 4 s" in step.attempts[0]["error"]
+    assert _processes_with(marker) == []  # the hanging server was stopped, not left behind
+
+
+def _processes_with(word: str) -> list[int]:
+    """Processes of this host whose command line holds ``word`` (sandboxed ones included)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and word.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 # --- streamable HTTP ---
