@@ -77,6 +77,13 @@ def card_requests(card: ToolCard) -> Requests:
         if not network:
             endpoint = _endpoint(openai_base_url(backend.base_url))
             network = (endpoint,) if endpoint else True
+    extra_read: tuple[str, ...] = ()
+    needs = getattr(backend, "sandbox_requests", None)
+    if callable(needs):  # a backend spec that says what its worker needs (e.g. mcp)
+        endpoints, variables, extra_read = needs()
+        env += list(variables)
+        if endpoints and not network:
+            network = tuple(endpoints)
     if card.requires.network and not network:
         network = True
     read = list(perms.read)
@@ -86,7 +93,7 @@ def card_requests(card: ToolCard) -> Requests:
     own = card.folder
     return Requests(
         network=network,
-        read=tuple(p for p in _expand(read) if not _inside(p, own)),
+        read=tuple(p for p in _expand(read) if not _inside(p, own)) + _expand(list(extra_read)),
         write=_expand(list(perms.write)),
         env=tuple(dict.fromkeys(env)),
     )

@@ -117,6 +117,7 @@ BACKENDS: Registry[Backend] = Registry(
         "openai": "orchestrator.execution.backends.openai_chat:OpenAIChatBackend",
         "python": "orchestrator.execution.backends.python_entry:PythonEntryBackend",
         "replay": "orchestrator.execution.backends.replay:ReplayBackend",
+        "mcp": "orchestrator.execution.backends.mcp_client:McpToolBackend",
     },
     finish=_instance,
 )

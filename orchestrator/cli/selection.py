@@ -133,13 +133,42 @@ def cards_new(
         Path | None, typer.Option("--output", "-o", help="write the draft here")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="overwrite the --output file")] = False,
+    from_mcp: Annotated[
+        str | None, typer.Option("--from-mcp", help='"COMMAND ARGS" starting an MCP server')
+    ] = None,
+    from_mcp_url: Annotated[
+        str | None, typer.Option("--from-mcp-url", help="an MCP server's streamable HTTP URL")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="folder for the MCP tools' cards")
+    ] = None,
+    header: Annotated[
+        list[str] | None, typer.Option("--header", help="NAME=ENV_VAR, an HTTP header (MCP)")
+    ] = None,
+    prefix: Annotated[str, typer.Option("--prefix", help="card name prefix (MCP)")] = "",
+    usd_per_call: Annotated[str, typer.Option("--usd-per-call", help="price (MCP)")] = "0",
+    timeout: Annotated[float, typer.Option("--timeout", help="seconds per call (MCP)")] = 30.0,
 ) -> None:
-    """Draft a tool card from a Hugging Face model card (offline).
+    """Draft a tool card from a Hugging Face model card (offline), or one per MCP tool.
 
-    With --output, a probe file to fill in is drafted beside it (<card>.probes.yaml).
+    With --output, a probe file to fill in is drafted beside it (<card>.probes.yaml). With
+    --from-mcp or --from-mcp-url, the server's tools are listed and a card per tool is written
+    into --out (default: the current folder).
     """
     from orchestrator.cards.importers import draft_from_hub, draft_from_readme
 
+    if from_mcp is not None or from_mcp_url is not None:
+        from orchestrator.cli.mcp_cards import import_mcp_cards
+
+        try:
+            import_mcp_cards(
+                from_mcp, from_mcp_url, out, headers=header or [], prefix=prefix,
+                usd_per_call=usd_per_call, timeout_s=timeout, force=force,
+            )  # fmt: skip
+        except UserError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        return
     if (from_hub is None) == (from_readme is None):
         typer.echo("error: give exactly one of --from-hub MODEL_ID or --from-readme PATH", err=True)
         raise typer.Exit(2)
