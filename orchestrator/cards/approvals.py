@@ -77,6 +77,11 @@ def card_requests(card: ToolCard) -> Requests:
         if not network:
             endpoint = _endpoint(openai_base_url(backend.base_url))
             network = (endpoint,) if endpoint else True
+    if backend.kind == "hf-inference":  # its token, and its base_url or the whole network
+        env.append(backend.token_env)
+        if not network:
+            endpoint = _endpoint(backend.base_url) if backend.base_url else None
+            network = (endpoint,) if endpoint else True
     if card.requires.network and not network:
         network = True
     read = list(perms.read)

@@ -111,6 +111,7 @@ BACKENDS: Registry[Backend] = Registry(
         "openai": "orchestrator.execution.backends.openai_chat:OpenAIChatBackend",
         "python": "orchestrator.execution.backends.python_entry:PythonEntryBackend",
         "replay": "orchestrator.execution.backends.replay:ReplayBackend",
+        "hf-inference": "orchestrator.execution.backends.hf_inference:HfInferenceBackend",
     },
     finish=_instance,
 )
