@@ -44,6 +44,7 @@ __all__ = [
     "is_local_url",
     "is_retryable",
     "retry_after_s",
+    "with_retries",
 ]
 
 T = TypeVar("T")
@@ -325,46 +326,75 @@ class LlmClient:
         on_retry: OnRetry | None,
         limit: Callable[[], float | None],
     ) -> T:
-        from tenacity import RetryCallState, Retrying, retry_if_exception
-
-        gave_up: list[str] = []
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            asked = retry_after_s(exc) if exc is not None else None
-            if asked is not None:
-                return asked
-            return min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (state.attempt_number - 1))
-
-        def stop(state: RetryCallState) -> bool:
-            pause = state.upcoming_sleep
-            if state.attempt_number >= self.attempts:
-                gave_up.append(f"after {state.attempt_number} tries")
-            elif pause > MAX_RETRY_AFTER_S:
-                gave_up.append(f"it asks to wait {pause:g} s, longer than {MAX_RETRY_AFTER_S:g} s")
-            elif deadline is not None and clock() + pause + MIN_TRY_S > deadline:
-                left = max(0.0, deadline - clock())
-                gave_up.append(f"waiting {pause:g} s would pass the deadline ({left:.2f} s left)")
-            return bool(gave_up)
-
-        def before_sleep(state: RetryCallState) -> None:
-            if on_retry is not None and state.outcome is not None:
-                on_retry(state.attempt_number, state.outcome.exception(), state.upcoming_sleep)
-
-        retrying = Retrying(
-            retry=retry_if_exception(is_retryable),
-            wait=wait,
-            stop=stop,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
         import openai
 
-        try:
-            return retrying(attempt)
-        except openai.OpenAIError as exc:
-            note = f" (no further try: {gave_up[-1]})" if gave_up and is_retryable(exc) else ""
-            raise endpoint_error(exc, self.where, limit_s=limit(), note=note) from exc
+        return with_retries(
+            attempt,
+            retryable=is_retryable,
+            failed=lambda exc, note: endpoint_error(exc, self.where, limit_s=limit(), note=note),
+            catch=openai.OpenAIError,
+            deadline=deadline,
+            clock=clock,
+            attempts=self.attempts,
+            on_retry=on_retry,
+        )
+
+
+def with_retries(
+    attempt: Callable[[], T],
+    *,
+    retryable: Callable[[BaseException], bool],
+    failed: Callable[[BaseException, str], Exception],
+    catch: type[BaseException] | tuple[type[BaseException], ...],
+    deadline: float | None,
+    clock: Callable[[], float] = time.monotonic,
+    attempts: int = ATTEMPTS,
+    on_retry: OnRetry | None = None,
+) -> T:
+    """``attempt()`` under the one retry policy (see the module doc), for any HTTP client.
+
+    ``retryable`` says which errors get another try; the server's Retry-After is read from an
+    error's ``response.headers``. An error of type ``catch`` that ends the call is raised as
+    ``failed(error, note)``, the note saying why no further try was made (or empty).
+    """
+    from tenacity import RetryCallState, Retrying, retry_if_exception
+
+    gave_up: list[str] = []
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        asked = retry_after_s(exc) if exc is not None else None
+        if asked is not None:
+            return asked
+        return min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (state.attempt_number - 1))
+
+    def stop(state: RetryCallState) -> bool:
+        pause = state.upcoming_sleep
+        if state.attempt_number >= attempts:
+            gave_up.append(f"after {state.attempt_number} tries")
+        elif pause > MAX_RETRY_AFTER_S:
+            gave_up.append(f"it asks to wait {pause:g} s, longer than {MAX_RETRY_AFTER_S:g} s")
+        elif deadline is not None and clock() + pause + MIN_TRY_S > deadline:
+            left = max(0.0, deadline - clock())
+            gave_up.append(f"waiting {pause:g} s would pass the deadline ({left:.2f} s left)")
+        return bool(gave_up)
+
+    def before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None and state.outcome is not None:
+            on_retry(state.attempt_number, state.outcome.exception(), state.upcoming_sleep)
+
+    retrying = Retrying(
+        retry=retry_if_exception(retryable),
+        wait=wait,
+        stop=stop,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        return retrying(attempt)
+    except catch as exc:
+        note = f" (no further try: {gave_up[-1]})" if gave_up and retryable(exc) else ""
+        raise failed(exc, note) from exc
 
 
 def _error_message(exc: Any) -> str:

@@ -84,6 +84,11 @@ def card_requests(card: ToolCard) -> Requests:
         env += list(variables)
         if endpoints and not network:
             network = tuple(endpoints)
+    if backend.kind == "hf-inference":  # its token, and its base_url or the whole network
+        env.append(backend.token_env)
+        if not network:
+            endpoint = _endpoint(backend.base_url) if backend.base_url else None
+            network = (endpoint,) if endpoint else True
     if card.requires.network and not network:
         network = True
     read = list(perms.read)

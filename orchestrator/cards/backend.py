@@ -118,6 +118,7 @@ BACKENDS: Registry[Backend] = Registry(
         "python": "orchestrator.execution.backends.python_entry:PythonEntryBackend",
         "replay": "orchestrator.execution.backends.replay:ReplayBackend",
         "mcp": "orchestrator.execution.backends.mcp_client:McpToolBackend",
+        "hf-inference": "orchestrator.execution.backends.hf_inference:HfInferenceBackend",
     },
     finish=_instance,
 )

@@ -148,12 +148,21 @@ def cards_new(
     prefix: Annotated[str, typer.Option("--prefix", help="card name prefix (MCP)")] = "",
     usd_per_call: Annotated[str, typer.Option("--usd-per-call", help="price (MCP)")] = "0",
     timeout: Annotated[float, typer.Option("--timeout", help="seconds per call (MCP)")] = 30.0,
+    provider: Annotated[
+        str | None,
+        typer.Option(
+            "--provider",
+            help="with --from-hub: a hosted hf-inference card on this Inference Provider "
+            "(task from the Hub API)",
+        ),
+    ] = None,
 ) -> None:
     """Draft a tool card from a Hugging Face model card (offline), or one per MCP tool.
 
-    With --output, a probe file to fill in is drafted beside it (<card>.probes.yaml). With
-    --from-mcp or --from-mcp-url, the server's tools are listed and a card per tool is written
-    into --out (default: the current folder).
+    With --provider, a card calling the model on that Inference Provider instead (asks the
+    Hub for the model's task). With --output, a probe file to fill in is drafted beside it
+    (<card>.probes.yaml). With --from-mcp or --from-mcp-url, the server's tools are listed and
+    a card per tool is written into --out (default: the current folder).
     """
     from orchestrator.cards.importers import draft_from_hub, draft_from_readme
 
@@ -172,11 +181,18 @@ def cards_new(
     if (from_hub is None) == (from_readme is None):
         typer.echo("error: give exactly one of --from-hub MODEL_ID or --from-readme PATH", err=True)
         raise typer.Exit(2)
+    if provider is not None and from_hub is None:
+        typer.echo("error: --provider goes with --from-hub MODEL_ID", err=True)
+        raise typer.Exit(2)
     if output is not None and output.exists() and not force:
         typer.echo(f"error: {output} exists; pass --force to overwrite it", err=True)
         raise typer.Exit(2)
     try:
-        if from_hub:
+        if from_hub and provider:
+            from orchestrator.cards.hosted import draft_for_provider
+
+            draft = draft_for_provider(from_hub, provider)
+        elif from_hub:
             draft = draft_from_hub(from_hub)
         else:
             draft = draft_from_readme(Path(str(from_readme)), model_id)
