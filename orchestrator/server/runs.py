@@ -5,7 +5,7 @@ serves every request. Its runs block, so each runs in a thread of a pool of ``ma
 more requests wait in the pool's queue, and beyond ``max_queued_runs`` waiting ones a request gets a
 429. The orchestrator is safe to share across these threads: the worker pool and the ledger lock
 their state, each run has its own ledger, graph context and run folder, and LangGraph's SQLite
-checkpointer serializes its writes on one connection with a lock.
+(or Postgres) checkpointer serializes its writes on one connection with a lock.
 
 A request naming a card as its ``model`` runs on that card alone: a one-card zoo and a planner
 that makes one subtask of the whole request (its text, and the attached file of the type the
@@ -215,13 +215,16 @@ class RunService:
         retention: Retention | None = None,
     ) -> None:
         from orchestrator.pipeline.orchestrator import Orchestrator
+        from orchestrator.pipeline.store import checkpoints_path
         from orchestrator.planning import planner_from_config
 
         self.config = config
         self.zoo = zoo
         self.runs_dir = Path(config.runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.retention = retention or Retention.from_config(self.runs_dir, config.server)
+        self.retention = retention or Retention.from_config(
+            self.runs_dir, config.server, checkpoints_path(config)
+        )
         self._own = orchestrator is None
         if orchestrator is None:
             planner = ConfinedPlanner(planner_from_config(config), self.runs_dir)
