@@ -32,7 +32,6 @@ _SETUP_KEY = 0  # the second key while tables are made (two servers starting at 
 _UNRECORDED = (
     "CREATE TABLE IF NOT EXISTS orchestrator_unrecorded (run_id TEXT PRIMARY KEY, spent TEXT)"
 )
-_TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "orchestrator_unrecorded")
 
 
 def is_pg_url(text: str | None) -> bool:
@@ -155,13 +154,8 @@ class PgStore:
             conn.execute("DELETE FROM orchestrator_unrecorded WHERE run_id = %s", (run_id,))
 
     def size(self) -> int:
-        """Bytes the store's tables take, their indexes and TOAST included."""
-        with self._conn() as conn:
-            return sum(
-                int(conn.execute("SELECT pg_total_relation_size(%s)", (t,)).fetchone()[0] or 0)
-                for t in _TABLES
-                if self._has(t, conn)
-            )
+        """Bytes the stored runs' rows take (PostgreSQL reuses the space of deleted rows)."""
+        return sum(self.run_sizes().values())
 
     def run_sizes(self) -> dict[str, int]:
         """Bytes each run's rows take (checkpoints, channel values, pending writes)."""

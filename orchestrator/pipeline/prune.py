@@ -7,8 +7,8 @@ run loses its checkpoints, its pending writes, what a cancel left unrecorded, an
 another process holds (running, resuming) is skipped. The database file is compacted after a
 prune (WAL checkpoint, then VACUUM); when another process keeps it busy, the space is reused by
 later runs instead and the report says so. On PostgreSQL (``[store] url``) the same runs are
-deleted from the database's tables; PostgreSQL's autovacuum reuses their space, so the report's
-sizes are those of the tables.
+deleted from the database's tables; PostgreSQL reuses their space (autovacuum), so the store's
+size there, for the report and ``max_store_mb``, is what the stored runs' rows take.
 """
 
 from __future__ import annotations
