@@ -116,6 +116,10 @@ class Ledger:
         except FileNotFoundError:
             return []
 
+    def names_of(self, kind: str, owner: str) -> list[str]:
+        """The ids recorded for ``kind`` that ``owner`` made."""
+        return [name for name in self.names(kind) if self.owner(kind, name) == owner]
+
 
 class PgLedger:
     """The :class:`Ledger`'s records in the PostgreSQL run store, one row per item."""
@@ -163,6 +167,15 @@ class PgLedger:
         with contextlib.closing(self.store.connect()) as conn:
             rows = conn.execute(
                 "SELECT name FROM orchestrator_server_files WHERE kind = %s", (kind,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def names_of(self, kind: str, owner: str) -> list[str]:
+        """The ids recorded for ``kind`` that ``owner`` made."""
+        with contextlib.closing(self.store.connect()) as conn:
+            rows = conn.execute(
+                "SELECT name FROM orchestrator_server_files WHERE kind = %s AND owner = %s",
+                (kind, owner),
             ).fetchall()
         return [str(r[0]) for r in rows]
 

@@ -36,7 +36,7 @@ def _mine(retention: Retention, run_id: str, owner: str) -> str:
     return run_id
 
 
-def _stored(call: Any, run_id: str) -> Any:
+def _stored(call: Any) -> Any:
     """``call()``; a run in progress elsewhere is a 409, a run the store lacks a 404."""
     try:
         return call()
@@ -54,17 +54,14 @@ def add_run_routes(app: Any, state: dict[str, Any], retention: Retention) -> Non
 
     @app.get("/v1/runs")
     def list_runs(request: Request) -> dict[str, Any]:
-        owner = client_of(request.scope)
-        mine = {
-            r for r in retention.ledger.names("runs") if retention.ledger.owner("runs", r) == owner
-        }
+        mine = set(retention.ledger.names_of("runs", client_of(request.scope)))
         rows = [row for row in orchestrator().runs() if row["run_id"] in mine]
         return {"object": "list", "data": rows}
 
     @app.get("/v1/runs/{run_id}")
     def show_run(run_id: str, request: Request) -> dict[str, Any]:
         _mine(retention, run_id, client_of(request.scope))
-        result: dict[str, Any] = _stored(lambda: orchestrator().show(run_id), run_id).to_dict()
+        result: dict[str, Any] = _stored(lambda: orchestrator().show(run_id)).to_dict()
         return result
 
     @app.post("/v1/runs/{run_id}/resume")
@@ -74,7 +71,7 @@ def add_run_routes(app: Any, state: dict[str, Any], retention: Retention) -> Non
         claim = Claim(retention, retention.runs_dir / run_id, owner)
         claim.add(retention.runs_dir / run_id)  # its folder is kept from sweeps while it runs
         try:
-            result = await asyncio.to_thread(_stored, lambda: orchestrator().resume(run_id), run_id)
+            result = await asyncio.to_thread(_stored, lambda: orchestrator().resume(run_id))
         finally:
             claim.release()
             retention.maybe_sweep()
