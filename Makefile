@@ -13,6 +13,9 @@ system:
 system-test: system
 	command -v tmux >/dev/null && command -v chromium >/dev/null || { \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq tmux chromium; }
+	# The PostgreSQL run store's tests start Debian's PostgreSQL server.
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql; }
 
 install: system
 	python3 -m venv $(VENV)

@@ -9,6 +9,7 @@ Where it comes from, later winning:
 
 Read where they are used, each through its function here: ``$ORCHESTRATOR_CACHE_DIR``
 (:func:`cache_dir`), ``$ORCHESTRATOR_CHECKPOINTS`` (:func:`env_checkpoints`),
+``$ORCHESTRATOR_STORE_URL`` (:func:`env_store_url`),
 ``$ORCHESTRATOR_ROUTER`` (:func:`env_router`), and the planner's and LLM endpoint's variables
 again (:func:`env_planner`, :func:`env_llm_base_url`) where a caller is given no config.
 Every ``ORCHESTRATOR_*`` variable the orchestrator reads as configuration is read in this module.
@@ -35,6 +36,7 @@ __all__ = [
     "LlmConfig",
     "SandboxConfig",
     "ServerConfig",
+    "StoreConfig",
     "TracingConfig",
     "cache_dir",
     "env_checkpoints",
@@ -42,6 +44,7 @@ __all__ = [
     "env_planner",
     "env_otlp_endpoint",
     "env_router",
+    "env_store_url",
     "openai_base_url",
     "otel_disabled",
 ]
@@ -190,6 +193,18 @@ class ModelsConfig(BaseModel):
     )
 
 
+class StoreConfig(BaseModel):
+    """Where runs are stored: SQLite (the default), or PostgreSQL that several servers share."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(
+        default=None,
+        description="postgresql://USER@HOST:PORT/DB: runs, spend and the server's file records "
+        "live there (unset: the SQLite file of `checkpoints`); file contents stay in runs_dir",
+    )
+
+
 class Config(BaseModel):
     """Everything the orchestrator reads from configuration."""
 
@@ -232,6 +247,7 @@ class Config(BaseModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     models: ModelsConfig = Field(default_factory=ModelsConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Config:
@@ -327,6 +343,11 @@ def env_checkpoints() -> Path | None:
     """``$ORCHESTRATOR_CHECKPOINTS``: the run store, over the config's ``checkpoints``."""
     named = _env("ORCHESTRATOR_CHECKPOINTS")
     return Path(named) if named else None
+
+
+def env_store_url() -> str | None:
+    """``$ORCHESTRATOR_STORE_URL``: a PostgreSQL run store, over the config's ``[store] url``."""
+    return _env("ORCHESTRATOR_STORE_URL")
 
 
 def env_router() -> str | None:

@@ -29,6 +29,8 @@ SLOW_MODULES = {  # module -> (marker, why)
     "test_evals_selection": ("models", "embeds zoos with the real MiniLM"),
     "test_backend_openai": ("llm", "serves the real small chat LLM"),
     "test_llm_server": ("llm", "serves the real small chat LLM"),
+    "test_pg_store": ("postgres", "starts a PostgreSQL server"),
+    "test_pg_servers": ("postgres", "starts a PostgreSQL server and two servers on it"),
 }
 SLOW_FIXTURES = {  # fixture -> (marker, why)
     "orchestrator": ("models", "runs the built-in zoo's real models"),

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["Approvals", "Requests", "card_requests", "unapproved"]
 
 
-
 def _endpoint(url: str | None) -> str | None:
     if not url:
         return None

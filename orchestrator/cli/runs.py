@@ -29,11 +29,12 @@ def _orchestrator(  # noqa: ANN202
 ):
     from orchestrator.cli.main import _config, _fail, _zoo
     from orchestrator.pipeline.orchestrator import Orchestrator, checkpoints_path
+    from orchestrator.pipeline.store import store_exists
 
     config = _config(cards, approve)
     try:
         if not resume:
-            if not checkpoints_path(config).is_file():
+            if not store_exists(checkpoints_path(config)):
                 return None
             # Listing and showing read the store only: no model is loaded, no worker started.
             from orchestrator.cards.zoo import Zoo
@@ -153,7 +154,7 @@ def runs_prune(
 
     from orchestrator.cli.main import _config, _fail
     from orchestrator.pipeline.prune import parse_age, parse_size, prune_runs
-    from orchestrator.pipeline.store import checkpoints_path, open_checkpointer
+    from orchestrator.pipeline.store import checkpoints_path, open_checkpointer, store_exists
 
     config = _config(None)
     store = checkpoints_path(config)
@@ -162,7 +163,7 @@ def runs_prune(
         cap = parse_size(max_size) if max_size is not None else None
         if age is None and cap is None:
             raise UserError("say what to prune: --older-than AGE, --max-size SIZE, or both")
-        if not store.is_file():
+        if not store_exists(store):
             console.print(f"no run store yet ({store})", markup=False)
             return
         saver = open_checkpointer(store)

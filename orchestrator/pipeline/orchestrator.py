@@ -34,6 +34,8 @@ from orchestrator.pipeline.checks import (
 from orchestrator.pipeline.graph import RunContext, build_graph
 from orchestrator.pipeline.prune import enforce_cap
 from orchestrator.pipeline.store import (
+    RunStore,
+    as_store,
     carried_spend,
     checkpoints_path,
     finished,
@@ -137,7 +139,7 @@ class Orchestrator(AsyncRunning):
         executor: Executor | None = None,
         policy: RouterPolicy | None = None,
         durable: bool = True,
-        checkpoint_path: str | Path | None = None,
+        checkpoint_path: str | RunStore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config or Config.load()
@@ -155,10 +157,10 @@ class Orchestrator(AsyncRunning):
         self.clock = clock  # what the budget's wall seconds are measured by
         self._own_executor = executor is None
         self.executor = executor or configured_executor(self.config)
-        self.checkpoint_path: Path | None = None
+        self.checkpoint_path: RunStore | None = None
         self._saver: Any = None
         if durable:
-            self.checkpoint_path = Path(checkpoint_path or checkpoints_path(self.config))
+            self.checkpoint_path = as_store(checkpoint_path or checkpoints_path(self.config))
             self._saver = open_checkpointer(self.checkpoint_path)
             enforce_cap(self._saver, self.checkpoint_path, self.config)  # max_store_mb
         self._graph = build_graph(self._saver)
@@ -369,7 +371,7 @@ class Orchestrator(AsyncRunning):
 
         A stored entry that cannot be read is listed with status ``unreadable``.
         """
-        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+        if self.checkpoint_path is None:
             return []
         rows = []
         for run_id in stored_run_ids(self.checkpoint_path):

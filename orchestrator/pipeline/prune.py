@@ -6,7 +6,9 @@ run loses its checkpoints, its pending writes, what a cancel left unrecorded, an
 ``RUNS/<run id>`` (a folder the user chose with ``--out`` lies elsewhere and is kept). A run
 another process holds (running, resuming) is skipped. The database file is compacted after a
 prune (WAL checkpoint, then VACUUM); when another process keeps it busy, the space is reused by
-later runs instead and the report says so.
+later runs instead and the report says so. On PostgreSQL (``[store] url``) the same runs are
+deleted from the database's tables; PostgreSQL reuses their space (autovacuum), so the store's
+size there, for the report and ``max_store_mb``, is what the stored runs' rows take.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from orchestrator.config import Config
 from orchestrator.errors import RunInProgress, UserError
-from orchestrator.pipeline.store import run_lock, stored_run_ids
+from orchestrator.pipeline.store import PgStore, RunStore, run_lock, stored_run_ids
 
 __all__ = ["PruneReport", "enforce_cap", "parse_age", "parse_size", "prune_runs", "store_bytes"]
 
@@ -51,8 +53,10 @@ def parse_size(text: str) -> int:
     return int(float(found[1]) * _SIZE_UNIT[(found[2] or "mb").lower()])
 
 
-def store_bytes(path: Path) -> int:
+def store_bytes(path: RunStore) -> int:
     """What the run store takes on disk: the database and its WAL and shared-memory files."""
+    if isinstance(path, PgStore):
+        return path.size()
     files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
     return sum(f.stat().st_size for f in files if f.is_file())
 
@@ -134,7 +138,7 @@ def _chosen(
     return chosen
 
 
-def _stored_runs(saver: Any, store: Path) -> list[dict[str, Any]]:
+def _stored_runs(saver: Any, store: RunStore) -> list[dict[str, Any]]:
     """Each stored run's id and when it was last written (its latest checkpoint's time)."""
     rows = []
     for run_id in stored_run_ids(store):
@@ -149,7 +153,7 @@ def _stored_runs(saver: Any, store: Path) -> list[dict[str, Any]]:
 
 def prune_runs(
     saver: Any,
-    store: Path,
+    store: RunStore,
     runs_dir: Path,
     *,
     older_than_s: float | None = None,
@@ -164,11 +168,14 @@ def prune_runs(
     if older_than_s is None and max_bytes is None:
         raise UserError("say what to prune: --older-than AGE, --max-size SIZE, or both")
     report = PruneReport(bytes_before=store_bytes(store), dry_run=dry_run)
-    if not store.is_file():
+    if isinstance(store, Path) and not store.is_file():
         return report
     rows = _stored_runs(saver, store)
-    with contextlib.closing(sqlite3.connect(str(store), timeout=30)) as conn:
-        sizes = _run_sizes(conn)
+    if isinstance(store, PgStore):
+        sizes = store.run_sizes()
+    else:
+        with contextlib.closing(sqlite3.connect(str(store), timeout=30)) as conn:
+            sizes = _run_sizes(conn)
     total = sum(sizes.values())
     chosen = _chosen(rows, sizes, total, older_than_s, max_bytes, now or time.time())
     for run_id in chosen:
@@ -184,14 +191,15 @@ def prune_runs(
             report.skipped[run_id] = str(exc)
             continue
         report.deleted.append(run_id)
-    wal = store.with_name(store.name + "-wal")
-    if not dry_run and (report.deleted or wal.is_file() and wal.stat().st_size > 0):
-        report.compacted = _compact(store)
+    if isinstance(store, Path) and not dry_run:
+        wal = store.with_name(store.name + "-wal")
+        if report.deleted or wal.is_file() and wal.stat().st_size > 0:
+            report.compacted = _compact(store)
     report.bytes_after = store_bytes(store)
     return report
 
 
-def enforce_cap(saver: Any, store: Path, config: Config) -> PruneReport | None:
+def enforce_cap(saver: Any, store: RunStore, config: Config) -> PruneReport | None:
     """Prune the oldest runs while the store is over the config's ``max_store_mb`` (if set)."""
     cap = config.max_store_mb
     if cap is None or store_bytes(store) <= cap * 1e6:
@@ -202,7 +210,10 @@ def enforce_cap(saver: Any, store: Path, config: Config) -> PruneReport | None:
     return report
 
 
-def _forget_unrecorded(store: Path, run_id: str) -> None:
+def _forget_unrecorded(store: RunStore, run_id: str) -> None:
+    if isinstance(store, PgStore):
+        store.forget_unrecorded(run_id)
+        return
     with contextlib.closing(sqlite3.connect(str(store), timeout=30)) as conn, conn:
         with contextlib.suppress(sqlite3.OperationalError):  # no run was ever cancelled
             conn.execute("DELETE FROM orchestrator_unrecorded WHERE run_id = ?", (run_id,))

@@ -9,6 +9,10 @@ A call stopped in flight (the second Ctrl-C stops the workers) writes no attempt
 made and paid for. When a run is cancelled, what its ledger spent beyond its stored attempts is
 kept in a table of the same database (``orchestrator_unrecorded``), and :func:`carried_spend`
 adds it, so a resumed run, ``runs list`` and ``runs show`` count it like the printed cost did.
+
+The store can instead be a PostgreSQL database (``[store] url``): every function here takes
+either the SQLite file's path or a :class:`~orchestrator.pipeline.pg_store.PgStore`, and does the
+same on it.
 """
 
 from __future__ import annotations
@@ -26,10 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.budget import Cost
-from orchestrator.config import Config, env_checkpoints
+from orchestrator.config import Config, env_checkpoints, env_store_url
 from orchestrator.errors import RunInProgress, UserError
+from orchestrator.pipeline.pg_store import PgStore, is_pg_url
 
 __all__ = [
+    "PgStore",
+    "RunStore",
+    "as_store",
     "carried_spend",
     "checkpoints_path",
     "finished",
@@ -37,6 +45,7 @@ __all__ = [
     "record_unrecorded",
     "run_lock",
     "settled_attempts",
+    "store_exists",
     "stored_run_ids",
     "unrecorded_spend",
     "with_pending",
@@ -45,19 +54,47 @@ __all__ = [
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's write to the run store
 
+RunStore = Path | PgStore
+"""Where runs are stored: the SQLite file, or a PostgreSQL database."""
 
-def checkpoints_path(config: Config) -> Path:
+
+def checkpoints_path(config: Config) -> RunStore:
     """Where runs are stored.
 
-    ``$ORCHESTRATOR_CHECKPOINTS``, the config's ``checkpoints``, else ``checkpoints.sqlite`` in
-    the runs folder.
+    A PostgreSQL database when ``$ORCHESTRATOR_STORE_URL`` or the config's ``[store] url`` names
+    one; else the SQLite file ``$ORCHESTRATOR_CHECKPOINTS``, the config's ``checkpoints``, else
+    ``checkpoints.sqlite`` in the runs folder.
     """
+    url = env_store_url() or config.store.url
+    if url:
+        return as_store(url)
     named = env_checkpoints() or config.checkpoints
     return Path(named) if named else config.runs_dir / "checkpoints.sqlite"
 
 
-def open_checkpointer(path: Path) -> Any:
-    """A LangGraph SQLite checkpointer on ``path`` (created with its folder if missing)."""
+def as_store(where: str | Path | PgStore) -> RunStore:
+    """A run store named by a SQLite path or a ``postgresql://`` URL."""
+    if isinstance(where, PgStore):
+        return where
+    if isinstance(where, str) and "://" in where:
+        if not is_pg_url(where):
+            raise UserError(
+                f"the run store {where.split('://')[0]}:// is not supported: name a SQLite file "
+                "or a postgresql://USER@HOST:PORT/DATABASE URL"
+            )
+        return PgStore(where)
+    return Path(where)
+
+
+def store_exists(store: RunStore) -> bool:
+    """Whether runs may be stored there already (a database always may)."""
+    return isinstance(store, PgStore) or store.is_file()
+
+
+def open_checkpointer(path: RunStore) -> Any:
+    """A LangGraph checkpointer on the store (its file or tables created if missing)."""
+    if isinstance(path, PgStore):
+        return path.open_checkpointer()
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     try:
@@ -85,8 +122,12 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def stored_run_ids(path: Path) -> list[str]:
-    """The ids of the runs stored in a checkpoint database, oldest first."""
+def stored_run_ids(path: RunStore) -> list[str]:
+    """The ids of the runs stored in a checkpoint database, oldest first (none: no file yet)."""
+    if isinstance(path, PgStore):
+        return path.run_ids()
+    if not path.exists():
+        return []
     with contextlib.closing(sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S)) as conn:
         rows = conn.execute(
             "SELECT thread_id, MIN(rowid) FROM checkpoints GROUP BY thread_id ORDER BY 2"
@@ -167,8 +208,11 @@ _UNRECORDED_TABLE = (
 )
 
 
-def unrecorded_spend(store: Path | None, run_id: str) -> dict[str, Any]:
+def unrecorded_spend(store: RunStore | None, run_id: str) -> dict[str, Any]:
     """What a run spent that its stored attempts do not show, as of its last cancel ({}: none)."""
+    if isinstance(store, PgStore):
+        found = store.unrecorded(run_id)
+        return json.loads(found) if found else {}
     if store is None or not store.exists():
         return {}
     with contextlib.closing(sqlite3.connect(str(store), timeout=BUSY_TIMEOUT_S)) as conn:
@@ -179,7 +223,7 @@ def unrecorded_spend(store: Path | None, run_id: str) -> dict[str, Any]:
     return json.loads(row[0]) if row else {}
 
 
-def record_unrecorded(store: Path, run_id: str, snapshot: Any, ledger: dict[str, Any]) -> None:
+def record_unrecorded(store: RunStore, run_id: str, snapshot: Any, ledger: dict[str, Any]) -> None:
     """Keep what the run's ledger spent beyond the attempts stored in ``snapshot``.
 
     ``ledger`` is the ledger's snapshot at the cancel; it already carries what earlier stops
@@ -193,6 +237,9 @@ def record_unrecorded(store: Path, run_id: str, snapshot: Any, ledger: dict[str,
         max(spent.calls - stored.calls, 0),
     )
     row = json.dumps({**extra.as_dict(), "wall_seconds": float(ledger.get("wall_seconds", 0.0))})
+    if isinstance(store, PgStore):
+        store.record_unrecorded(run_id, row)
+        return
     with contextlib.closing(sqlite3.connect(str(store), timeout=BUSY_TIMEOUT_S)) as conn, conn:
         conn.execute(_UNRECORDED_TABLE)
         conn.execute("INSERT OR REPLACE INTO orchestrator_unrecorded VALUES (?, ?)", (run_id, row))
@@ -205,12 +252,17 @@ def _lock_file(store: Path, run_id: str) -> Path:
 
 
 @contextlib.contextmanager
-def run_lock(store: Path, run_id: str) -> Iterator[None]:
+def run_lock(store: RunStore, run_id: str) -> Iterator[None]:
     """Hold the exclusive lock of one run (an ``flock`` on a file next to the run store).
 
     A second holder, in this process or another, gets :class:`RunInProgress` naming the pid
-    of the first. The lock is released when the block ends or the process dies.
+    of the first. The lock is released when the block ends or the process dies. On PostgreSQL
+    it is an advisory lock of the database (:meth:`PgStore.lock`).
     """
+    if isinstance(store, PgStore):
+        with store.lock(run_id):
+            yield
+        return
     path = _lock_file(store, run_id)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

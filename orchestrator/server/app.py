@@ -27,6 +27,7 @@ from orchestrator.cards.zoo import Zoo
 from orchestrator.config import Config
 from orchestrator.errors import RequestRejected
 from orchestrator.events import RunStarted, RunSummary
+from orchestrator.pipeline.store import checkpoints_path
 from orchestrator.server.answer_stream import AnswerStream
 from orchestrator.server.files import (
     MEDIA_TYPES,
@@ -37,6 +38,7 @@ from orchestrator.server.guard import AllowedHosts, BodyLimits, Guard, client_of
 from orchestrator.server.inputs import request_inputs
 from orchestrator.server.retention import UPLOADS, Retention
 from orchestrator.server.runs import LiveRun, RunJob, RunService
+from orchestrator.server.runs_api import add_run_routes
 from orchestrator.server.wire import (
     DONE,
     ChatRequest,
@@ -335,7 +337,7 @@ def build_app(config: Config, zoo: Zoo) -> Any:
     limit = config.server.max_upload_bytes
     state: dict[str, Any] = {}
     runs_dir = Path(config.runs_dir).resolve()
-    retention = Retention.from_config(runs_dir, config.server)
+    retention = Retention.from_config(runs_dir, config.server, checkpoints_path(config))
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -396,6 +398,7 @@ def build_app(config: Config, zoo: Zoo) -> Any:
         }
 
     _add_upload_routes(app, uploads, retention)
+    add_run_routes(app, state, retention)
 
     @app.get("/v1/files/{run_id}/{name:path}")
     def get_file(run_id: str, name: str, request: Request) -> Any:

@@ -19,10 +19,15 @@ item a sweep is deleting. The server sweeps when it starts and, at most once per
 
 The ids of the last :data:`REMEMBERED` swept items are kept in memory, so a request for one is
 told it expired (and how long files are kept) rather than that it never existed.
+
+With a PostgreSQL run store (``[store] url``) the records live in its table
+``orchestrator_server_files`` instead (:class:`PgLedger`), so every server sharing the database
+and the runs folder serves every client's files, whichever server took them in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -36,6 +41,7 @@ from pathlib import Path
 
 from orchestrator.config import ServerConfig
 from orchestrator.errors import RequestRejected
+from orchestrator.pipeline.pg_store import PgStore
 
 __all__ = [
     "LEDGER",
@@ -43,6 +49,7 @@ __all__ = [
     "SWEEP_INTERVAL_S",
     "Claim",
     "Ledger",
+    "PgLedger",
     "Retention",
     "Stored",
     "Sweep",
@@ -108,6 +115,69 @@ class Ledger:
             return [e.name for e in os.scandir(self.root / kind) if _KINDS[kind].match(e.name)]
         except FileNotFoundError:
             return []
+
+    def names_of(self, kind: str, owner: str) -> list[str]:
+        """The ids recorded for ``kind`` that ``owner`` made."""
+        return [name for name in self.names(kind) if self.owner(kind, name) == owner]
+
+
+class PgLedger:
+    """The :class:`Ledger`'s records in the PostgreSQL run store, one row per item."""
+
+    TABLE = (
+        "CREATE TABLE IF NOT EXISTS orchestrator_server_files "
+        "(kind TEXT NOT NULL, name TEXT NOT NULL, owner TEXT NOT NULL, PRIMARY KEY (kind, name))"
+    )
+
+    def __init__(self, store: PgStore) -> None:
+        self.store = store
+        store.ensure([self.TABLE])
+
+    def record(self, kind: str, name: str, owner: str) -> None:
+        """Note that ``owner`` made the item ``name`` (``kind``: runs or uploads)."""
+        if not _KINDS[kind].match(name):
+            raise ValueError(f"not a {kind} id: {name!r}")
+        with contextlib.closing(self.store.connect()) as conn:
+            conn.execute(
+                "INSERT INTO orchestrator_server_files (kind, name, owner) VALUES (%s, %s, %s) "
+                "ON CONFLICT (kind, name) DO UPDATE SET owner = EXCLUDED.owner",
+                (kind, name, owner),
+            )
+
+    def owner(self, kind: str, name: str) -> str | None:
+        """Who made the item (None: no server sharing this store made it)."""
+        if not _KINDS[kind].match(name):
+            return None
+        with contextlib.closing(self.store.connect()) as conn:
+            row = conn.execute(
+                "SELECT owner FROM orchestrator_server_files WHERE kind = %s AND name = %s",
+                (kind, name),
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def forget(self, kind: str, name: str) -> None:
+        """Drop the record of a deleted item."""
+        with contextlib.closing(self.store.connect()) as conn:
+            conn.execute(
+                "DELETE FROM orchestrator_server_files WHERE kind = %s AND name = %s", (kind, name)
+            )
+
+    def names(self, kind: str) -> list[str]:
+        """The ids recorded for ``kind``."""
+        with contextlib.closing(self.store.connect()) as conn:
+            rows = conn.execute(
+                "SELECT name FROM orchestrator_server_files WHERE kind = %s", (kind,)
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def names_of(self, kind: str, owner: str) -> list[str]:
+        """The ids recorded for ``kind`` that ``owner`` made."""
+        with contextlib.closing(self.store.connect()) as conn:
+            rows = conn.execute(
+                "SELECT name FROM orchestrator_server_files WHERE kind = %s AND owner = %s",
+                (kind, owner),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -200,13 +270,14 @@ class Retention:
         keep_hours: float,
         max_bytes: int,
         interval: float = SWEEP_INTERVAL_S,
+        ledger: Ledger | PgLedger | None = None,
     ) -> None:
         self.runs_dir = runs_dir.resolve()
         self.upload_root = self.runs_dir / UPLOADS
         self.keep_hours = keep_hours
         self.max_bytes = max_bytes
         self.interval = interval
-        self.ledger = Ledger(self.runs_dir)
+        self.ledger = ledger or Ledger(self.runs_dir)
         self.lock = threading.RLock()
         self._held: Counter[Path] = Counter()
         self._swept: OrderedDict[str, str | None] = OrderedDict()  # id -> its owner
@@ -215,10 +286,15 @@ class Retention:
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sweep")
 
     @classmethod
-    def from_config(cls, runs_dir: Path, server: ServerConfig) -> Retention:
-        """The retention ``[server]`` asks for."""
+    def from_config(
+        cls, runs_dir: Path, server: ServerConfig, store: Path | PgStore | None = None
+    ) -> Retention:
+        """The retention ``[server]`` asks for (records in ``store`` when it is PostgreSQL)."""
         return cls(
-            runs_dir, keep_hours=server.keep_files_hours, max_bytes=server.max_stored_mb * 10**6
+            runs_dir,
+            keep_hours=server.keep_files_hours,
+            max_bytes=server.max_stored_mb * 10**6,
+            ledger=PgLedger(store) if isinstance(store, PgStore) else None,
         )
 
     # --- holding ------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ request gets a 429. Cancelling a run's task (the client hung up, or pressed stop
 the asyncio way: the step in flight finishes and is kept, the run is stored as ``cancelled`` and
 stays resumable, and the task ends once the run has stopped. The orchestrator is safe to share:
 the worker pool and the ledger lock their state, each run has its own ledger, graph context and
-run folder, and LangGraph's SQLite checkpointer serializes its writes on one connection.
+run folder, and LangGraph's SQLite (or Postgres) checkpointer serializes its writes on one
+connection.
 
 A request naming a card as its ``model`` runs on that card alone: a one-card zoo and a planner
 that makes one subtask of the whole request (its text, and the attached file of the type the
@@ -227,13 +228,16 @@ class RunService:
         retention: Retention | None = None,
     ) -> None:
         from orchestrator.pipeline.orchestrator import Orchestrator
+        from orchestrator.pipeline.store import checkpoints_path
         from orchestrator.planning import planner_from_config
 
         self.config = config
         self.zoo = zoo
         self.runs_dir = Path(config.runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        self.retention = retention or Retention.from_config(self.runs_dir, config.server)
+        self.retention = retention or Retention.from_config(
+            self.runs_dir, config.server, checkpoints_path(config)
+        )
         self._own = orchestrator is None
         if orchestrator is None:
             planner = ConfinedPlanner(planner_from_config(config), self.runs_dir)

@@ -32,9 +32,7 @@ def _traced(tmp_path, builtin_zoo, **config):
     return orch, exporter
 
 
-def test_a_run_is_one_agent_span_with_a_span_per_decision_and_per_tool_call(
-    tmp_path, builtin_zoo
-):
+def test_a_run_is_one_agent_span_with_a_span_per_decision_and_per_tool_call(tmp_path, builtin_zoo):
     orch, exporter = _traced(tmp_path, builtin_zoo)
     with orch:
         result = orch.run('Is "I love this" positive, and which language is it?')
@@ -96,9 +94,7 @@ def test_tracing_is_off_unless_configured(monkeypatch, tmp_path):
 def test_spans_go_to_a_jsonl_file_for_people_without_a_collector(tmp_path, builtin_zoo):
     path = tmp_path / "traces" / "spans.jsonl"
     config = Config(runs_dir=tmp_path / "runs", tracing=TracingConfig(jsonl=path))
-    with Orchestrator(
-        config, zoo=builtin_zoo, executor=InProcessExecutor(), durable=False
-    ) as orch:
+    with Orchestrator(config, zoo=builtin_zoo, executor=InProcessExecutor(), durable=False) as orch:
         result = orch.run('Is "I love this" positive?')
     assert result.ok
     spans = [json.loads(line) for line in path.read_text().splitlines()]
@@ -141,9 +137,7 @@ def test_the_standard_otlp_variable_sends_spans_to_a_collector(
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
     config = Config(runs_dir=tmp_path / "runs")
-    with Orchestrator(
-        config, zoo=builtin_zoo, executor=InProcessExecutor(), durable=False
-    ) as orch:
+    with Orchestrator(config, zoo=builtin_zoo, executor=InProcessExecutor(), durable=False) as orch:
         assert orch.run('Is "I love this" positive?').ok
     # close() flushed the batch; decode what arrived.
     names = set()

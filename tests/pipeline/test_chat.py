@@ -390,9 +390,7 @@ def test_a_follow_up_lacking_its_input_takes_it_from_the_turn_before(tmp_path, b
     assert heard.inputs_for("how many faces?", missing=missing)[1] == []
 
 
-def test_the_photo_of_a_refused_turn_goes_with_the_follow_up_that_needs_one(
-    tmp_path, builtin_zoo
-):
+def test_the_photo_of_a_refused_turn_goes_with_the_follow_up_that_needs_one(tmp_path, builtin_zoo):
     from orchestrator.pipeline.chat import missing_input
 
     photo = tmp_path / "face.png"

@@ -177,3 +177,35 @@ def test_a_store_another_process_keeps_busy_is_pruned_and_compacted_later(tmp_pa
         saver.conn.close()
     assert later.deleted == [] and later.compacted
     assert store_bytes(store) < report.bytes_before / 2, (report.bytes_before, store_bytes(store))
+
+
+def test_a_postgresql_url_in_the_config_or_the_environment_picks_the_postgres_store(
+    tmp_path, monkeypatch
+):
+    from orchestrator.config import StoreConfig
+    from orchestrator.pipeline.store import PgStore, checkpoints_path
+
+    monkeypatch.delenv("ORCHESTRATOR_STORE_URL", raising=False)
+    monkeypatch.delenv("ORCHESTRATOR_CHECKPOINTS", raising=False)
+    plain = Config(runs_dir=tmp_path / "runs")
+    assert checkpoints_path(plain) == tmp_path / "runs" / "checkpoints.sqlite"  # the default
+    url = "postgresql://orch:secret@db.example:5432/runs"
+    assert checkpoints_path(Config(store=StoreConfig(url=url))) == PgStore(url)
+    monkeypatch.setenv("ORCHESTRATOR_STORE_URL", "postgres://other@db/runs")
+    assert checkpoints_path(plain) == PgStore("postgres://other@db/runs")  # over the config
+    assert "secret" not in str(PgStore(url)) and "orch:***@db.example:5432" in str(PgStore(url))
+
+
+def test_a_store_url_that_is_not_postgresql_or_a_database_that_is_down_says_what_to_fix(
+    tmp_path,
+):
+    from orchestrator.evals.bench_server import free_port
+    from orchestrator.pipeline.store import as_store
+
+    with pytest.raises(UserError, match="mysql:// is not supported.*postgresql://"):
+        as_store("mysql://me@db/runs")
+    down = as_store(f"postgresql://orch@127.0.0.1:{free_port()}/runs")  # nothing listens there
+    with pytest.raises(UserError, match=r"cannot open the run store .*\[store\] url"):
+        open_checkpointer(down)
+    with pytest.raises(UserError, match="cannot open the run store"):
+        Orchestrator(Config(runs_dir=tmp_path), executor=InProcessExecutor(), checkpoint_path=down)

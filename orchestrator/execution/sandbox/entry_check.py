@@ -146,10 +146,9 @@ def _bounded_output(
                 if key.data is err and len(err) > _ERR_TAIL_BYTES:
                     del err[: len(err) - _ERR_TAIL_BYTES]
             if len(out) > MAX_OUTPUT_BYTES:
-                return bytes(out), bytes(err), (
-                    f"importing printed more than {MAX_OUTPUT_BYTES // (1 << 20)} MB on standard "
-                    "output (a module should not print when imported)"
-                )
+                mb = MAX_OUTPUT_BYTES // (1 << 20)
+                why = f"importing printed more than {mb} MB on standard output"
+                return bytes(out), bytes(err), f"{why} (a module should not print when imported)"
     return bytes(out), bytes(err), ""
 
 

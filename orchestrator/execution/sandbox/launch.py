@@ -68,6 +68,7 @@ def python_command(module: str, args: list[str] = (), code: list[str] = ()) -> l
     boot = {"module": module, "root": PACKAGE_ROOT, "site": site_dirs(), "code": list(code)}
     return [sys.executable, "-I", "-S", "-B", "-u", _BOOT, json.dumps(boot), *args]
 
+
 log = logging.getLogger("orchestrator.execution.sandbox")
 _warned: set[str] = set()
 
