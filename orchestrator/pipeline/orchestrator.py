@@ -36,6 +36,7 @@ from orchestrator.pipeline.prune import enforce_cap
 from orchestrator.pipeline.store import (
     RunStore,
     as_store,
+    cards_named,
     carried_spend,
     checkpoints_path,
     finished,
@@ -354,7 +355,7 @@ class Orchestrator(AsyncRunning):
             _result(run_id, values["request"], values, Ledger(Budget()), Path("."))
         except Exception as exc:  # noqa: BLE001 - an odd stored entry is reported, not run
             raise UserError(f"run {run_id} {_unreadable(exc)}") from exc
-        missing = sorted(_cards_named(values) - {e.card.name for e in self.zoo})
+        missing = sorted(cards_named(values) - {e.card.name for e in self.zoo})
         if missing:
             names = ", ".join(missing)
             raise UserError(
@@ -580,16 +581,6 @@ def _rejected(run_id: str, prompt: str, message: str, budget: Budget) -> RunResu
         spent={**Ledger(budget).spent.as_dict(), "wall_seconds": 0.0},
         budget_left=Ledger(budget).left(),
     )
-
-
-def _cards_named(values: dict[str, Any]) -> set[str]:
-    """Every card a stored run's routing may look up: candidates, attempts, results."""
-    names: set[str] = set()
-    for selection in (values.get("selections") or {}).values():
-        names.update(c["card"] for c in selection.get("candidates", []) if c.get("card"))
-    names.update(a["card"] for a in values.get("attempts") or [] if a.get("card"))
-    names.update(r["card"] for r in (values.get("results") or {}).values() if r.get("card"))
-    return names
 
 
 def _unreadable(exc: Exception) -> str:

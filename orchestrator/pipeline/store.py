@@ -38,6 +38,7 @@ __all__ = [
     "PgStore",
     "RunStore",
     "as_store",
+    "cards_named",
     "carried_spend",
     "checkpoints_path",
     "finished",
@@ -287,3 +288,13 @@ def run_lock(store: RunStore, run_id: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def cards_named(values: dict[str, Any]) -> set[str]:
+    """Every card a stored run's routing may look up: candidates, attempts, results."""
+    names: set[str] = set()
+    for selection in (values.get("selections") or {}).values():
+        names.update(c["card"] for c in selection.get("candidates", []) if c.get("card"))
+    names.update(a["card"] for a in values.get("attempts") or [] if a.get("card"))
+    names.update(r["card"] for r in (values.get("results") or {}).values() if r.get("card"))
+    return names
