@@ -271,7 +271,8 @@ def test_without_the_package_the_kind_is_unknown_and_the_fix_is_named():
     with pytest.raises(CardError) as caught:
         card_from_yaml(CARD)
     message = str(caught.value)
-    assert "backend: unknown backend kind; use one of: diffusers, openai, python" in message
+    kinds = "diffusers, hf-inference, mcp, openai, python"
+    assert f"backend: unknown backend kind; use one of: {kinds}" in message
     assert "'orchestrator.backends' entry point group" in message
 
 
