@@ -242,11 +242,13 @@ class CardMatcher:
             sc * ABSENT_MEDIA if e.card.input_types() - {"text"} - given else sc
             for sc, e in zip(scores, self.entries, strict=True)
         ]
-        if not named and pw.quoted_or_colon(clause):  # 'describe the mood of "..."' reads that
-            scores = [
-                0.0 if e.card.input_types() - {"text"} - given else sc
-                for sc, e in zip(scores, self.entries, strict=True)
-            ]
+        absent = [bool(e.card.input_types() - {"text"} - given) for e in self.entries]
+        if (
+            not named
+            and pw.quoted_or_colon(clause)
+            and any(sc >= MIN_SIMILARITY for sc, a in zip(scores, absent, strict=True) if not a)
+        ):  # 'describe the mood of "..."' reads that text when a card of text fits at all
+            scores = [0.0 if a else sc for sc, a in zip(scores, absent, strict=True)]
         if self.asks_in_words(clause):  # "what does notes.txt say": its words, not a voice
             scores = [
                 sc if _in_words(e.card) else 0.0 for sc, e in zip(scores, self.entries, strict=True)
