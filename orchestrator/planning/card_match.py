@@ -254,9 +254,24 @@ class CardMatcher:
                 sc if _in_words(e.card) else 0.0 for sc, e in zip(scores, self.entries, strict=True)
             ]
         i = max(range(len(scores)), key=lambda k: (scores[k], -k))
-        if scores[i] >= MIN_SIMILARITY:
+        if scores[i] >= MIN_SIMILARITY and not self._makes_else(clause, i):
             return (i, scores[i])
         return self._converter(clause, named)
+
+    def _makes_else(self, clause: str, i: int) -> bool:
+        """Whether the clause asks its input be made into a thing the card does not make.
+
+        "turn cat.png into a video": the voice card's words fit "turn ... into", but it makes
+        speech, and no card here speaks of videos. A kind of content the card makes ("into an
+        audio file"), a word of its own document, or a writer (it writes anything) is no such
+        thing.
+        """
+        found = pw.MADE_INTO.search(clause)
+        card = self.entries[i].card
+        if found is None or pw.takes_prompt(card) or pw.made_kinds(clause) & card.output_types():
+            return False
+        doc = set(pw.raw_stems(pw.card_document(card)))
+        return stem(found["thing"].lower()) not in doc
 
     def chain_in_clause(self, clause: str, best: int) -> list[int]:
         """The best card, and a second one its left-over words ask for, when types chain."""
@@ -333,7 +348,8 @@ class CardMatcher:
         # the language) or is for a general card.
         kinds = pw.referred_kinds(clause, given, first)
         words = tokens(pw.without_refs(clause))
-        if not kinds or len(words) > 2 and not self.is_question(clause):
+        asks_made = len(words) > 2 or pw.MADE_INTO.search(clause)
+        if not kinds or asks_made and not self.is_question(clause):
             # "turn x.jpg into a painting in the style of ...": a capability no card has, not
             # a question about the input.
             return None

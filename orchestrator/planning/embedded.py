@@ -172,9 +172,18 @@ class EmbeddedPlanner:
         return self._zoo_planner.plan(request, files, self.name)
 
 
+_SHORTHAND = {"u": "you", "ur": "your", "ya": "you", "pls": "please", "plz": "please"}
+_SHORTHAND_WORD = re.compile(r"\b(?:" + "|".join(_SHORTHAND) + r")\b", re.IGNORECASE)
+
+
 def instruction_words(clause: str) -> str:
-    """The clause without its inputs: quoted texts, file names, references to "the answer"."""
-    return ANSWER_REF.sub(" ", _FILE.sub(" ", QUOTED.sub(" ", clause)))
+    """The clause without its inputs: quoted texts, file names, references to "the answer".
+
+    Chat shorthand in the instruction is read as the words it stands for ("could u" is "could
+    you"); quoted texts are gone by then, so their words are never touched.
+    """
+    words = ANSWER_REF.sub(" ", _FILE.sub(" ", QUOTED.sub(" ", clause)))
+    return _SHORTHAND_WORD.sub(lambda m: _SHORTHAND[m.group(0).lower()], words)
 
 
 def quoted_text(text: str) -> str | None:

@@ -22,8 +22,8 @@ PROMPT_INPUTS = frozenset({"prompt", "instruction", "query", "question", "descri
 GENERAL_TASK = "text-generation"
 UNREAD = "was given but no step reads it"  # the note on an input no step of a plan reads
 POLITE = re.compile(
-    r"^(?:(?:please|kindly|hey|hi|ok|okay|so|now)\b[\s,]*|(?:can|could|would|will)\s+you\s+"
-    r"(?:please\s+)?|i\s+(?:want|need|would\s+like|'d\s+like)\s+(?:you\s+)?to\s+|"
+    r"^(?:(?:please|pls|plz|kindly|hey|hi|ok|okay|so|now)\b[\s,]*|(?:can|could|would|will)\s+"
+    r"(?:you|u|ya)\s+(?:please\s+|pls\s+|plz\s+)?|i\s+(?:want|need|would\s+like|'d\s+like)\s+(?:you\s+)?to\s+|"
     r"help\s+me\s+|let'?s\s+|i\s+wonder\s+)+",
     re.IGNORECASE,
 )
@@ -61,6 +61,11 @@ INTO = {  # the kind a clause asks its input be made into: "turn memo.wav into t
     )
     for kind, nouns in TYPE_NOUNS.items()
 }
+MADE_INTO = re.compile(  # "turn cat.png into a video": the thing asked for, after its article
+    r"\b(?:turn|convert|change|transform|make)\b.*?\b(?:into|to)\s+(?:an?|some)\s+"
+    r"(?:\w+\s+)?(?P<thing>[a-z]+)\b",
+    re.IGNORECASE,
+)
 STARTS_WITH_INPUT = re.compile(r"^\s*(?:[\"'“‘]|[\w./-]+\.[A-Za-z0-9]{2,4}\b)")  # a quote, a file
 SAID = re.compile(  # "what did I say", "what was he talking about": what was said in it
     r"\b(?:i|we|you|he|she|they)\s+(?:say|said|says|saying|talk|talked|talking|mention|"

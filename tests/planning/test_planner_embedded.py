@@ -574,3 +574,29 @@ def test_a_follow_up_asking_what_a_quoted_text_says_in_a_language_translates_it(
 def test_a_greeting_or_thanks_goes_to_the_chat_model(planner, builtin_zoo, request_text):
     [step] = planner.plan(request_text, builtin_zoo).subtasks
     assert step.task == "text-generation"
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    ["turn cat.png into a video", "convert cat.png into a 3d model", "turn it into a poem: rain"],
+)
+def test_making_an_input_into_a_thing_no_card_makes_is_refused(
+    planner, builtin_zoo, request_text
+):
+    # The voice card's words fit "turn ... into", but it makes speech, not the thing asked for.
+    with pytest.raises(NoCapableTool, match="no card of the zoo does what"):
+        planner.plan(request_text, builtin_zoo)
+    # Into a kind the card makes, it is still the card.
+    [step] = planner.plan("turn notes.txt into an audio file", builtin_zoo).subtasks
+    assert step.task == "text-to-speech"
+
+
+def test_chat_shorthand_in_the_instruction_reads_as_the_words_it_stands_for(
+    planner, builtin_zoo
+):
+    for request in ("could u check what's written on sign.png", "can u pls read sign.png"):
+        [step] = planner.plan(request, builtin_zoo).subtasks
+        assert step.task == "image-to-text", request
+    # A quoted text keeps its shorthand: it is what is read, not an instruction.
+    [step] = planner.plan('is this positive: "luv u so much"', builtin_zoo).subtasks
+    assert step.args["text"].value == "luv u so much"
