@@ -11,7 +11,14 @@ from typing import Any
 
 from orchestrator.evals.bench_server import ServerProcess, launch_server
 
-__all__ = ["ServerProcess", "data_url", "launch_server", "png_bytes", "sse_payloads"]
+__all__ = [
+    "ServerProcess",
+    "data_url",
+    "hang_up_at_first_step",
+    "launch_server",
+    "png_bytes",
+    "sse_payloads",
+]
 
 SENTIMENT = "Is this sentence positive or negative: I love this sunny day"
 
@@ -57,3 +64,19 @@ def start_module_server(folder: Path, **kwargs: Any) -> ServerProcess:
     """The server a test module shares (a failed start raises with the server's output)."""
     kwargs.setdefault("config", MODULE_CONFIG)
     return launch_server(folder, **kwargs)
+
+
+def hang_up_at_first_step(base_url: str, body: dict[str, Any], timeout: float) -> str | None:
+    """Stream a chat request and hang up as soon as its first step starts; the run's id."""
+    import httpx
+
+    run_id = None
+    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, timeout=timeout) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data: {"):
+                continue
+            event = json.loads(line[5:]).get("orchestrator") or {}
+            run_id = event.get("run_id", run_id)
+            if event.get("type") == "step_started":
+                break
+    return run_id

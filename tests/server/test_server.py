@@ -11,7 +11,14 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
-from _server_tools import SENTIMENT, data_url, launch_server, png_bytes, sse_payloads
+from _server_tools import (
+    SENTIMENT,
+    data_url,
+    hang_up_at_first_step,
+    launch_server,
+    png_bytes,
+    sse_payloads,
+)
 from _server_tools import start_module_server as _start
 
 KEY = "test-key-0123456789"
@@ -484,17 +491,7 @@ def test_a_client_that_goes_away_cancels_the_run(server, builtin_zoo):
     # A long text: the voice takes a second or more, so the hang-up lands while it speaks.
     words = " ".join(["hello there my friend, it is good to see you again after so long"] * 6)
     body = {**_user(f"Read '{words}' aloud, then transcribe the audio"), "stream": True}
-    run_id = None
-    with httpx.stream(
-        "POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=120
-    ) as response:
-        for line in response.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            event = json.loads(line[5:]).get("orchestrator") or {}
-            run_id = event.get("run_id", run_id)
-            if event.get("type") == "step_started":
-                break  # hang up while the first of two steps runs
+    run_id = hang_up_at_first_step(server.base_url, body, 120)  # while the first of two runs
     deadline = time.monotonic() + 60
     while httpx.get(f"{server.base_url}/health", timeout=10).json()["active_runs"]:
         assert time.monotonic() < deadline, "the run did not stop"

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from _chat_tools import write_slow_cards
-from _server_tools import MODULE_CONFIG, data_url, png_bytes
+from _server_tools import MODULE_CONFIG, data_url, hang_up_at_first_step, png_bytes
 from _server_tools import start_module_server as _start
 
 REVIEW = "This product is wonderful, I love it. It works perfectly and I am very happy."
@@ -250,17 +250,7 @@ def test_a_client_that_hangs_up_cancels_the_run_and_its_worker_stops(server):
         "messages": [{"role": "user", "content": SLOW_REQUEST}],
         "stream": True,
     }
-    run_id = None
-    with httpx.stream(
-        "POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=60
-    ) as response:
-        for line in response.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            event = json.loads(line[5:]).get("orchestrator") or {}
-            run_id = event.get("run_id", run_id)
-            if event.get("type") == "step_started":
-                break  # hang up while the slow first step runs
+    run_id = hang_up_at_first_step(server.base_url, body, 60)  # while the slow first step runs
     # A run counts as active until its task has ended, and the task ends only once the run's
     # thread has returned: the worker stopped, after the step in flight (2 s), not the voice.
     waited = _idle(server, 15)
